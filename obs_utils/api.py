@@ -1,0 +1,146 @@
+"""The public calls: each takes obs://, s3://, file:// or plain local paths and does the same thing.
+
+On ModelArts (real MoXing present) remote URLs go through `moxing.file`; elsewhere through boto3
+(s3.py, tree.py). Local paths are always handled here, with atomic writes.
+"""
+import os
+
+from . import local, s3, tree
+from .errors import NotFoundError, ObsError, translate
+from .s3_config import get_client
+from .moxing_backend import get_mox_file
+from .urls import parse
+
+
+def _mox(*urls):
+    """The MoXing module when one of `urls` is remote and MoXing is present, else None."""
+    if any(parse(u).is_remote for u in urls):
+        return get_mox_file()
+    return None
+
+
+def _mox_call(name, url, *args, **kwargs):
+    """Call moxing.file.<name>, turning its exceptions into ObsError with the URL."""
+    mox_file = get_mox_file()
+    try:
+        return getattr(mox_file, name)(*args, **kwargs)
+    except ObsError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - MoXing raises many kinds; one message for the user
+        raise ObsError(f"MoXing {name} failed on {url}: {type(exc).__name__}: {exc}") from None
+
+
+def exists(url):
+    """True if a file or a folder exists at `url`."""
+    loc = parse(url)
+    if _mox(url):
+        return bool(_mox_call("exists", url, loc.url))
+    return s3.exists(loc.bucket, loc.path) if loc.is_remote else os.path.exists(loc.path)
+
+
+def is_dir(url):
+    """True if `url` is a folder (a prefix holding objects, for remote URLs)."""
+    loc = parse(url)
+    if _mox(url):
+        return bool(_mox_call("is_directory", url, loc.url))
+    return s3.is_dir(loc.bucket, loc.path) if loc.is_remote else os.path.isdir(loc.path)
+
+
+def listdir(url, recursive=False):
+    """Sorted names in the folder `url`: files and sub-folders, or with recursive=True every file
+    below it, as paths relative to `url` with '/'."""
+    loc = parse(url)
+    if _mox(url):
+        return sorted(_mox_call("list_directory", url, loc.url, recursive=recursive))
+    if loc.is_remote:
+        return s3.listdir(loc.bucket, loc.path, recursive)
+    return local.listdir(loc.path, recursive)
+
+
+def read_bytes(url):
+    loc = parse(url)
+    if _mox(url):
+        return _mox_call("read", url, loc.url, binary=True)
+    return s3.read_bytes(loc.bucket, loc.path) if loc.is_remote else local.read_bytes(loc.path)
+
+
+def write_bytes(url, data):
+    """Write a whole file; local writes are atomic, remote ones are by nature."""
+    loc = parse(url)
+    if _mox(url):
+        return _mox_call("write", url, loc.url, data, binary=True)
+    if loc.is_remote:
+        return s3.write_bytes(loc.bucket, loc.path, data)
+    return local.write_bytes(loc.path, data)
+
+
+def read_text(url, encoding="utf-8"):
+    return read_bytes(url).decode(encoding)
+
+
+def write_text(url, text, encoding="utf-8"):
+    write_bytes(url, text.encode(encoding))
+
+
+def make_dirs(url):
+    loc = parse(url)
+    if _mox(url):
+        return _mox_call("make_dirs", url, loc.url)
+    if loc.is_remote:
+        return s3.make_dirs(loc.bucket, loc.path)
+    os.makedirs(loc.path, exist_ok=True)
+
+
+def remove(url, recursive=False):
+    """Delete a file, or a folder and everything in it when recursive=True."""
+    loc = parse(url)
+    if _mox(url):
+        return _mox_call("remove", url, loc.url, recursive=recursive)
+    if loc.is_remote:
+        return s3.remove(loc.bucket, loc.path, recursive)
+    return local.remove(loc.path, recursive)
+
+
+def copy(src, dst, threads=8):
+    """Copy one file between any two locations; a `dst` ending in '/' (or a local folder)
+    receives the file under its own name."""
+    src_loc, dst_loc = parse(src), parse(dst)
+    name = src_loc.path.rstrip("/").rsplit("/", 1)[-1]
+    if str(dst).endswith("/") or (not dst_loc.is_remote and os.path.isdir(dst_loc.path)):
+        dst_loc = parse(str(dst).rstrip("/") + "/" + name)
+    if _mox(src, dst):
+        return _mox_call("copy", src, src_loc.url, dst_loc.url)
+    if src_loc.is_remote:
+        info = s3.head(src_loc.bucket, src_loc.path)
+        if info is None:
+            kind = "a folder (use copy_tree)" if s3.is_dir(src_loc.bucket, src_loc.path) else \
+                "not found"
+            raise NotFoundError(f"cannot copy {src}: {kind}")
+    elif not os.path.isfile(src_loc.path):
+        raise NotFoundError(f"cannot copy {src}: no such local file")
+    try:
+        if src_loc.is_remote and dst_loc.is_remote:
+            s3.server_copy(src_loc.bucket, info, dst_loc.bucket, dst_loc.path, threads)
+        elif src_loc.is_remote:
+            s3.download(src_loc.bucket, info, dst_loc.path, threads)
+        elif dst_loc.is_remote:
+            s3.upload(src_loc.path, dst_loc.bucket, dst_loc.path, threads)
+        else:
+            local.copy_file(src_loc.path, dst_loc.path)
+    except ObsError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - translated for the user
+        raise translate(exc, src, get_client()) from None
+
+
+def copy_tree(src, dst, threads=None, progress=True):
+    """Copy everything under folder `src` into folder `dst` (either may be remote).
+
+    Parallel, retried, atomic per file, and incremental: files already at `dst` unchanged are
+    skipped. Returns tree.CopyStats(copied, skipped, bytes_copied), all None when MoXing copied.
+    """
+    src_loc, dst_loc = parse(src), parse(dst)
+    if _mox(src, dst):
+        _mox_call("copy_parallel", src, src_loc.url, dst_loc.url)
+        return tree.CopyStats(None, None, None)  # MoXing does not report what it copied
+    return tree.copy_tree(src_loc, dst_loc, threads=threads, progress=progress)

@@ -1,0 +1,49 @@
+"""Shared fixtures: a real S3 endpoint (moto's server in its own process) and a clean S3 env."""
+import uuid
+
+import pytest
+
+from tests.servers import MotoServer, point_at
+
+# Variables that would point obs_utils somewhere else than the test endpoint.
+STORAGE_VARS = [
+    "OBS_ENDPOINT", "S3_ENDPOINT", "S3_USE_HTTPS", "S3_VERIFY_SSL", "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3", "OBS_ACCESS_KEY_ID", "OBS_SECRET_ACCESS_KEY", "OBS_SECURITY_TOKEN",
+    "HUAWEICLOUD_SDK_AK", "HUAWEICLOUD_SDK_SK", "HUAWEICLOUD_SDK_SECURITY_TOKEN",
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+    "OBS_REGION", "AWS_REGION", "AWS_DEFAULT_REGION", "OBS_ADDRESSING_STYLE",
+    "S3_ADDRESSING_STYLE", "OBS_SIGNATURE_VERSION", "OBS_MAX_ATTEMPTS", "OBS_CONNECT_TIMEOUT",
+    "OBS_READ_TIMEOUT", "OBS_UTILS_BACKEND", "OBS_THREADS",
+]
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    server = MotoServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def clean_storage_env(monkeypatch, tmp_path):
+    """No storage variable from the developer's shell leaks into a test."""
+    for name in STORAGE_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    return monkeypatch
+
+
+@pytest.fixture
+def s3_env(clean_storage_env, moto_server):
+    point_at(clean_storage_env, moto_server)
+    return moto_server
+
+
+@pytest.fixture
+def bucket(s3_env):
+    """A fresh, empty bucket on the moto server, for one test."""
+    name = "test-" + uuid.uuid4().hex[:12]
+    s3_env.client().create_bucket(Bucket=name)
+    return name

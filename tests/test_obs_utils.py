@@ -1,0 +1,238 @@
+"""obs_utils against a real S3 endpoint (moto's server in its own process) and local folders."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import obs_utils
+from tests.servers import ROOT, MotoServer, SeaweedServer, free_port, point_at
+
+BIG = 9 * 1024 * 1024  # over the 8 MiB multipart threshold: sent in two parts
+
+
+def make_tree(root):
+    """A nested tree with Chinese names, an empty file and one multipart-sized file."""
+    files = {
+        "a.txt": b"alpha",
+        "empty.bin": b"",
+        "可回收物/易拉罐 1.jpg": os.urandom(3000),
+        "可回收物/深/层/文件.txt": "中文内容".encode(),
+        "sub/dir/b.bin": os.urandom(70000),
+        "big/large.bin": os.urandom(BIG),
+    }
+    for rel, data in files.items():
+        path = os.path.join(root, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+    return files
+
+
+def read_tree(root):
+    out = {}
+    for dirpath, _dirs, names in os.walk(root):
+        for name in names:
+            full = os.path.join(dirpath, name)
+            out[os.path.relpath(full, root).replace(os.sep, "/")] = open(full, "rb").read()
+    return out
+
+
+def test_round_trip_nested_tree_obs_and_s3_urls(bucket, s3_env, tmp_path):
+    files = make_tree(tmp_path / "src")
+    up = obs_utils.copy_tree(str(tmp_path / "src"), f"obs://{bucket}/data/")
+    assert up.copied == len(files) and up.skipped == 0
+    # obs:// and s3:// name the same objects
+    assert obs_utils.listdir(f"s3://{bucket}/data", recursive=True) == sorted(files)
+    assert obs_utils.listdir(f"obs://{bucket}/data") == ["a.txt", "big", "empty.bin", "sub",
+                                                         "可回收物"]
+    head = s3_env.client().head_object(Bucket=bucket, Key="data/big/large.bin")
+    assert head["ETag"].strip('"').endswith("-2"), "large file was not sent as multipart"
+
+    down = obs_utils.copy_tree(f"s3://{bucket}/data", str(tmp_path / "dst"))
+    assert down.copied == len(files)
+    assert read_tree(tmp_path / "dst") == files
+
+
+def test_second_sync_transfers_nothing_and_a_changed_file_is_sent_again(bucket, tmp_path):
+    files = make_tree(tmp_path / "src")
+    url = f"obs://{bucket}/sync"
+    obs_utils.copy_tree(str(tmp_path / "src"), url)
+    obs_utils.copy_tree(url, str(tmp_path / "dst"))
+
+    again_up = obs_utils.copy_tree(str(tmp_path / "src"), url)
+    again_down = obs_utils.copy_tree(url, str(tmp_path / "dst"))
+    assert (again_up.copied, again_up.skipped) == (0, len(files))
+    assert (again_down.copied, again_down.skipped) == (0, len(files))
+
+    # Same size, other bytes: only a content check notices (checkpoints change like this).
+    (tmp_path / "src" / "a.txt").write_bytes(b"ALPHA")
+    changed = obs_utils.copy_tree(str(tmp_path / "src"), url)
+    assert (changed.copied, changed.bytes_copied) == (1, 5)
+    time.sleep(1.1)  # object times have one-second resolution
+    obs_utils.write_bytes(f"{url}/sub/dir/b.bin", b"new bytes")
+    pulled = obs_utils.copy_tree(url, str(tmp_path / "dst"))
+    assert pulled.copied == 2  # a.txt and b.bin
+    assert (tmp_path / "dst" / "sub" / "dir" / "b.bin").read_bytes() == b"new bytes"
+    assert (tmp_path / "dst" / "a.txt").read_bytes() == b"ALPHA"
+
+
+def test_single_file_operations(bucket, tmp_path):
+    url = f"obs://{bucket}/dir/文件.json"
+    assert not obs_utils.exists(url)
+    obs_utils.write_text(url, '{"名": 1}')
+    assert obs_utils.exists(url) and not obs_utils.is_dir(url)
+    assert obs_utils.is_dir(f"obs://{bucket}/dir") and obs_utils.exists(f"s3://{bucket}/dir/")
+    assert obs_utils.read_text(url) == '{"名": 1}'
+
+    obs_utils.copy(url, str(tmp_path) + "/")  # into a folder, under its own name
+    assert (tmp_path / "文件.json").read_text(encoding="utf-8") == '{"名": 1}'
+    obs_utils.copy(str(tmp_path / "文件.json"), f"s3://{bucket}/other/x.json")
+    obs_utils.copy(f"s3://{bucket}/other/x.json", f"obs://{bucket}/third/y.json")
+    assert obs_utils.read_text(f"obs://{bucket}/third/y.json") == '{"名": 1}'
+
+    obs_utils.make_dirs(f"obs://{bucket}/empty/folder")
+    assert obs_utils.is_dir(f"obs://{bucket}/empty/folder")
+    with pytest.raises(obs_utils.ObsError, match="recursive=True"):
+        obs_utils.remove(f"obs://{bucket}/dir")
+    obs_utils.remove(f"obs://{bucket}/dir", recursive=True)
+    assert not obs_utils.exists(url)
+    obs_utils.remove(f"obs://{bucket}/other/x.json")
+    assert not obs_utils.exists(f"obs://{bucket}/other/x.json")
+
+
+def test_local_paths_and_file_urls_work_the_same(tmp_path, clean_storage_env):
+    files = make_tree(tmp_path / "src")
+    stats = obs_utils.copy_tree(f"file://{tmp_path}/src", str(tmp_path / "dst"))
+    assert stats.copied == len(files) and read_tree(tmp_path / "dst") == files
+    assert obs_utils.copy_tree(str(tmp_path / "src"), str(tmp_path / "dst")).copied == 0
+    obs_utils.write_bytes(str(tmp_path / "n" / "x.bin"), b"1")
+    assert obs_utils.read_bytes(f"file://{tmp_path}/n/x.bin") == b"1"
+    assert obs_utils.listdir(str(tmp_path / "dst" / "可回收物")) == ["易拉罐 1.jpg", "深"]
+    assert obs_utils.listdir(str(tmp_path / "dst"), recursive=True) == sorted(files)
+    assert not [n for n in os.listdir(tmp_path / "n") if n.startswith(".obs-tmp-")]
+    with pytest.raises(obs_utils.NotFoundError, match="no such local"):
+        obs_utils.copy_tree(str(tmp_path / "missing"), str(tmp_path / "x"))
+
+
+def test_keys_that_escape_the_destination_are_refused_and_nothing_is_written(
+        bucket, s3_env, tmp_path):
+    raw = s3_env.client()
+    raw.put_object(Bucket=bucket, Key="data/fine.txt", Body=b"ok")
+    dst = tmp_path / "deep" / "dst"
+    for evil in ["data/../../evil.txt", "data//etc/evil.txt", "data/a/../../../evil.txt"]:
+        raw.put_object(Bucket=bucket, Key=evil, Body=b"pwned")
+        with pytest.raises(obs_utils.UnsafeKeyError, match="outside the destination"):
+            obs_utils.copy_tree(f"obs://{bucket}/data", str(dst))
+        raw.delete_object(Bucket=bucket, Key=evil)
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert written == [], f"files were written despite the refusal: {written}"
+    assert obs_utils.copy_tree(f"obs://{bucket}/data", str(dst)).copied == 1
+
+
+def test_missing_bucket_and_key_give_clear_errors(bucket, tmp_path):
+    with pytest.raises(obs_utils.NotFoundError, match="bucket not found: obs://no-such-bucket-x"):
+        obs_utils.read_bytes("obs://no-such-bucket-x/a.txt")
+    with pytest.raises(obs_utils.NotFoundError, match="bucket not found"):
+        obs_utils.copy_tree("s3://no-such-bucket-x/data", str(tmp_path / "d"))
+    with pytest.raises(obs_utils.NotFoundError, match=f"not found: obs://{bucket}/nope.txt"):
+        obs_utils.read_bytes(f"obs://{bucket}/nope.txt")
+    with pytest.raises(obs_utils.NotFoundError, match="no such folder"):
+        obs_utils.copy_tree(f"obs://{bucket}/no/folder", str(tmp_path / "d"))
+    with pytest.raises(obs_utils.NotFoundError):
+        obs_utils.copy(f"obs://{bucket}/nope.txt", str(tmp_path / "x"))
+    assert not (tmp_path / "x").exists()
+
+
+def test_unreachable_endpoint_and_missing_credentials(clean_storage_env, tmp_path):
+    clean_storage_env.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    clean_storage_env.setenv("AWS_ACCESS_KEY_ID", "k")
+    clean_storage_env.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    clean_storage_env.setenv("OBS_MAX_ATTEMPTS", "1")
+    with pytest.raises(obs_utils.EndpointError, match="cannot reach the storage endpoint"):
+        obs_utils.exists("obs://bucket/key")
+    clean_storage_env.delenv("AWS_ACCESS_KEY_ID")
+    clean_storage_env.delenv("AWS_SECRET_ACCESS_KEY")
+    with pytest.raises(obs_utils.CredentialsError, match="AWS_ACCESS_KEY_ID"):
+        obs_utils.read_bytes("obs://bucket/key")
+
+
+def test_cli_reports_one_line_and_exit_2(s3_env, bucket):
+    env = dict(os.environ)
+    proc = subprocess.run([sys.executable, "-m", "obs_utils", "cat", f"obs://{bucket}/nope"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error: not found: obs://")
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_interrupted_sync_fails_clearly_and_a_rerun_completes_it(clean_storage_env, tmp_path):
+    """The server freezes part-way through a download: the copy stops with a clear error, and
+    a second run transfers only what is missing."""
+    server = MotoServer()
+    try:
+        point_at(clean_storage_env, server)
+        raw = server.client()
+        raw.create_bucket(Bucket="frozen")
+        count = 400
+        for i in range(count):
+            raw.put_object(Bucket="frozen", Key=f"d/{i // 100}/f{i}.bin", Body=os.urandom(2000))
+        dst = tmp_path / "dst"
+        env = dict(os.environ, OBS_READ_TIMEOUT="1", OBS_CONNECT_TIMEOUT="1",
+                   OBS_MAX_ATTEMPTS="1")
+        proc = subprocess.Popen([sys.executable, "-m", "obs_utils", "cp", "-r", "--threads", "2",
+                                 "obs://frozen/d", str(dst)], cwd=ROOT, env=env,
+                                stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 60
+        while sum(len(f) for _, _, f in os.walk(dst)) < 20:
+            assert time.time() < deadline and proc.poll() is None, "copy did not start"
+            time.sleep(0.005)
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        try:
+            _, stderr = proc.communicate(timeout=120)
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+        assert proc.returncode == 2, stderr
+        assert "stopped answering" in stderr and "run the same command again" in stderr
+        assert "Traceback" not in stderr
+        done = sum(len(f) for _, _, f in os.walk(dst))
+        assert 20 <= done < count
+
+        stats = obs_utils.copy_tree("obs://frozen/d", str(dst))
+        assert stats.skipped == done and stats.copied == count - done
+        names = [n for _, _, files in os.walk(dst) for n in files]
+        assert len(names) == count and not [n for n in names if n.startswith(".obs-tmp-")]
+    finally:
+        server.stop()
+
+
+def test_wrong_secret_key_is_access_denied_and_the_secret_is_never_printed(
+        clean_storage_env, tmp_path):
+    """SeaweedFS checks signatures (moto does not): a wrong secret must read 'access denied'."""
+    server = SeaweedServer(tmp_path / "weed")
+    try:
+        server.client().create_bucket(Bucket="signed-bucket")
+        wrong_secret = "WrongSecretKey-0123456789-abcdef"
+        clean_storage_env.setenv("OBS_ENDPOINT", server.url)
+        clean_storage_env.setenv("OBS_ACCESS_KEY_ID", server.ACCESS_KEY)
+        clean_storage_env.setenv("OBS_SECRET_ACCESS_KEY", server.SECRET_KEY)
+        obs_utils.write_text("obs://signed-bucket/ok.txt", "right keys work")
+
+        clean_storage_env.setenv("OBS_SECRET_ACCESS_KEY", wrong_secret)
+        with pytest.raises(obs_utils.AccessDeniedError) as caught:
+            obs_utils.read_text("obs://signed-bucket/ok.txt")
+        assert "access denied to obs://signed-bucket/ok.txt" in str(caught.value)
+        assert wrong_secret not in str(caught.value)
+
+        proc = subprocess.run([sys.executable, "-m", "obs_utils", "cp", "-r",
+                               "obs://signed-bucket/", str(tmp_path / "d")],
+                              cwd=ROOT, env=dict(os.environ), capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 2 and "access denied" in proc.stderr
+        assert wrong_secret not in proc.stdout + proc.stderr
+        assert server.SECRET_KEY not in proc.stdout + proc.stderr
+        assert "Traceback" not in proc.stderr
+    finally:
+        server.stop()
