@@ -1,0 +1,37 @@
+"""What every benchmark shares: medians of repeated runs, a printed table, a JSON record."""
+import json
+import os
+import platform
+import statistics
+import time
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def median_seconds(fn, repeats):
+    """Median wall time of `fn()` over `repeats` runs (fn may return a value; it is ignored)."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), times
+
+
+def machine():
+    return {"platform": platform.platform(), "cpus": os.cpu_count(),
+            "python": platform.python_version()}
+
+
+def report(name, rows, columns, extra=None):
+    """Print `rows` (dicts) as a table and write bench/results/<name>.json."""
+    widths = [max(len(c), *(len(f"{r.get(c, '')}") for r in rows)) for c in columns]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    for row in rows:
+        print("  ".join(f"{row.get(c, '')}".ljust(w) for c, w in zip(columns, widths)))
+    os.makedirs(RESULTS, exist_ok=True)
+    path = os.path.join(RESULTS, f"{name}.json")
+    with open(path, "w") as f:
+        json.dump({"benchmark": name, "machine": machine(), "rows": rows, **(extra or {})}, f,
+                  indent=2)
+    print(f"written: {path}")

@@ -1,0 +1,1 @@
+"""The data side of the training job: layouts, screening, split, balancing and the tf.data pipeline."""
