@@ -1,0 +1,95 @@
+"""The tf.data pipelines: balanced sampling -> read -> decode/resize -> (cache) -> batch ->
+augment -> one-hot -> CutMix/MixUp -> prefetch for training; file order, no augmentation for
+evaluation. Both decode through preprocess.bytes_to_input, the function serving uses too."""
+import logging
+
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from . import augment, balance
+from .preprocess import bytes_to_input
+
+log = logging.getLogger("inputs")
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def _options(deterministic):
+    options = tf.data.Options()
+    options.deterministic = bool(deterministic)
+    return options
+
+
+def _decoded(paths, input_size, resize_mode):
+    """Dataset of float32 0..255 images for `paths`, in order, decoded in parallel."""
+    return (tf.data.Dataset.from_tensor_slices(paths)
+            .map(lambda p: bytes_to_input(tf.io.read_file(p), input_size, resize_mode),
+                 num_parallel_calls=AUTOTUNE, deterministic=True))
+
+
+def decode_to_memory(samples, input_size, resize_mode):
+    """All images decoded and resized once, as one uint8 array [N, size, size, 3]."""
+    size_gb = len(samples) * input_size * input_size * 3 / 1e9
+    log.info("caching %d decoded images in memory (%.2f GB)", len(samples), size_gb)
+    cache = np.empty((len(samples), input_size, input_size, 3), dtype=np.uint8)
+    images = _decoded([s.path for s in samples], input_size, resize_mode).batch(256)
+    row = 0
+    for batch in tqdm(images, total=-(-len(samples) // 256), unit="batch", desc="caching"):
+        batch = np.rint(batch.numpy()).astype(np.uint8)
+        cache[row:row + len(batch)] = batch
+        row += len(batch)
+    return cache
+
+
+def train_dataset(samples, num_classes, batch_size, input_size, resize_mode="letterbox",
+                  balance_policy="oversample", augment_settings=None, seed=0,
+                  cache_images=False, deterministic=False):
+    """Endless dataset of (images float32 [B, S, S, 3], labels float32 one-hot/soft [B, C])."""
+    labels = np.array([s.label for s in samples], dtype=np.int64)
+    label_table = tf.constant(labels)
+    indices = balance.index_stream(labels, balance_policy, seed)
+    if cache_images:
+        cache = decode_to_memory(samples, input_size, resize_mode)
+
+        def load(i):
+            image = tf.numpy_function(lambda j: cache[j], [i], tf.uint8, stateful=False)
+            image.set_shape([input_size, input_size, 3])
+            return tf.cast(image, tf.float32), label_table[i]
+    else:
+        paths = tf.constant([s.path for s in samples])
+
+        def load(i):
+            return bytes_to_input(tf.io.read_file(paths[i]), input_size,
+                                  resize_mode), label_table[i]
+
+    ds = (indices.map(load, num_parallel_calls=AUTOTUNE)
+          # Screening removed every file the decoder rejects; a file broken since then is
+          # skipped with a warning rather than ending a long run.
+          .ignore_errors(log_warning=True)
+          .batch(batch_size, drop_remainder=True))
+    settings = augment_settings or augment.resolve("none")
+    layers = augment.image_layers(settings, seed=seed)
+    if layers is not None:
+        ds = ds.map(lambda x, y: (layers(x, training=True), y), num_parallel_calls=AUTOTUNE)
+    ds = ds.map(lambda x, y: (x, tf.one_hot(y, num_classes, dtype=tf.float32)))
+    mixer = augment.batch_mixer(settings, seed=seed)
+    if mixer is not None:
+        ds = ds.map(mixer, num_parallel_calls=AUTOTUNE)
+    return ds.prefetch(AUTOTUNE).with_options(_options(deterministic))
+
+
+def eval_dataset(samples, num_classes, batch_size, input_size, resize_mode="letterbox",
+                 cache=False):
+    """Finite dataset in sample order of (images float32, one-hot labels), no augmentation."""
+    labels = tf.constant([s.label for s in samples], dtype=tf.int64)
+    images = _decoded([s.path for s in samples], input_size, resize_mode)
+    ds = tf.data.Dataset.zip(images, tf.data.Dataset.from_tensor_slices(labels))
+    ds = ds.map(lambda x, y: (x, tf.one_hot(y, num_classes, dtype=tf.float32)))
+    if cache:
+        ds = ds.cache()
+    return ds.batch(batch_size).prefetch(AUTOTUNE)
+
+
+def steps_per_epoch(num_train, batch_size):
+    """One epoch draws as many images as the training set holds (at least one batch)."""
+    return max(1, num_train // batch_size)

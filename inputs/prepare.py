@@ -1,0 +1,77 @@
+"""The data stage of a job, start to end: read the layout, screen the images, report, fix the
+label map and the split (reusing those a previous run of the same job saved). Returns what the
+input pipelines need; writes screening_report.json, labels.json and split.json to the outputs."""
+import logging
+import os
+from dataclasses import dataclass, replace
+
+import obs_utils
+
+from . import label_map, layouts, screening, split
+
+log = logging.getLogger("inputs")
+
+
+@dataclass
+class PreparedData:
+    class_names: list
+    train: list          # Samples
+    val: list            # Samples
+    report: dict         # the screening report of the training data
+
+
+def _screened(root, layout, manifest, cache_root, max_pixels, min_side, report_url):
+    index = layouts.read_index(root, layout, manifest)
+    usable, problems = screening.screen(index, os.path.join(cache_root, "converted"),
+                                        max_pixels, min_side)
+    report = screening.summarize(index, usable, problems)
+    screening.write_report(report_url, report)
+    screening.log_summary(report, report_url)
+    return index, usable, report
+
+
+def _same_classes(saved, found, where):
+    if saved != found:
+        added = [n for n in found if n not in saved]
+        missing = [n for n in saved if n not in found]
+        raise ValueError(f"{where} holds another label map than this data ({len(saved)} classes "
+                         f"saved, {len(found)} now; new: {added[:5]}, gone: {missing[:5]}); "
+                         "use a new --train_url for new data")
+
+
+def _relabel(samples, val_names, class_names, where):
+    """Map an explicit validation set's labels onto the training ids, by class name."""
+    ids = {name: i for i, name in enumerate(class_names)}
+    unknown = sorted({val_names[s.label] for s in samples} - set(ids))
+    if unknown:
+        raise ValueError(f"--val_data_url {where} has classes the training data lacks: "
+                         f"{unknown[:10]}")
+    return [replace(s, label=ids[val_names[s.label]]) for s in samples]
+
+
+def prepare(data_dir, train_url, cache_root, layout="auto", manifest=None, val_dir=None,
+            val_ratio=0.2, seed=0, max_pixels=screening.MAX_PIXELS,
+            min_side=screening.MIN_SIDE):
+    """Run the data stage on local folders; every output goes under `train_url`."""
+    report_url = obs_utils.join(train_url, "screening_report.json")
+    index, usable, report = _screened(data_dir, layout, manifest, cache_root, max_pixels,
+                                      min_side, report_url)
+    screening.check_enough(usable, index.class_names, report_url)
+
+    labels_url = obs_utils.join(train_url, label_map.FILE_NAME)
+    if obs_utils.exists(labels_url):
+        _same_classes(label_map.load(labels_url), index.class_names, labels_url)
+    else:
+        label_map.save(labels_url, index.class_names)
+
+    if val_dir:
+        val_report_url = obs_utils.join(train_url, "screening_report_val.json")
+        val_index, val_usable, _ = _screened(val_dir, layout, None, cache_root, max_pixels,
+                                             min_side, val_report_url)
+        val = _relabel(val_usable, val_index.class_names, index.class_names, val_dir)
+        log.info("split: explicit validation set %s: %d images (%d train images)", val_dir,
+                 len(val), len(usable))
+        return PreparedData(index.class_names, usable, val, report)
+    train, val = split.load_or_make(obs_utils.join(train_url, split.FILE_NAME), usable,
+                                    val_ratio, seed)
+    return PreparedData(index.class_names, train, val, report)

@@ -1,0 +1,80 @@
+"""Split the usable images into train and validation: stratified by class, seeded, written to the
+outputs (split.json) and reused by a resumed or evaluated job, so validation never changes under
+the user's feet."""
+import json
+import logging
+
+from sklearn.model_selection import train_test_split
+
+import obs_utils
+
+log = logging.getLogger("inputs")
+
+FILE_NAME = "split.json"
+
+
+def stratified_split(samples, val_ratio, seed):
+    """(train, val) lists of Samples. Classes with a single image go to train only, since a
+    stratified split needs two; duplicates were removed by screening, so nothing leaks."""
+    if not 0 < val_ratio < 1:
+        raise ValueError(f"--val_ratio={val_ratio}: use a number between 0 and 1, e.g. 0.2")
+    counts = {}
+    for sample in samples:
+        counts[sample.label] = counts.get(sample.label, 0) + 1
+    single = [s for s in samples if counts[s.label] < 2]
+    rest = [s for s in samples if counts[s.label] >= 2]
+    if not rest:
+        return sorted(samples, key=lambda s: s.rel), []
+    # At least one image of each class on each side (each class here has two or more).
+    n_classes = len({s.label for s in rest})
+    n_val = min(max(round(len(rest) * val_ratio), n_classes), len(rest) - n_classes)
+    train, val = train_test_split(rest, test_size=n_val, random_state=seed, shuffle=True,
+                                  stratify=[s.label for s in rest])
+    train = sorted(train + single, key=lambda s: s.rel)
+    return train, sorted(val, key=lambda s: s.rel)
+
+
+def to_json(train, val, seed, val_ratio):
+    return json.dumps({"seed": seed, "val_ratio": val_ratio,
+                       "train": [[s.rel, s.label] for s in train],
+                       "val": [[s.rel, s.label] for s in val]}, ensure_ascii=False, indent=0)
+
+
+def reuse(text, samples, where):
+    """(train, val) from a saved split, matched against today's usable samples by name.
+
+    Saved images that are gone (or now set aside) are dropped; images new since the split go to
+    train, so validation stays the set it was. A label that changed is an error: the saved
+    validation results would not mean what they say."""
+    saved = json.loads(text)
+    by_name = {s.rel: s for s in samples}
+    train, val, gone = [], [], 0
+    for part, out in (("train", train), ("val", val)):
+        for rel, label in saved[part]:
+            sample = by_name.pop(rel, None)
+            if sample is None:
+                gone += 1
+            elif sample.label != label:
+                raise ValueError(f"{where}: {rel} had label {label} when the split was made and "
+                                 f"has {sample.label} now; start a new --train_url, or delete "
+                                 f"{where} to split again")
+            else:
+                out.append(sample)
+    new = sorted(by_name.values(), key=lambda s: s.rel)
+    if gone or new:
+        log.warning("reusing %s: %d images of it are gone, %d new images go to train",
+                    where, gone, len(new))
+    return sorted(train + new, key=lambda s: s.rel), val
+
+
+def load_or_make(url, samples, val_ratio, seed):
+    """The split saved at `url` if there is one, else a new one written there."""
+    if obs_utils.exists(url):
+        train, val = reuse(obs_utils.read_text(url), samples, url)
+        log.info("split: reusing %s: %d train, %d validation images", url, len(train), len(val))
+        return train, val
+    train, val = stratified_split(samples, val_ratio, seed)
+    obs_utils.write_text(url, to_json(train, val, seed, val_ratio))
+    log.info("split: %d train, %d validation images (val_ratio %.2f, seed %d), saved to %s",
+             len(train), len(val), val_ratio, seed, url)
+    return train, val

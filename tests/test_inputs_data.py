@@ -1,0 +1,164 @@
+"""Layouts, screening and split on real image files (digits) and deliberately broken ones."""
+import collections
+import json
+import os
+
+import pytest
+
+from inputs import label_map, layouts, screening, split
+from tests.images import broken_files, digit_image, encode, write, write_garbage_layout
+
+NAMES = ["零", "一", "二"]  # class names, Chinese on purpose
+
+
+def digit_items(count=30, per_class_limit=None):
+    """[(file name, JPEG bytes, label)] of digits 0..2, some with Chinese file names."""
+    items, i = [], 0
+    while len(items) < count:
+        image, label = digit_image(i)
+        i += 1
+        if label > 2:
+            continue
+        name = f"图片_{i}.jpg" if i % 5 == 0 else f"img_{i}.jpg"
+        items.append((name, encode(image), label))
+    return items
+
+
+def as_set(index):
+    return sorted((os.path.basename(s.rel), index.class_names[s.label]) for s in index.samples)
+
+
+def test_three_layouts_parse_to_the_same_index(tmp_path):
+    items = digit_items()
+    write_garbage_layout(tmp_path / "garbage", items, {str(i): n for i, n in enumerate(NAMES)})
+    for name, data, label in items:
+        write(tmp_path / "folders" / NAMES[label] / name, data)
+        write(tmp_path / "csv" / "images" / name, data)
+        write(tmp_path / "jsonl" / "images" / name, data)
+    (tmp_path / "csv" / "train.csv").write_text(
+        "image,label\n" + "".join(f"images/{n},{NAMES[lab]}\n" for n, _, lab in items),
+        encoding="utf-8")
+    (tmp_path / "jsonl" / "list.jsonl").write_text("".join(
+        json.dumps({"path": f"images/{n}", "label": lab}, ensure_ascii=False) + "\n"
+        for n, _, lab in items), encoding="utf-8")
+    write(tmp_path / "jsonl" / "garbage_classify_rule.json",
+          json.dumps({str(i): n for i, n in enumerate(NAMES)}).encode())
+
+    indexes = {kind: layouts.read_index(str(tmp_path / kind))
+               for kind in ("garbage", "folders", "csv", "jsonl")}
+    assert [ix.layout for ix in indexes.values()] == ["garbage", "folders", "manifest",
+                                                      "manifest"]
+    expected = sorted((n, NAMES[lab]) for n, _, lab in items)
+    for kind, index in indexes.items():
+        assert index.problems == [], (kind, index.problems)
+        # ids come from the rule file where there is one, else from the sorted class names
+        assert index.class_names == (NAMES if kind in ("garbage", "jsonl") else sorted(NAMES))
+        assert as_set(index) == expected, kind
+
+
+def test_label_problems_are_named_with_file_and_line(tmp_path):
+    items = digit_items(9)
+    write_garbage_layout(tmp_path, items, {"0": "零", "1": "一", "2": "二", "3": "空"})
+    (tmp_path / "img_missing.txt").write_text("img_missing.jpg, 1\n")
+    write(tmp_path / "nolabel.jpg", items[0][1])
+    (tmp_path / "bad1.txt").write_text("first line is fine? no comma here\n")
+    write(tmp_path / "bad2.jpg", items[1][1])
+    (tmp_path / "bad2.txt").write_text("\nbad2.jpg, abc\n")
+    write(tmp_path / "bad3.jpg", items[2][1])
+    (tmp_path / "bad3.txt").write_text("bad3.jpg, 7\n")
+    index = layouts.read_index(str(tmp_path))
+    found = {(p.reason, p.file, p.line) for p in index.problems}
+    assert ("label file's image is missing", "img_missing.txt", 1) in found
+    assert ("unparsable label line", "bad1.txt", 1) in found
+    assert ("label is not a class id", "bad2.txt", 2) in found
+    assert ("label out of range", "bad3.txt", 1) in found
+    assert ("image has no label", "nolabel.jpg", None) in found
+    assert ("image has no label", "bad2.jpg", None) in found
+    empty = [p for p in index.problems if p.reason == "class has no images"]
+    assert [p.detail for p in empty] == ["class 3 (空)"]
+    assert len(index.samples) == 9
+
+
+def test_layout_errors_are_clear(tmp_path):
+    (tmp_path / "notes.md").write_text("nothing here")
+    with pytest.raises(layouts.LayoutError, match="--data_format"):
+        layouts.read_index(str(tmp_path))
+    with pytest.raises(layouts.LayoutError, match="not found"):
+        layouts.read_index(str(tmp_path / "missing"))
+
+
+def test_screening_names_every_broken_file_and_keeps_the_rest(tmp_path):
+    items = digit_items(12)
+    broken = broken_files()
+    items += [(name, data, 1) for name, (data, _reason) in broken.items()]
+    same = items[0]
+    items.append(("dup_same.jpg", same[1], same[2]))           # a duplicate, same label
+    items.append(("dup_other.jpg", items[3][1], (items[3][2] + 1) % 3))  # conflicting label
+    write_garbage_layout(tmp_path / "data", items)
+    index = layouts.read_index(str(tmp_path / "data"))
+    usable, problems = screening.screen(index, str(tmp_path / "converted"))
+
+    reasons = {p.file: p.reason for p in problems}
+    for name, (_data, reason) in broken.items():
+        assert reasons.get(name) == reason, name
+    assert sorted([reasons.get("dup_same.jpg"), reasons.get(same[0])], key=str) == [
+        None, "duplicate image"]  # one copy kept
+    assert reasons["dup_other.jpg"] == reasons[items[3][0]] == "duplicate with conflicting labels"
+    names = {s.rel for s in usable}
+    assert {"alpha.png", "deep16.png", "gray.jpg", "cmyk.jpg", "anim.gif", "photo.webp",
+            "scan.tiff"} <= names
+    assert not names & {"truncated.jpg", "text.jpg", "empty.jpg", "huge.png", "tiny.png",
+                        "dup_other.jpg", items[3][0]}
+    assert len(names & {"dup_same.jpg", same[0]}) == 1
+    tiff = next(s for s in usable if s.rel == "scan.tiff")
+    assert tiff.path.startswith(str(tmp_path / "converted")) and tiff.path.endswith(".png")
+
+    report = screening.summarize(index, usable, problems)
+    assert report["usable_images"] == len(usable)
+    assert report["problem_counts"]["duplicate image"] == 1
+    assert sum(report["class_counts"].values()) == len(usable)
+    screening.check_enough(usable, index.class_names, "report.json")
+    with pytest.raises(screening.DataError, match="too little usable data"):
+        screening.check_enough(usable[:3], index.class_names, "report.json")
+
+
+def test_label_map_round_trip(tmp_path):
+    label_map.save(str(tmp_path / "labels.json"), ["其他垃圾/一次性快餐盒", "可回收物/易拉罐"])
+    assert label_map.load(str(tmp_path / "labels.json")) == ["其他垃圾/一次性快餐盒",
+                                                             "可回收物/易拉罐"]
+    (tmp_path / "gap.json").write_text('{"0": "a", "2": "b"}')
+    with pytest.raises(ValueError, match="without gaps"):
+        label_map.load(str(tmp_path / "gap.json"))
+
+
+def make_samples(counts):
+    return [layouts.Sample(f"c{label}/img_{i}.jpg", f"/x/c{label}/img_{i}.jpg", label)
+            for label, n in enumerate(counts) for i in range(n)]
+
+
+def test_split_is_stratified_stable_and_leak_free():
+    samples = make_samples([50, 30, 20, 1])
+    train, val = split.stratified_split(samples, 0.2, seed=7)
+    again_train, again_val = split.stratified_split(samples, 0.2, seed=7)
+    other_train, _ = split.stratified_split(samples, 0.2, seed=8)
+    assert [s.rel for s in train] == [s.rel for s in again_train]
+    assert [s.rel for s in val] == [s.rel for s in again_val]
+    assert [s.rel for s in train] != [s.rel for s in other_train]
+    assert not {s.rel for s in train} & {s.rel for s in val}
+    assert len(train) + len(val) == len(samples)
+    per_class = collections.Counter(s.label for s in val)
+    assert per_class == {0: 10, 1: 6, 2: 4}  # 20 % of each; the single image stays in train
+    assert any(s.label == 3 for s in train)
+
+
+def test_split_is_saved_and_reused(tmp_path):
+    url = str(tmp_path / "out" / "split.json")
+    samples = make_samples([10, 10])
+    train, val = split.load_or_make(url, samples, 0.2, seed=1)
+    newcomer = layouts.Sample("c0/new.jpg", "/x/c0/new.jpg", 0)
+    train2, val2 = split.load_or_make(url, samples[1:] + [newcomer], 0.5, seed=99)
+    assert [s.rel for s in val2] == [s.rel for s in val if s.rel != samples[0].rel]
+    assert "c0/new.jpg" in {s.rel for s in train2}
+    relabelled = [layouts.Sample(s.rel, s.path, 1 - s.label) for s in samples]
+    with pytest.raises(ValueError, match="had label"):
+        split.load_or_make(url, relabelled, 0.2, seed=1)

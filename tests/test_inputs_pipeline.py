@@ -1,0 +1,136 @@
+"""Balancing, augmentation and the tf.data pipelines, on real (digit) image files."""
+import collections
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from inputs import augment, balance, layouts, pipeline, screening
+from inputs.preprocess import bytes_to_input
+from tests.images import broken_files, digit_image, encode, write
+
+
+def write_imbalanced(root, counts, size=16):
+    """Class folders with counts[c] real digit images each (PNG), read back as Samples."""
+    i = 0
+    for label, count in enumerate(counts):
+        for k in range(count):
+            image, _ = digit_image(i, size)
+            i += 1
+            write(root / f"class_{label}" / f"{k}.png", encode(image, "PNG"))
+    return layouts.read_index(str(root)).samples
+
+
+def frequencies(indices, labels):
+    counted = collections.Counter(labels[i] for i in indices)
+    return np.array([counted[c] for c in range(max(labels) + 1)]) / len(indices)
+
+
+@pytest.mark.parametrize("policy, expected_minor", [
+    ("none", 1 / 11), ("class_weight", 1 / 11), ("sqrt", 1 / (1 + math.sqrt(10))),
+    ("oversample", 0.5)])
+def test_sampling_frequencies_follow_the_policy(policy, expected_minor):
+    labels = [0] * 1000 + [1] * 100
+    draws = 11000
+    stream = balance.index_stream(labels, policy, seed=3).take(draws)
+    indices = list(stream.as_numpy_iterator())
+    minor = frequencies(indices, labels)[1]
+    # Tolerance: 4 standard deviations of a binomial share over `draws` draws.
+    tolerance = 4 * math.sqrt(expected_minor * (1 - expected_minor) / draws)
+    assert abs(minor - expected_minor) < tolerance, (policy, minor)
+    if policy in ("none", "class_weight"):  # one epoch draws each image exactly once
+        assert sorted(indices[:1100]) == list(range(1100))
+
+
+def test_class_weights_mean_one_over_images():
+    weights = balance.loss_weights([1000, 100], "class_weight")
+    np.testing.assert_allclose(weights, [1100 / 2000, 1100 / 200])
+    assert np.isclose((weights * [1000, 100]).sum() / 1100, 1.0)
+    assert balance.loss_weights([1000, 100], "oversample") is None
+
+
+def test_balanced_training_batches_from_a_10_to_1_set(tmp_path):
+    """The real pipeline (files decoded) under oversample: both classes about half each."""
+    samples = write_imbalanced(tmp_path, [100, 10])
+    ds = pipeline.train_dataset(samples, 2, batch_size=50, input_size=16,
+                                balance_policy="oversample", seed=1)
+    labels = np.concatenate([y.numpy().argmax(1) for _, y in ds.take(40)])
+    share = (labels == 1).mean()
+    assert abs(share - 0.5) < 4 * math.sqrt(0.25 / len(labels)), share
+
+
+def test_augmentation_keeps_shapes_and_soft_labels_sum_to_one(tmp_path):
+    samples = write_imbalanced(tmp_path, [20, 20, 20], size=24)
+    settings = augment.resolve("strong", {"cutmix_prob": 0.5, "mixup_prob": 0.5})
+    ds = pipeline.train_dataset(samples, 3, batch_size=16, input_size=24,
+                                augment_settings=settings, seed=5)
+    soft_batches = 0
+    for images, labels in ds.take(12):
+        assert images.shape == (16, 24, 24, 3) and labels.shape == (16, 3)
+        assert float(tf.reduce_min(images)) >= -1e-3 and float(tf.reduce_max(images)) <= 255.5
+        np.testing.assert_allclose(labels.numpy().sum(axis=1), 1.0, atol=1e-5)
+        soft_batches += int((labels.numpy().max(axis=1) < 0.999).any())
+    assert soft_batches >= 10  # CutMix or MixUp ran on (nearly) every batch
+
+
+def test_presets_and_overrides():
+    assert augment.image_layers(augment.resolve("none")) is None
+    assert augment.batch_mixer(augment.resolve("standard")) is None
+    standard = augment.image_layers(augment.resolve("standard"))
+    names = [type(layer).__name__ for layer in standard.layers]
+    assert names[:4] == ["RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation"]
+    no_flip = augment.resolve("standard", {"flip": "none", "zoom": None})
+    assert no_flip["flip"] == "none" and no_flip["zoom"] == 0.15
+    with pytest.raises(ValueError, match="--augment"):
+        augment.resolve("extreme")
+    with pytest.raises(ValueError, match="must not exceed 1"):
+        augment.resolve("none", {"cutmix_prob": 0.7, "mixup_prob": 0.7})
+
+
+def test_letterbox_keeps_the_aspect_ratio_and_stretch_does_not():
+    wide = np.full((20, 40, 3), 200, dtype=np.uint8)
+    data = encode(__import__("PIL.Image").Image.fromarray(wide), "PNG")
+    boxed = bytes_to_input(tf.constant(data), 32, "letterbox").numpy()
+    stretched = bytes_to_input(tf.constant(data), 32, "stretch").numpy()
+    assert boxed.shape == stretched.shape == (32, 32, 3)
+    assert boxed[0].max() == 0 and boxed[-1].max() == 0      # black bars top and bottom
+    assert abs(boxed[16].mean() - 200) < 1
+    assert abs(stretched.mean() - 200) < 1
+
+
+def test_training_iteration_survives_the_files_users_bring(tmp_path):
+    """Screened data never raises while training, even if a file breaks after screening."""
+    root = tmp_path / "data"
+    for k in range(12):
+        image, _ = digit_image(k, 24)
+        write(root / "a" / f"{k}.jpg", encode(image))
+        write(root / "b" / f"{k}.png", encode(image.rotate(90), "PNG"))
+    for name, (data, _reason) in broken_files().items():
+        write(root / "b" / name, data)
+    index = layouts.read_index(str(root))
+    usable, _ = screening.screen(index, str(tmp_path / "converted"))
+    victim = next(s for s in usable if s.rel.startswith("a/"))
+    ds = pipeline.train_dataset(usable, 2, batch_size=8, input_size=24,
+                                augment_settings=augment.resolve("standard"), seed=0)
+    open(victim.path, "wb").write(b"broken after screening")
+    seen = sum(int(y.shape[0]) for _, y in ds.take(30))
+    assert seen == 240
+    ev = pipeline.eval_dataset([s for s in usable if s is not victim], 2, 8, 24, cache=True)
+    assert sum(int(y.shape[0]) for _, y in ev) == len(usable) - 1
+
+
+def test_cached_and_deterministic_pipelines_agree(tmp_path):
+    samples = write_imbalanced(tmp_path, [10, 10], size=24)
+    kwargs = dict(num_classes=2, batch_size=4, input_size=24, balance_policy="oversample",
+                  augment_settings=augment.resolve("light"), seed=11, deterministic=True)
+    first = [x.numpy() for x, _ in pipeline.train_dataset(samples, **kwargs).take(3)]
+    second = [x.numpy() for x, _ in pipeline.train_dataset(samples, **kwargs).take(3)]
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+    plain = next(iter(pipeline.train_dataset(samples, 2, 4, 24, "letterbox", "none", seed=2,
+                                             deterministic=True)))
+    cached = next(iter(pipeline.train_dataset(samples, 2, 4, 24, "letterbox", "none", seed=2,
+                                              cache_images=True, deterministic=True)))
+    np.testing.assert_allclose(plain[0].numpy(), cached[0].numpy(), atol=0.51)
+    np.testing.assert_array_equal(plain[1].numpy(), cached[1].numpy())
