@@ -1,5 +1,6 @@
-"""The tf.data pipelines: balanced sampling -> read -> decode/resize -> (cache) -> batch ->
-augment -> one-hot -> CutMix/MixUp -> prefetch for training; file order, no augmentation for
+"""The tf.data pipelines: balanced sampling -> read -> decode -> resize (with the geometric
+augmentation folded into it) -> colour augmentation -> batch -> one-hot -> CutMix/MixUp ->
+prefetch for training; file order, no augmentation for
 evaluation. Both decode through preprocess.bytes_to_input, the function serving uses too."""
 import logging
 
@@ -8,7 +9,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from . import augment, balance
-from .preprocess import bytes_to_input
+from .preprocess import bytes_to_input, decode_for_size, resize_image
 
 log = logging.getLogger("inputs")
 AUTOTUNE = tf.data.AUTOTUNE
@@ -47,30 +48,40 @@ def train_dataset(samples, num_classes, batch_size, input_size, resize_mode="let
     """Endless dataset of (images float32 [B, S, S, 3], labels float32 one-hot/soft [B, C])."""
     labels = np.array([s.label for s in samples], dtype=np.int64)
     label_table = tf.constant(labels)
-    indices = balance.index_stream(labels, balance_policy, seed)
+    settings = augment_settings or augment.resolve("none")
+    geometric = augment.is_geometric(settings)
     if cache_images:
         cache = decode_to_memory(samples, input_size, resize_mode)
 
-        def load(i):
+        def image_of(i):  # already resized: a warp only adds the augmentation
             image = tf.numpy_function(lambda j: cache[j], [i], tf.uint8, stateful=False)
             image.set_shape([input_size, input_size, 3])
-            return tf.cast(image, tf.float32), label_table[i]
+            return image
     else:
         paths = tf.constant([s.path for s in samples])
 
-        def load(i):
-            return bytes_to_input(tf.io.read_file(paths[i]), input_size,
-                                  resize_mode), label_table[i]
+        def image_of(i):
+            return decode_for_size(tf.io.read_file(paths[i]), input_size, resize_mode)
 
-    ds = (indices.map(load, num_parallel_calls=AUTOTUNE)
+    colour = augment.has_colour(settings)
+
+    def load(i, seed):
+        image = image_of(i)
+        if geometric:
+            image = augment.resize_and_augment(image, input_size, resize_mode, settings, seed)
+        else:
+            image = resize_image(image, input_size, resize_mode)
+        if colour:
+            image = augment.colour_jitter(image, settings, seed[::-1])
+        return image, label_table[i]
+
+    indices = balance.index_stream(labels, balance_policy, seed)
+    seeds = tf.data.Dataset.random(seed=seed + 1).batch(2)
+    ds = (tf.data.Dataset.zip(indices, seeds).map(load, num_parallel_calls=AUTOTUNE)
           # Screening removed every file the decoder rejects; a file broken since then is
           # skipped with a warning rather than ending a long run.
           .ignore_errors(log_warning=True)
           .batch(batch_size, drop_remainder=True))
-    settings = augment_settings or augment.resolve("none")
-    layers = augment.image_layers(settings, seed=seed)
-    if layers is not None:
-        ds = ds.map(lambda x, y: (layers(x, training=True), y), num_parallel_calls=AUTOTUNE)
     ds = ds.map(lambda x, y: (x, tf.one_hot(y, num_classes, dtype=tf.float32)))
     mixer = augment.batch_mixer(settings, seed=seed)
     if mixer is not None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from inputs import augment, balance, layouts, pipeline, screening
+from inputs import augment, balance, layouts, pipeline, preprocess, screening
 from inputs.preprocess import bytes_to_input
 from tests.images import broken_files, digit_image, encode, write
 
@@ -75,11 +75,10 @@ def test_augmentation_keeps_shapes_and_soft_labels_sum_to_one(tmp_path):
 
 
 def test_presets_and_overrides():
-    assert augment.image_layers(augment.resolve("none")) is None
+    none = augment.resolve("none")
+    assert not augment.is_geometric(none) and not augment.has_colour(none)
     assert augment.batch_mixer(augment.resolve("standard")) is None
-    standard = augment.image_layers(augment.resolve("standard"))
-    names = [type(layer).__name__ for layer in standard.layers]
-    assert names[:4] == ["RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation"]
+    assert augment.batch_mixer(augment.resolve("strong")) is not None
     no_flip = augment.resolve("standard", {"flip": "none", "zoom": None})
     assert no_flip["flip"] == "none" and no_flip["zoom"] == 0.15
     with pytest.raises(ValueError, match="--augment"):
@@ -134,3 +133,44 @@ def test_cached_and_deterministic_pipelines_agree(tmp_path):
                                               cache_images=True, deterministic=True)))
     np.testing.assert_allclose(plain[0].numpy(), cached[0].numpy(), atol=0.51)
     np.testing.assert_array_equal(plain[1].numpy(), cached[1].numpy())
+
+
+def gradient_image(height=30, width=50):
+    """A picture whose left and right, top and bottom differ (to see flips and padding)."""
+    x = np.linspace(0, 250, width)[None, :, None]
+    y = np.linspace(0, 120, height)[:, None, None]
+    return tf.constant(np.broadcast_to(x + y * [0, 1, 0] + [0, 0, 60],
+                                       (height, width, 3)).astype(np.uint8))
+
+
+@pytest.mark.parametrize("mode", ["letterbox", "stretch"])
+def test_augmented_resize_without_augmentation_is_the_plain_resize(mode):
+    """Training folds augmentation into the resize; with nothing to add it must be the resize
+    that evaluation and serving use (else training and serving see different pictures)."""
+    image = gradient_image()
+    plain = preprocess.resize_image(image, 32, mode).numpy()
+    still = augment.resolve("none", {"flip": "none"})
+    for fn in (augment.crop_to_size, augment.warp_to_size):
+        got = fn(image, 32, mode, still, tf.constant([1, 2], tf.int64)).numpy()
+        inner = (slice(8, 24), slice(2, 30)) if mode == "letterbox" else (slice(2, 30),) * 2
+        np.testing.assert_allclose(got[inner], plain[inner], atol=2.0, err_msg=fn.__name__)
+        if mode == "letterbox":  # the black bars are where the plain resize puts them
+            assert got[:5].max() < 1 and got[-5:].max() < 1, fn.__name__
+
+
+def test_flip_mirrors_about_half_the_images():
+    image = gradient_image()
+    plain = preprocess.resize_image(image, 32, "stretch").numpy()
+    flip = augment.resolve("none", {"flip": "horizontal"})
+    outcomes = []
+    for k in range(16):
+        got = augment.crop_to_size(image, 32, "stretch", flip,
+                                   tf.constant([k, 7], tf.int64)).numpy()
+        inner = (slice(2, 30), slice(2, 30))  # edges: crop_and_resize extrapolates black
+        if np.allclose(got[inner], plain[inner], atol=2):
+            outcomes.append("same")
+        elif np.allclose(got[inner], plain[:, ::-1][inner], atol=2):
+            outcomes.append("mirrored")
+        else:
+            outcomes.append("other")
+    assert "other" not in outcomes and 3 <= outcomes.count("mirrored") <= 13, outcomes
