@@ -162,3 +162,27 @@ def test_split_is_saved_and_reused(tmp_path):
     relabelled = [layouts.Sample(s.rel, s.path, 1 - s.label) for s in samples]
     with pytest.raises(ValueError, match="had label"):
         split.load_or_make(url, relabelled, 0.2, seed=1)
+
+
+def test_explicit_validation_set_is_mapped_onto_training_ids_by_name(tmp_path):
+    from inputs import prepare
+
+    items = digit_items(24)
+    for name, data, label in items:
+        write(tmp_path / "train" / NAMES[label] / name, data)
+    # The validation folder lacks class 零, so its own sorted ids differ from training's.
+    for name, data, label in items[:12]:
+        if label != 0:
+            write(tmp_path / "val" / NAMES[label] / ("v_" + name), data)
+    data = prepare.prepare(str(tmp_path / "train"), str(tmp_path / "out"),
+                           str(tmp_path / "cache"), val_dir=str(tmp_path / "val"))
+    assert data.class_names == sorted(NAMES)
+    assert data.val and all(data.class_names[s.label] == s.rel.split("/")[0] for s in data.val)
+    assert (tmp_path / "out" / "screening_report_val.json").exists()
+    assert not (tmp_path / "out" / "split.json").exists()
+
+    write(tmp_path / "val2" / "三" / "x.jpg", items[0][1])
+    write(tmp_path / "val2" / "一" / "y.jpg", items[1][1])
+    with pytest.raises(ValueError, match="classes the training data lacks"):
+        prepare.prepare(str(tmp_path / "train"), str(tmp_path / "out"),
+                        str(tmp_path / "cache"), val_dir=str(tmp_path / "val2"))
