@@ -1,4 +1,2 @@
-"""Backbones (keras.applications, offline weights), heads, losses and the model build function.
-
-Empty until the training work fills it; see pretrained/README.md for the weight files expected.
-"""
+"""The model side: backbones (keras.applications, offline weights), the normalisation layer,
+the classifier head, and the loss. See pretrained/README.md for the weight files expected."""

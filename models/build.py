@@ -1,0 +1,31 @@
+"""Build the classifier: 0..255 images -> backbone normalisation -> backbone -> global average
+pooling -> dropout -> dense softmax (float32, also under mixed precision)."""
+import keras
+
+from . import backbones
+from .layers import BackboneNormalization
+
+
+def build_classifier(backbone_name, num_classes, input_size, dropout=0.3):
+    """(model, backbone): the backbone is returned too, to freeze it or load weights into it."""
+    if num_classes < 2:
+        raise ValueError(f"num_classes={num_classes}: a classifier needs at least 2 classes")
+    backbone = backbones.build(backbone_name, input_size)
+    images = keras.Input((input_size, input_size, 3), name="images")
+    x = BackboneNormalization(backbones.get(backbone_name).normalization,
+                              name="normalization")(images)
+    x = backbone(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    x = keras.layers.Dropout(dropout, name="dropout")(x)
+    probabilities = keras.layers.Dense(num_classes, activation="softmax", dtype="float32",
+                                       name="probabilities")(x)
+    return keras.Model(images, probabilities, name=f"{backbone_name}_classifier"), backbone
+
+
+def set_backbone_trainable(backbone, trainable):
+    """Freeze or unfreeze the backbone; returns how many weights now train (for the log).
+
+    Frozen, Keras 3 also runs its BatchNorm layers in inference mode (the head-only warm-up);
+    unfrozen, every layer trains."""
+    backbone.trainable = trainable
+    return sum(int(w.numpy().size) for w in backbone.trainable_weights)

@@ -1,0 +1,21 @@
+"""The classification loss: categorical crossentropy on softmax outputs, with optional label
+smoothing. Binary crossentropy on a multi-class softmax (the 2019 baseline's bug, which made
+Keras report a fake ~0.98 accuracy) is refused."""
+import keras
+
+ALLOWED = ("categorical_crossentropy",)
+
+
+def make_loss(name="categorical_crossentropy", label_smoothing=0.0, reduction="sum_over_batch_size"):
+    if name in ("binary_crossentropy", "bce", "binary"):
+        raise ValueError(
+            "--loss=binary_crossentropy is refused: on a multi-class softmax it treats every "
+            "class as a separate yes/no question, training learns little and the accuracy "
+            "Keras prints is fake (the 2019 garbage baseline's bug). Use "
+            "categorical_crossentropy.")
+    if name not in ALLOWED:
+        raise ValueError(f"--loss={name!r}: use one of {', '.join(ALLOWED)}")
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"--label_smoothing={label_smoothing}: use a number in [0, 1)")
+    return keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing,
+                                                reduction=reduction)

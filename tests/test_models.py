@@ -1,0 +1,108 @@
+"""Backbones, the in-model normalisation, offline weights (Keras-2 .h5 and Keras 3 files,
+local and over obs://), the head and the loss."""
+import h5py
+import keras
+import numpy as np
+import pytest
+
+import obs_utils
+from models import backbones, build, losses, weights
+from models.layers import BackboneNormalization
+
+
+@pytest.mark.parametrize("mode, reference", [
+    ("caffe", keras.applications.resnet.preprocess_input),
+    ("torch", keras.applications.densenet.preprocess_input),
+    ("tf", keras.applications.xception.preprocess_input)])
+def test_normalisation_matches_keras_applications(mode, reference):
+    images = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
+    got = keras.ops.convert_to_numpy(BackboneNormalization(mode)(images))
+    np.testing.assert_allclose(got, reference(images.copy()), rtol=1e-5, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    """One ResNet50 classifier at 32 px, shared by the tests of this module."""
+    return build.build_classifier("resnet50", 5, 32)
+
+
+def test_classifier_shape_softmax_and_freezing(resnet):
+    model, backbone = resnet
+    probabilities = model(np.zeros((3, 32, 32, 3), "float32"))
+    assert probabilities.shape == (3, 5) and probabilities.dtype == "float32"
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(probabilities).sum(1), 1, rtol=1e-5)
+    head = 2048 * 5 + 5
+    assert build.set_backbone_trainable(backbone, False) == 0
+    assert sum(int(w.numpy().size) for w in model.trainable_weights) == head
+    trained = build.set_backbone_trainable(backbone, True)
+    assert trained > 23_000_000  # every layer of ResNet50 trains
+    assert all(layer.trainable for layer in backbone.layers)
+
+
+def write_legacy_h5(model, path):
+    """A weights file in the Keras-2 .h5 layout (layer_names / weight_names groups)."""
+    from keras.src.legacy.saving import legacy_h5_format
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, model)
+
+
+def test_standard_file_in_pretrained_dir_loads_keras2_layout(resnet, tmp_path):
+    _, source = resnet
+    name = backbones.get("resnet50").weights_file
+    write_legacy_h5(source, str(tmp_path / name))
+    with h5py.File(tmp_path / name) as f:
+        assert "layer_names" in f.attrs  # the Keras-2 layout, not Keras 3's own
+    path = weights.resolve("resnet50", "", str(tmp_path / "cache"), pretrained_dir=str(tmp_path))
+    assert path == str(tmp_path / name)
+    fresh = backbones.build("resnet50", 32)
+    weights.load(fresh, path, "resnet50")
+    for a, b in zip(source.weights, fresh.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_keras3_weights_file_over_obs(resnet, bucket, tmp_path):
+    _, source = resnet
+    source.save_weights(str(tmp_path / "mine.weights.h5"))
+    obs_utils.copy(str(tmp_path / "mine.weights.h5"), f"obs://{bucket}/w/mine.weights.h5")
+    path = weights.resolve("resnet50", f"obs://{bucket}/w/mine.weights.h5",
+                           str(tmp_path / "cache"))
+    assert path.startswith(str(tmp_path / "cache"))
+    fresh = backbones.build("resnet50", 32)
+    weights.load(fresh, path, "resnet50")
+    np.testing.assert_array_equal(source.weights[0].numpy(), fresh.weights[0].numpy())
+
+
+def test_a_file_that_does_not_fit_is_a_clear_error(tmp_path):
+    small = backbones.build("mobilenetv3small", 32)
+    write_legacy_h5(small, str(tmp_path / "mobilenet.h5"))
+    resnet50 = backbones.build("resnet50", 32)
+    with pytest.raises(weights.WeightsError, match="mobilenet.h5 does not fit the resnet50"):
+        weights.load(resnet50, str(tmp_path / "mobilenet.h5"), "resnet50")
+    (tmp_path / "notes.txt").write_text("not weights")
+    with pytest.raises(weights.WeightsError, match="expected a Keras weights file"):
+        weights.load(resnet50, str(tmp_path / "notes.txt"), "resnet50")
+    with pytest.raises(weights.WeightsError, match="no such file"):
+        weights.resolve("resnet50", str(tmp_path / "missing.h5"), str(tmp_path))
+    assert weights.resolve("resnet50", "", str(tmp_path), pretrained_dir=str(tmp_path)) is None
+    assert "NO PRETRAINED WEIGHTS" in weights.warn_random("resnet50")
+
+
+def test_every_listed_backbone_builds_small():
+    for name in ("resnet101", "densenet121", "efficientnetb0", "mobilenetv3large", "xception"):
+        size = max(32, backbones.get(name).min_input)
+        model, _ = build.build_classifier(name, 3, size)
+        assert model.output_shape == (None, 3), name
+    with pytest.raises(ValueError, match="--backbone"):
+        backbones.get("resnet18")
+    with pytest.raises(ValueError, match="too small"):
+        backbones.build("xception", 32)
+
+
+def test_binary_crossentropy_is_refused_and_smoothing_works():
+    with pytest.raises(ValueError, match="binary_crossentropy is refused"):
+        losses.make_loss("binary_crossentropy")
+    smooth = losses.make_loss(label_smoothing=0.1)
+    hard = losses.make_loss()
+    y = np.array([[0.0, 1.0, 0.0]], "float32")
+    p = np.array([[0.05, 0.9, 0.05]], "float32")
+    assert float(smooth(y, p)) > float(hard(y, p))
