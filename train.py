@@ -3,15 +3,16 @@
     python train.py --data_url=obs://bucket/garbage/train_data/ --train_url=obs://bucket/out/
 
 `data_url` and `train_url` may be obs://, s3:// or local paths; with no --data_url the job runs
-on the built-in demo data. Flags the platform adds are logged and ignored. This file only
-orchestrates: each stage lives in its own package (inputs/, models/, training/, ...).
+on the built-in demo data with a small configuration. Flags the platform adds are logged and
+ignored. This file only orchestrates: each stage lives in its own package (inputs/, models/,
+training/).
 
-Stages built so far: fetch the data (OBS sync or the demo set), screen and split it, write the
-resolved run configuration, and build the balanced, augmented input pipeline (one batch is drawn
-to prove it). Training, evaluation and export come with the next issues; until then the job says
-so at the end and trains nothing.
+Built so far: fetch, screen and split the data; train (one custom loop on tf.distribute, with
+resume); write the reports of those stages. Evaluation reports, the model package and serving
+come with the next issues.
 """
 import argparse
+import hashlib
 import importlib.metadata
 import json
 import logging
@@ -25,58 +26,17 @@ sys.path.insert(0, HERE)  # ModelArts runs the boot file from another working di
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ chatter, not our log
 
 import obs_utils  # noqa: E402
-from inputs import augment, balance, fetch, layouts, pipeline, prepare, screening  # noqa: E402
+from inputs import augment, balance, fetch, layouts, prepare, screening  # noqa: E402
+from models import backbones, weights  # noqa: E402
+from training import distribute, optim  # noqa: E402
 
 log = logging.getLogger("train")
 
-
-def build_parser():
-    parser = argparse.ArgumentParser(
-        description="Train an image classifier the way ModelArts runs it.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--data_url", default="",
-                        help="training images: obs://, s3:// or a local folder; empty = demo data")
-    parser.add_argument("--train_url", default=os.path.join("outputs", "demo"),
-                        help="where the outputs go: obs://, s3:// or a local folder")
-    parser.add_argument("--local_data_root", default="",
-                        help="local cache for remote data (default: /cache if writable, "
-                             "else ~/.cache/modelarts-classifier)")
-    parser.add_argument("--obs_threads", type=int, default=16,
-                        help="parallel transfers when syncing with OBS")
-
-    data = parser.add_argument_group("data")
-    data.add_argument("--data_format", default="auto",
-                      choices=["auto", "garbage", "folders", "manifest"],
-                      help="layout of data_url (auto: detected)")
-    data.add_argument("--manifest", default="",
-                      help="manifest file (CSV or JSON lines), relative to data_url")
-    data.add_argument("--val_data_url", default="",
-                      help="explicit validation set (any layout); default: split from data_url")
-    data.add_argument("--val_ratio", type=float, default=0.2)
-    data.add_argument("--seed", type=int, default=0)
-    data.add_argument("--max_image_pixels", type=int, default=screening.MAX_PIXELS,
-                      help="larger images are set aside (decompression bombs)")
-    data.add_argument("--min_image_side", type=int, default=screening.MIN_SIDE,
-                      help="images with a shorter side are set aside")
-
-    feed = parser.add_argument_group("input pipeline")
-    feed.add_argument("--input_size", type=int, default=224)
-    feed.add_argument("--resize_mode", default="letterbox", choices=["letterbox", "stretch"],
-                      help="letterbox keeps the aspect ratio and pads")
-    feed.add_argument("--batch_size", type=int, default=32)
-    feed.add_argument("--balance", default="oversample", choices=list(balance.POLICIES))
-    feed.add_argument("--augment", default="standard", choices=list(augment.PRESETS))
-    feed.add_argument("--cache_images", type=_bool, default=False,
-                      help="keep decoded, resized images in memory")
-    feed.add_argument("--deterministic", type=_bool, default=False,
-                      help="same batches for the same --seed (slower)")
-    for name, kind in (("flip", str), ("rotation", float), ("zoom", float), ("shift", float),
-                       ("brightness", float), ("contrast", float), ("saturation", float),
-                       ("hue", float), ("cutmix_prob", float), ("cutmix_alpha", float),
-                       ("mixup_prob", float), ("mixup_alpha", float)):
-        feed.add_argument(f"--{name}", type=kind, default=None,
-                          help=f"override the --augment preset's {name}")
-    return parser
+# What the demo (no --data_url) runs with, for every flag the user leaves unset: small enough
+# to finish in minutes on a 2-core machine.
+DEMO = {"backbone": "mobilenetv3small", "input_size": 32, "batch_size": 32, "max_epochs": 8,
+        "learning_rate": 2e-3, "freeze_epochs": 0, "flip": "none", "augment": "light",
+        "train_url": os.path.join("outputs", "demo")}
 
 
 def _bool(text):
@@ -89,11 +49,101 @@ def _bool(text):
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def build_parser():
+    parser = argparse.ArgumentParser(
+        description="Train an image classifier the way ModelArts runs it.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add = parser.add_argument
+    add("--data_url", default="", help="training images: obs://, s3:// or a local folder; "
+                                       "empty = the built-in demo data")
+    add("--train_url", default=os.path.join("outputs", "run"),
+        help="where the outputs go: obs://, s3:// or a local folder (demo: outputs/demo)")
+    add("--local_data_root", default="", help="local cache (default: /cache if writable, "
+                                              "else ~/.cache/modelarts-classifier)")
+    add("--obs_threads", type=int, default=16, help="parallel transfers when syncing with OBS")
+
+    data = parser.add_argument_group("data")
+    data.add_argument("--data_format", default="auto",
+                      choices=["auto", "garbage", "folders", "manifest"])
+    data.add_argument("--manifest", default="", help="manifest file, relative to data_url")
+    data.add_argument("--val_data_url", default="",
+                      help="explicit validation set (any layout); default: split from data_url")
+    data.add_argument("--val_ratio", type=float, default=0.2)
+    data.add_argument("--seed", type=int, default=0)
+    data.add_argument("--max_image_pixels", type=int, default=screening.MAX_PIXELS)
+    data.add_argument("--min_image_side", type=int, default=screening.MIN_SIDE)
+
+    feed = parser.add_argument_group("input pipeline")
+    feed.add_argument("--input_size", type=int, default=224)
+    feed.add_argument("--resize_mode", default="letterbox", choices=["letterbox", "stretch"])
+    feed.add_argument("--batch_size", type=int, default=32, help="per GPU (replica)")
+    feed.add_argument("--balance", default="oversample", choices=list(balance.POLICIES))
+    feed.add_argument("--augment", default="standard", choices=list(augment.PRESETS))
+    feed.add_argument("--cache_images", type=_bool, default=False)
+    feed.add_argument("--deterministic", type=_bool, default=False)
+    for name, kind in (("flip", str), ("rotation", float), ("zoom", float), ("shift", float),
+                       ("brightness", float), ("contrast", float), ("saturation", float),
+                       ("hue", float), ("cutmix_prob", float), ("cutmix_alpha", float),
+                       ("mixup_prob", float), ("mixup_alpha", float)):
+        feed.add_argument(f"--{name}", type=kind, default=None,
+                          help=f"override the --augment preset's {name}")
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--backbone", default="resnet50", choices=list(backbones.BACKBONES))
+    model.add_argument("--pretrained_weights", default="",
+                       help="notop weights file (local, obs://, s3://); default: "
+                            "pretrained/<Keras file name>, else random (with a warning)")
+    model.add_argument("--num_classes", type=int, default=0, help="0 = from the data")
+    model.add_argument("--dropout", type=float, default=0.3)
+    model.add_argument("--loss", default="categorical_crossentropy")
+    model.add_argument("--label_smoothing", type=float, default=0.1)
+
+    fit = parser.add_argument_group("training")
+    fit.add_argument("--max_epochs", type=int, default=30)
+    fit.add_argument("--learning_rate", type=float, default=1e-3)
+    fit.add_argument("--freeze_epochs", type=int, default=1,
+                     help="head-only warm-up epochs before every layer trains")
+    fit.add_argument("--optimizer", default="adam", choices=list(optim.OPTIMIZERS))
+    fit.add_argument("--weight_decay", type=float, default=1e-4, help="adamw")
+    fit.add_argument("--momentum", type=float, default=0.9, help="sgd")
+    fit.add_argument("--lr_schedule", default="cosine", choices=list(optim.SCHEDULES))
+    fit.add_argument("--warmup_epochs", type=float, default=1.0, help="cosine")
+    fit.add_argument("--step_epochs", type=int, default=10, help="step")
+    fit.add_argument("--step_gamma", type=float, default=0.1, help="step")
+    fit.add_argument("--plateau_patience", type=int, default=3, help="plateau")
+    fit.add_argument("--plateau_factor", type=float, default=0.5, help="plateau")
+    fit.add_argument("--early_stop_patience", type=int, default=10, help="0 = off")
+    fit.add_argument("--clipnorm", type=float, default=0.0, help="clip the gradient's global "
+                                                                 "norm (0 = off)")
+    fit.add_argument("--mixed_precision", default="auto", choices=["auto", "true", "false"],
+                     help="auto: on when a GPU is present")
+    fit.add_argument("--xla", default="auto", choices=["auto", "true", "false"],
+                     help="auto: on when a GPU is present")
+    fit.add_argument("--keep_weights_file_num", type=int, default=3,
+                     help="best weight files kept, by val_accuracy")
+    fit.add_argument("--worker_port", type=int, default=distribute.DEFAULT_PORT,
+                     help="port of the workers of a multi-node job")
+    return parser
+
+
+def parse_args(argv=None):
+    """Flags (unknown ones returned apart); the demo's settings fill what the user left unset."""
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if not args.data_url:
+        given = {a.split("=")[0].lstrip("-") for a in (argv if argv is not None else sys.argv)
+                 if a.startswith("--")}
+        for name, value in DEMO.items():
+            if name not in given:
+                setattr(args, name, value)
+    return args, unknown
+
+
 def setup_logging():
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
-    for chatty in ("botocore", "boto3", "s3transfer", "urllib3"):
+    for chatty in ("botocore", "boto3", "s3transfer", "urllib3", "absl"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
@@ -108,45 +158,67 @@ def versions():
     return found
 
 
+def work_dir_for(train_url, cache_root):
+    """Local folder for the outputs: train_url itself when local, else a stable cache folder
+    (the same for a restarted job, so its checkpoints are found)."""
+    if not obs_utils.is_remote(train_url):
+        os.makedirs(train_url, exist_ok=True)
+        return train_url
+    digest = hashlib.sha1(train_url.rstrip("/").encode()).hexdigest()[:12]
+    folder = os.path.join(cache_root, "jobs", digest)
+    os.makedirs(folder, exist_ok=True)
+    return folder
+
+
 def main(argv=None):
     setup_logging()
-    args, unknown = build_parser().parse_known_args(argv)
+    args, unknown = parse_args(argv)
     if unknown:
         log.warning("ignoring flags this job does not know (the platform adds some): %s",
                     " ".join(unknown))
     started = time.time()
     try:
+        tf_config = distribute.cluster_from_env(port=args.worker_port)
+        chief = distribute.is_chief(tf_config)
         settings = augment.resolve(args.augment, {
             name: getattr(args, name) for name in augment.DEFAULTS})
         cache_root = fetch.resolve_cache_root(args.local_data_root)
         data_dir = fetch.fetch_data(args.data_url, cache_root, threads=args.obs_threads)
         val_dir = (fetch.fetch_data(args.val_data_url, cache_root, threads=args.obs_threads)
                    if args.val_data_url else None)
-        data = prepare.prepare(data_dir, args.train_url, cache_root, args.data_format,
+        # Every worker prepares the same data (same seed); only the chief writes the reports.
+        outputs = args.train_url if chief else os.path.join(cache_root, "worker-outputs")
+        data = prepare.prepare(data_dir, outputs, cache_root, args.data_format,
                                args.manifest or None, val_dir, args.val_ratio, args.seed,
                                args.max_image_pixels, args.min_image_side)
+        if args.num_classes and args.num_classes != len(data.class_names):
+            raise ValueError(f"--num_classes={args.num_classes} but the data has "
+                             f"{len(data.class_names)} classes; leave it at 0 to take the "
+                             "data's")
         counts = screening.class_counts(data.train, len(data.class_names))
         balance.log_plan(counts, args.balance, data.class_names, len(data.train))
         run_config = {"flags": vars(args), "ignored_flags": unknown, "versions": versions(),
                       "local_data_dir": data_dir, "augmentation": settings,
                       "classes": len(data.class_names), "train_images": len(data.train),
-                      "val_images": len(data.val)}
-        config_url = obs_utils.join(args.train_url, "run_config.json")
-        obs_utils.write_text(config_url, json.dumps(run_config, indent=2, ensure_ascii=False))
-        log.info("wrote the resolved configuration to %s", config_url)
-        train_ds = pipeline.train_dataset(
-            data.train, len(data.class_names), args.batch_size, args.input_size,
-            args.resize_mode, args.balance, settings, args.seed, args.cache_images,
-            args.deterministic)
-        images, labels = next(iter(train_ds))
-        log.info("input pipeline ready: batches of %s images, %s labels",
-                 tuple(images.shape), tuple(labels.shape))
-    except (obs_utils.ObsError, layouts.LayoutError, screening.DataError, ValueError) as exc:
+                      "val_images": len(data.val), "cluster": tf_config}
+        if chief:
+            obs_utils.write_text(obs_utils.join(args.train_url, "run_config.json"),
+                                 json.dumps(run_config, indent=2, ensure_ascii=False))
+        from training import job  # TensorFlow and Keras load here, after the quick checks
+
+        work_dir = work_dir_for(args.train_url, cache_root)
+        _model, history = job.train(args, data, settings, work_dir, cache_root, tf_config)
+    except (obs_utils.ObsError, layouts.LayoutError, screening.DataError,
+            weights.WeightsError, ValueError) as exc:
         log.error("%s", exc)
         return 2
-    log.warning("training, evaluation and export are not built yet: this run prepared the "
-                "data and the input pipeline, and trained nothing (%.1f s)",
-                time.time() - started)
+    if history:
+        best = max(history, key=lambda h: h["val_accuracy"])
+        log.info("done in %.0f s: %d epochs, best val_accuracy %.4f (epoch %d), outputs in %s",
+                 time.time() - started, len(history), best["val_accuracy"], best["epoch"],
+                 args.train_url)
+    log.warning("evaluation reports, the model package and serving are not built yet: this "
+                "run trained and saved checkpoints and the best weights only")
     return 0
 
 

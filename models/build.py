@@ -29,3 +29,18 @@ def set_backbone_trainable(backbone, trainable):
     unfrozen, every layer trains."""
     backbone.trainable = trainable
     return sum(int(w.numpy().size) for w in backbone.trainable_weights)
+
+
+def fit_bn_momentum(backbone, total_steps):
+    """Lower BatchNorm momentum when the run is too short for the backbone's moving averages.
+
+    MobileNetV3 uses momentum 0.999: its moving statistics need thousands of steps to forget
+    their initial values, and a shorter run evaluates with statistics that are still wrong
+    (validation at chance while training accuracy climbs). Momentum is set so the averaging
+    window is at most a tenth of the run, never below 0.9. Returns the new momentum or None."""
+    limit = max(0.9, 1.0 - 10.0 / max(total_steps, 1))
+    layers = [layer for layer in backbone.layers
+              if isinstance(layer, keras.layers.BatchNormalization) and layer.momentum > limit]
+    for layer in layers:
+        layer.momentum = limit
+    return limit if layers else None

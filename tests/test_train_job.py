@@ -1,67 +1,134 @@
-"""train.py as ModelArts runs it: a subprocess with --key=value flags and obs:// URLs against
-the moto S3 server. (Training itself comes later; this covers the stages that exist.)"""
+"""train.py as ModelArts runs it: a subprocess with --key=value flags, obs:// URLs on the moto
+S3 server, a weights file on OBS, a restart after SIGTERM, and the demo's learning."""
+import csv
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
+
+import h5py
 
 import obs_utils
 from tests.images import broken_files, digit_image, encode, write_garbage_layout
 from tests.servers import ROOT
 
+SMALL = ["--backbone=mobilenetv3small", "--input_size=32", "--batch_size=8", "--augment=light",
+         "--flip=none"]
 
-def run_train(*flags, timeout=300):
+
+def run_train(*flags, timeout=600):
     return subprocess.run([sys.executable, "train.py", *flags], cwd=ROOT, env=dict(os.environ),
                           capture_output=True, text=True, timeout=timeout)
 
 
-def test_data_stage_over_obs_urls(bucket, tmp_path):
+def digits_folder(root, count=60, size=28, broken=True):
     items = []
-    for i in range(40):
-        image, label = digit_image(i, 20)
-        items.append((f"img_{i}.jpg", encode(image), label))
-    broken = broken_files(20)
-    items += [(name, data, 0) for name, (data, _) in broken.items() if name != "huge.png"]
-    write_garbage_layout(tmp_path / "data", items)
-    obs_utils.copy_tree(str(tmp_path / "data"), f"obs://{bucket}/garbage/train_data/")
+    for i in range(count):
+        image, label = digit_image(i, size)
+        items.append((f"img_{i}.jpg", encode(image), label % 3))  # 3 classes: quick to learn
+    if broken:
+        items += [(name, data, 0) for name, (data, _) in broken_files(size).items()
+                  if name != "huge.png"]
+    write_garbage_layout(root, items, {"0": "其他垃圾/烟蒂", "1": "可回收物/易拉罐",
+                                       "2": "厨余垃圾/菜叶"})
+    return root
 
-    flags = [f"--data_url=obs://{bucket}/garbage/train_data/",
-             f"--train_url=s3://{bucket}/out/", f"--local_data_root={tmp_path / 'cache'}",
-             "--input_size=16", "--batch_size=8", "--augment=light", "--num_gpus=1",
-             "--task_index=0"]
+
+def test_end_to_end_over_obs_with_weights_from_obs(bucket, tmp_path):
+    from keras.src.legacy.saving import legacy_h5_format
+
+    from models import backbones
+    obs_utils.copy_tree(str(digits_folder(tmp_path / "data")), f"obs://{bucket}/train_data/")
+    source = backbones.build("mobilenetv3small", 32)
+    with h5py.File(tmp_path / "mnv3.h5", "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, source)
+    obs_utils.copy(str(tmp_path / "mnv3.h5"), f"obs://{bucket}/weights/mnv3_notop.h5")
+
+    flags = [f"--data_url=obs://{bucket}/train_data/", f"--train_url=s3://{bucket}/out/",
+             f"--pretrained_weights=obs://{bucket}/weights/mnv3_notop.h5",
+             f"--local_data_root={tmp_path / 'cache'}", *SMALL, "--max_epochs=2",
+             "--freeze_epochs=1", "--num_gpus=1", "--task_index=0"]
     proc = run_train(*flags)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "ignoring flags this job does not know" in proc.stdout
-    assert "--num_gpus=1 --task_index=0" in proc.stdout
-    assert "input pipeline ready: batches of (8, 16, 16, 3) images" in proc.stdout
-    assert "truncated or corrupt image" in proc.stdout and "not an image" in proc.stdout
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr
+    assert "ignoring flags this job does not know (the platform adds some): --num_gpus=1 " \
+           "--task_index=0" in out
+    assert "loaded pretrained weights" in out and "NO PRETRAINED WEIGHTS" not in out
+    assert "truncated or corrupt image" in out and "not an image" in out
+    assert "phase: head only" in out and "phase: every layer trainable" in out
+    assert re.search(r"epoch 2/2 +loss [\d.]+ +acc [\d.]+ +val_loss", out)
 
-    outputs = obs_utils.listdir(f"obs://{bucket}/out")
-    assert {"labels.json", "run_config.json", "screening_report.json",
-            "split.json"} <= set(outputs)
-    report = json.loads(obs_utils.read_text(f"obs://{bucket}/out/screening_report.json"))
-    assert report["problem_counts"]["empty file"] == 1
+    names = set(obs_utils.listdir(f"obs://{bucket}/out", recursive=True))
+    assert {"labels.json", "run_config.json", "screening_report.json", "split.json",
+            "training_log.csv", "checkpoints/checkpoint"} <= names, names
+    assert any(n.startswith("checkpoints/ckpt-2") for n in names)
+    assert any(n.startswith("weights/epoch_") and n.endswith(".weights.h5") for n in names)
+    rows = list(csv.DictReader(obs_utils.read_text(
+        f"obs://{bucket}/out/training_log.csv").splitlines()))
+    assert [r["epoch"] for r in rows] == ["0", "1"] and "val_accuracy" in rows[0]
     config = json.loads(obs_utils.read_text(f"obs://{bucket}/out/run_config.json"))
-    assert config["flags"]["input_size"] == 16 and config["ignored_flags"] == flags[-2:]
-    split_before = obs_utils.read_text(f"obs://{bucket}/out/split.json")
+    assert config["flags"]["backbone"] == "mobilenetv3small"
+    assert config["ignored_flags"] == flags[-2:]
 
-    # The same job started again (a ModelArts restart) keeps its validation set,
-    # even when asked for another ratio and seed.
-    proc = run_train(*flags[:3], "--input_size=16", "--val_ratio=0.5", "--seed=9")
+    # The same job started again (a ModelArts restart) finds its work done.
+    again = run_train(*flags[:-2])
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "split: reusing" in again.stdout and "all 2 epochs were already done" in again.stdout
+
+
+def test_a_job_killed_mid_epoch_resumes_at_the_next_epoch(tmp_path, clean_storage_env):
+    digits_folder(tmp_path / "data", count=150, broken=False)
+    out = tmp_path / "out"
+    flags = [f"--data_url={tmp_path / 'data'}", f"--train_url={out}",
+             f"--local_data_root={tmp_path / 'cache'}", *SMALL, "--max_epochs=3",
+             "--freeze_epochs=0", "--early_stop_patience=0"]
+    proc = subprocess.Popen([sys.executable, "train.py", *flags], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while not (out / "checkpoints" / "ckpt-1.index").exists():
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)  # ModelArts stops a job this way; now in epoch 2
+    first = proc.communicate(timeout=60)[0]
+    assert proc.returncode != 0 and "epoch 1/3" in first and "epoch 3/3" not in first
+
+    second = run_train(*flags)
+    assert second.returncode == 0, second.stdout + second.stderr
+    steps = (150 - 30) // 8  # 120 train images after the 20 % split, batch 8
+    assert f"1 epochs already done, optimizer at step {steps}" in second.stdout
+    assert "epoch 1/3 " not in second.stdout
+    assert "epoch 2/3 " in second.stdout and "epoch 3/3 " in second.stdout
+    rows = list(csv.DictReader(open(out / "training_log.csv")))
+    assert [r["epoch"] for r in rows] == ["0", "1", "2"]
+
+
+def test_demo_recipe_learns_the_digits(tmp_path, clean_storage_env):
+    """The README's main command on the built-in data: held-out accuracy >= 0.95."""
+    proc = run_train(f"--train_url={tmp_path / 'demo'}",
+                     f"--local_data_root={tmp_path / 'cache'}")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "split: reusing" in proc.stdout
-    assert obs_utils.read_text(f"obs://{bucket}/out/split.json") == split_before
+    best = float(re.search(r"best val_accuracy ([\d.]+)", proc.stdout).group(1))
+    assert best >= 0.95, proc.stdout
 
 
 def test_bad_input_is_one_clear_line_and_exit_2(tmp_path, clean_storage_env):
     empty = tmp_path / "only_text"
     empty.mkdir()
     (empty / "readme.md").write_text("no images here")
+    digits_folder(tmp_path / "few", count=30, broken=False)
     for flags, expected in (
             ([f"--data_url={empty}"], "cannot tell how the data"),
             ([f"--data_url={tmp_path / 'missing'}"], "no such local folder"),
             (["--data_url=obs://"], "names no bucket"),
-            ([f"--data_url={tmp_path}", "--balance=everything"], "invalid choice")):
+            ([f"--data_url={tmp_path}", "--balance=everything"], "invalid choice"),
+            ([f"--data_url={tmp_path / 'few'}", "--loss=binary_crossentropy"],
+             "binary_crossentropy is refused"),
+            ([f"--data_url={tmp_path / 'few'}", "--input_size=16"], "too small for resnet50"),
+            ([f"--data_url={tmp_path / 'few'}", f"--pretrained_weights={tmp_path}/no.h5"],
+             "no such file")):
         proc = run_train(*flags, f"--train_url={tmp_path / 'out'}",
                          f"--local_data_root={tmp_path / 'cache'}")
         assert proc.returncode == 2, (flags, proc.stdout, proc.stderr)

@@ -1,0 +1,132 @@
+"""The training stage of a job: strategy, model, weights, optimizer, resume, callbacks, phases,
+then the loop. Takes the prepared data and the parsed flags; returns the trained model and the
+per-epoch history."""
+import logging
+import os
+
+import keras
+import tensorflow as tf
+
+import obs_utils
+from inputs import balance, pipeline, screening
+from models import build, losses, weights
+
+from . import checkpoints, distribute, optim
+from .loop import Loop, StepConfig, run_epochs
+
+log = logging.getLogger("training")
+
+
+def _auto(flag, gpu):
+    return gpu if flag == "auto" else flag == "true"
+
+
+def _datasets(strategy, data, args, settings, replica_batch, seed):
+    """Per-replica datasets: each input pipeline draws its own stream (seed + pipeline id)."""
+    num_classes = len(data.class_names)
+
+    def train_fn(context):
+        return pipeline.train_dataset(
+            data.train, num_classes, replica_batch, args.input_size, args.resize_mode,
+            args.balance, settings, seed + 7919 * context.input_pipeline_id,
+            args.cache_images, args.deterministic)
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    val = pipeline.eval_dataset(data.val, num_classes, replica_batch * strategy.num_replicas_in_sync,
+                                args.input_size, args.resize_mode).with_options(options)
+    return (iter(strategy.distribute_datasets_from_function(train_fn)),
+            strategy.experimental_distribute_dataset(val))
+
+
+def train(args, data, augment_settings, work_dir, cache_root, tf_config=None, devices=None):
+    """Train on `data` (inputs.prepare.PreparedData); outputs under work_dir and train_url."""
+    gpu = bool(tf.config.list_physical_devices("GPU"))
+    mixed, xla = _auto(args.mixed_precision, gpu), _auto(args.xla, gpu)
+    if mixed:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    strategy = distribute.make_strategy(tf_config, devices)
+    chief = distribute.is_chief(tf_config)
+    replicas = strategy.num_replicas_in_sync
+    global_batch = args.batch_size * replicas
+    steps = pipeline.steps_per_epoch(len(data.train), global_batch)
+    num_classes = len(data.class_names)
+    log.info("training %s on %d classes: %d train / %d val images, batch %d x %d replicas, "
+             "%d steps per epoch, mixed precision %s, XLA %s", args.backbone, num_classes,
+             len(data.train), len(data.val), args.batch_size, replicas, steps,
+             "on" if mixed else "off", "on" if xla else "off")
+
+    with strategy.scope():
+        model, backbone = build.build_classifier(args.backbone, num_classes, args.input_size,
+                                                 args.dropout)
+        weights_path = weights.resolve(args.backbone, args.pretrained_weights, cache_root)
+        if weights_path:
+            weights.load(backbone, weights_path, args.backbone)
+        else:
+            weights.warn_random(args.backbone)
+        momentum = build.fit_bn_momentum(backbone, steps * args.max_epochs)
+        if momentum is not None:
+            log.info("BatchNorm momentum lowered to %.3f: %d steps are too few for the "
+                     "backbone's own", momentum, steps * args.max_epochs)
+        schedule = optim.make_schedule(args.lr_schedule, args.learning_rate, steps,
+                                       args.max_epochs, args.warmup_epochs, args.step_epochs,
+                                       args.step_gamma)
+        optimizer = optim.make_optimizer(args.optimizer, schedule, args.weight_decay,
+                                         args.momentum)
+        if mixed:
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer.build(model.trainable_variables)  # every layer, before any freezing
+        loss_fn = losses.make_loss(args.loss, args.label_smoothing, reduction=None)
+    model.optimizer = optimizer  # what ReduceLROnPlateau adjusts
+
+    state = checkpoints.ResumeState(model, optimizer, work_dir, args.train_url, chief)
+    start_epoch = state.restore()
+    if start_epoch >= args.max_epochs:
+        log.info("all %d epochs were already done in %s", args.max_epochs, args.train_url)
+        return model, []
+
+    counts = screening.class_counts(data.train, num_classes)
+    config = StepConfig(global_batch, args.clipnorm,
+                        balance.loss_weights(counts, args.balance), xla)
+    loop = Loop(strategy, model, optimizer, loss_fn, config)
+    train_iter, val_dist = _datasets(strategy, data, args, augment_settings, args.batch_size,
+                                     args.seed + 1000 * start_epoch)
+
+    def phase_for_epoch(epoch):
+        """Head-only warm-up for --freeze_epochs, then the whole network; True on a change."""
+        frozen = epoch < args.freeze_epochs
+        if epoch != start_epoch and frozen == (epoch - 1 < args.freeze_epochs):
+            return False
+        count = build.set_backbone_trainable(backbone, not frozen)
+        head = sum(int(w.numpy().size) for w in model.trainable_weights) - count
+        log.info("phase: %s, %d weights train", "head only (backbone frozen, BatchNorm in "
+                 "inference mode)" if frozen else "every layer trainable", count + head)
+        return True
+
+    remote_weights = (obs_utils.join(args.train_url, "weights")
+                      if obs_utils.is_remote(args.train_url) and chief else None)
+    if remote_weights and obs_utils.is_dir(remote_weights):
+        obs_utils.copy_tree(remote_weights, os.path.join(work_dir, "weights"), progress=False)
+    best = checkpoints.BestWeights(os.path.join(work_dir, "weights"), remote_weights,
+                                   args.keep_weights_file_num, chief)
+    callback_list = [best, keras.callbacks.CSVLogger(
+        os.path.join(work_dir, "training_log.csv"), append=start_epoch > 0)]
+    if args.lr_schedule == "plateau":
+        callback_list.append(keras.callbacks.ReduceLROnPlateau(
+            monitor="val_accuracy", mode="max", factor=args.plateau_factor,
+            patience=args.plateau_patience, min_lr=args.learning_rate * 1e-3))
+    if args.early_stop_patience > 0:
+        callback_list.append(keras.callbacks.EarlyStopping(
+            monitor="val_accuracy", mode="max", patience=args.early_stop_patience))
+    callbacks = keras.callbacks.CallbackList(callback_list, model=model,
+                                             epochs=args.max_epochs, steps=steps)
+    csv_log = os.path.join(work_dir, "training_log.csv")
+
+    def after_epoch(epoch, _logs):
+        state.save(epoch + 1)
+        if chief and obs_utils.is_remote(args.train_url):
+            obs_utils.copy(csv_log, obs_utils.join(args.train_url, "training_log.csv"))
+
+    history = run_epochs(loop, train_iter, val_dist, steps, start_epoch, args.max_epochs,
+                         callbacks, after_epoch, phase_for_epoch)
+    return model, history

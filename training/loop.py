@@ -1,0 +1,172 @@
+"""The one training loop, for one device, several GPUs and several nodes alike.
+
+Keras 3's model.fit fails under MultiWorkerMirroredStrategy (keras-team/keras#20585), and a
+second code path for clusters would drift, so every job runs this: `strategy.run` inside a
+tf.function, per-replica datasets, `compute_average_loss`, loss scaling under mixed precision.
+Gradients are all-reduced in the step, then clipped, then divided by the replica count before
+`apply_gradients` (whose own all-reduce sums them back): Keras' clipnorm would clip each
+replica's share, and LossScaleOptimizer would judge finiteness from replica 0 alone
+(KERAS3-NOTES 3, 4). Losses and accuracies are reported from sums, where no replica scaling
+applies (KERAS3-NOTES 2). Keras' own callbacks (ReduceLROnPlateau, EarlyStopping, CSVLogger,
+...) are driven through keras.callbacks.CallbackList.
+"""
+import logging
+import sys
+import time
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from .optim import current_learning_rate
+
+log = logging.getLogger("training")
+
+
+@dataclass
+class StepConfig:
+    global_batch: int
+    clipnorm: float = 0.0           # clip the global gradient norm (0: off)
+    class_weights: object = None    # per-class loss weights (balance=class_weight), or None
+    jit_compile: bool = False
+
+
+def _sums(probabilities, labels, per_example):
+    true = tf.argmax(labels, axis=-1)
+    top1 = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(probabilities, -1), true), tf.float32))
+    k = tf.minimum(tf.constant(5, tf.int64), tf.shape(probabilities, out_type=tf.int64)[-1])
+    top5 = tf.reduce_sum(tf.cast(tf.math.in_top_k(true, tf.cast(probabilities, tf.float32), k),
+                                 tf.float32))
+    count = tf.cast(tf.shape(labels)[0], tf.float32)
+    return tf.reduce_sum(per_example), top1, top5, count
+
+
+class Loop:
+    """Compiled train and eval steps for one model, optimizer and strategy."""
+
+    def __init__(self, strategy, model, optimizer, loss_fn, config):
+        self.strategy = strategy
+        self.model = model
+        self.optimizer = optimizer
+        self.loss_fn = loss_fn                    # reduction=None: per-example losses
+        self.config = config
+        self.mixed = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+        self._train_fn = None
+        self._eval_fn = None
+
+    def _replica_train_step(self, images, labels):
+        variables = self.model.trainable_variables
+        with tf.GradientTape() as tape:
+            probabilities = self.model(images, training=True)
+            per_example = self.loss_fn(labels, probabilities)
+            if self.config.class_weights is not None:
+                weights = tf.constant(self.config.class_weights, tf.float32)
+                per_example *= tf.reduce_sum(labels * weights, axis=-1)
+            loss = tf.nn.compute_average_loss(per_example,
+                                              global_batch_size=self.config.global_batch)
+            scaled = self.optimizer.scale_loss(loss) if self.mixed else loss
+        grads = tape.gradient(scaled, variables)
+        replicas = self.strategy.num_replicas_in_sync
+        if replicas > 1:
+            grads = tf.distribute.get_replica_context().all_reduce(
+                tf.distribute.ReduceOp.SUM, grads)
+        if self.config.clipnorm:
+            scale = tf.cast(self.optimizer.dynamic_scale, tf.float32) if self.mixed else 1.0
+            grads, _ = tf.clip_by_global_norm(grads, self.config.clipnorm * scale)
+        if replicas > 1:
+            grads = [g / replicas for g in grads]  # apply_gradients sums the replicas again
+        self.optimizer.apply_gradients(zip(grads, variables))
+        return _sums(probabilities, labels, per_example)
+
+    def _replica_eval_step(self, images, labels):
+        probabilities = self.model(images, training=False)
+        return _sums(probabilities, labels, self.loss_fn(labels, probabilities))
+
+    def _reduced(self, per_replica):
+        return [self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+                for v in per_replica]
+
+    def retrace(self):
+        """Forget the compiled steps (the set of trainable variables changed)."""
+        self._train_fn = None
+        self._eval_fn = None
+
+    def train_step(self, iterator):
+        if self._train_fn is None:
+            @tf.function(jit_compile=self.config.jit_compile or None)
+            def fn(it):
+                images, labels = next(it)
+                return self._reduced(self.strategy.run(self._replica_train_step,
+                                                       args=(images, labels)))
+            self._train_fn = fn
+        return self._train_fn(iterator)
+
+    def eval_step(self, batch):
+        if self._eval_fn is None:
+            @tf.function
+            def fn(images, labels):
+                return self._reduced(self.strategy.run(self._replica_eval_step,
+                                                       args=(images, labels)))
+            self._eval_fn = fn
+        return self._eval_fn(*batch)
+
+    def evaluate(self, dist_dataset):
+        """{loss, accuracy, top5} over a finite distributed dataset."""
+        totals = np.zeros(4)
+        for batch in dist_dataset:
+            totals += [float(v) for v in self.eval_step(batch)]
+        count = max(totals[3], 1.0)
+        return {"loss": totals[0] / count, "accuracy": totals[1] / count,
+                "top5": totals[2] / count}
+
+
+def progress_bar(total, epoch, epochs):
+    """On a terminal a live bar, replaced by the epoch's summary line; in a log file (ModelArts)
+    a line every 30 s, kept."""
+    tty = sys.stderr.isatty()
+    return tqdm(total=total, desc=f"epoch {epoch + 1}/{epochs}", unit="step", file=sys.stderr,
+                mininterval=0.5 if tty else 30, leave=not tty)
+
+
+def run_epochs(loop, train_iter, val_dist, steps_per_epoch, start_epoch, epochs, callbacks,
+               on_epoch_saved=None, phase_for_epoch=None):
+    """Train epochs start_epoch..epochs-1; callbacks see Keras-named logs (val_accuracy...).
+
+    `phase_for_epoch(epoch)` may change what trains (returns True when it did, so the steps are
+    compiled again); `on_epoch_saved(epoch, logs)` runs after the callbacks, for checkpoints."""
+    history = []
+    callbacks.on_train_begin()
+    for epoch in range(start_epoch, epochs):
+        if phase_for_epoch is not None and phase_for_epoch(epoch):
+            loop.retrace()
+        callbacks.on_epoch_begin(epoch)
+        started = time.time()
+        totals = np.zeros(4)
+        with progress_bar(steps_per_epoch, epoch, epochs) as bar:
+            for _ in range(steps_per_epoch):
+                totals += [float(v) for v in loop.train_step(train_iter)]
+                bar.update(1)
+                bar.set_postfix(loss=f"{totals[0] / totals[3]:.4f}",
+                                acc=f"{totals[1] / totals[3]:.3f}", refresh=False)
+        val = loop.evaluate(val_dist)
+        logs = {"loss": totals[0] / totals[3], "accuracy": totals[1] / totals[3],
+                "top5_accuracy": totals[2] / totals[3], "val_loss": val["loss"],
+                "val_accuracy": val["accuracy"], "val_top5_accuracy": val["top5"],
+                "learning_rate": current_learning_rate(loop.optimizer),
+                "seconds": time.time() - started}
+        log.info("epoch %d/%d  loss %.4f  acc %.4f  val_loss %.4f  val_acc %.4f  val_top5 %.4f"
+                 "  lr %.2e  %.0fs  (%.1f img/s)", epoch + 1, epochs, logs["loss"],
+                 logs["accuracy"], logs["val_loss"], logs["val_accuracy"],
+                 logs["val_top5_accuracy"], logs["learning_rate"], logs["seconds"],
+                 totals[3] / max(logs["seconds"], 1e-9))
+        callbacks.on_epoch_end(epoch, logs)
+        history.append({"epoch": epoch + 1, **logs})
+        if on_epoch_saved is not None:
+            on_epoch_saved(epoch, logs)
+        if getattr(loop.model, "stop_training", False):
+            log.info("early stopping after epoch %d: val_accuracy stopped improving", epoch + 1)
+            break
+    callbacks.on_train_end()
+    return history
