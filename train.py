@@ -180,6 +180,8 @@ def main(argv=None):
     try:
         tf_config = distribute.cluster_from_env(port=args.worker_port)
         chief = distribute.is_chief(tf_config)
+        # Before any other TensorFlow work: MultiWorkerMirroredStrategy must come first.
+        strategy = distribute.make_strategy(tf_config)
         settings = augment.resolve(args.augment, {
             name: getattr(args, name) for name in augment.DEFAULTS})
         cache_root = fetch.resolve_cache_root(args.local_data_root)
@@ -204,10 +206,10 @@ def main(argv=None):
         if chief:
             obs_utils.write_text(obs_utils.join(args.train_url, "run_config.json"),
                                  json.dumps(run_config, indent=2, ensure_ascii=False))
-        from training import job  # TensorFlow and Keras load here, after the quick checks
+        from training import job
 
         work_dir = work_dir_for(args.train_url, cache_root)
-        _model, history = job.train(args, data, settings, work_dir, cache_root, tf_config)
+        _model, history = job.train(args, data, settings, work_dir, cache_root, strategy, chief)
     except (obs_utils.ObsError, layouts.LayoutError, screening.DataError,
             weights.WeightsError, ValueError) as exc:
         log.error("%s", exc)

@@ -1,17 +1,19 @@
 """The training stage of a job: strategy, model, weights, optimizer, resume, callbacks, phases,
 then the loop. Takes the prepared data and the parsed flags; returns the trained model and the
 per-epoch history."""
+import hashlib
 import logging
 import os
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 import obs_utils
 from inputs import balance, pipeline, screening
 from models import build, losses, weights
 
-from . import checkpoints, distribute, optim
+from . import checkpoints, optim
 from .loop import Loop, StepConfig, run_epochs
 
 log = logging.getLogger("training")
@@ -39,14 +41,13 @@ def _datasets(strategy, data, args, settings, replica_batch, seed):
             strategy.experimental_distribute_dataset(val))
 
 
-def train(args, data, augment_settings, work_dir, cache_root, tf_config=None, devices=None):
-    """Train on `data` (inputs.prepare.PreparedData); outputs under work_dir and train_url."""
+def train(args, data, augment_settings, work_dir, cache_root, strategy, chief=True):
+    """Train on `data` (inputs.prepare.PreparedData) under `strategy` (made at program start,
+    as MultiWorkerMirroredStrategy requires); outputs under work_dir and train_url."""
     gpu = bool(tf.config.list_physical_devices("GPU"))
     mixed, xla = _auto(args.mixed_precision, gpu), _auto(args.xla, gpu)
     if mixed:
         keras.mixed_precision.set_global_policy("mixed_float16")
-    strategy = distribute.make_strategy(tf_config, devices)
-    chief = distribute.is_chief(tf_config)
     replicas = strategy.num_replicas_in_sync
     global_batch = args.batch_size * replicas
     steps = pipeline.steps_per_epoch(len(data.train), global_batch)
@@ -129,4 +130,14 @@ def train(args, data, augment_settings, work_dir, cache_root, tf_config=None, de
 
     history = run_epochs(loop, train_iter, val_dist, steps, start_epoch, args.max_epochs,
                          callbacks, after_epoch, phase_for_epoch)
+    log.info("weights fingerprint %s (equal on every worker of a multi-node job)",
+             fingerprint(model))
     return model, history
+
+
+def fingerprint(model):
+    """A short hash of every weight, to compare workers or runs."""
+    digest = hashlib.sha1()
+    for weight in model.weights:
+        digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
+    return digest.hexdigest()[:16]

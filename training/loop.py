@@ -55,6 +55,7 @@ class Loop:
         self.mixed = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
         self._train_fn = None
         self._eval_fn = None
+        self._sync_fn = None
 
     def _replica_train_step(self, images, labels):
         variables = self.model.trainable_variables
@@ -88,10 +89,33 @@ class Loop:
         return [self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
                 for v in per_replica]
 
+    def sync_statistics(self):
+        """Average the non-trainable float weights (BatchNorm's moving statistics) over all
+        replicas. Each replica updates them from its own batches, so without this every
+        worker ends with its own values, and the chief's checkpoint holds one replica's
+        view. (PyTorch's DDP broadcasts such buffers for the same reason.)"""
+        if self.strategy.num_replicas_in_sync < 2:
+            return
+        if self._sync_fn is None:
+            variables = [v for v in self.model.non_trainable_variables
+                         if v.dtype in ("float32", "float16", "bfloat16")]
+
+            @tf.function
+            def fn():
+                def replica_mean():
+                    return tf.distribute.get_replica_context().all_reduce(
+                        tf.distribute.ReduceOp.MEAN, [tf.identity(v.value) for v in variables])
+                means = self.strategy.run(replica_mean)
+                for variable, mean in zip(variables, means):
+                    variable.assign(self.strategy.experimental_local_results(mean)[0])
+            self._sync_fn = fn
+        self._sync_fn()
+
     def retrace(self):
         """Forget the compiled steps (the set of trainable variables changed)."""
         self._train_fn = None
         self._eval_fn = None
+        self._sync_fn = None
 
     def train_step(self, iterator):
         if self._train_fn is None:
@@ -150,6 +174,7 @@ def run_epochs(loop, train_iter, val_dist, steps_per_epoch, start_epoch, epochs,
                 bar.update(1)
                 bar.set_postfix(loss=f"{totals[0] / totals[3]:.4f}",
                                 acc=f"{totals[1] / totals[3]:.3f}", refresh=False)
+        loop.sync_statistics()
         val = loop.evaluate(val_dist)
         logs = {"loss": totals[0] / totals[3], "accuracy": totals[1] / totals[3],
                 "top5_accuracy": totals[2] / totals[3], "val_loss": val["loss"],

@@ -1,0 +1,91 @@
+"""TF_CONFIG from the ModelArts environment; the train step under MirroredStrategy over two
+logical CPU devices (clipping after the all-reduce, overflow on one replica); and two worker
+processes on 127.0.0.1 that must end with identical weights."""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.servers import ROOT, free_port
+from tests.test_train_job import SMALL, digits_folder
+from training import distribute
+
+
+def test_tf_config_from_current_modelarts_variables():
+    env = {"VC_WORKER_HOSTS": "job-w-0.svc,job-w-1.svc,job-w-2.svc", "VC_TASK_INDEX": "2",
+           "MA_NUM_HOSTS": "3"}
+    config = distribute.cluster_from_env(env, port=7777)
+    assert config == {"cluster": {"worker": ["job-w-0.svc:7777", "job-w-1.svc:7777",
+                                             "job-w-2.svc:7777"]},
+                      "task": {"type": "worker", "index": 2}}
+    assert not distribute.is_chief(config)
+    assert distribute.is_chief(distribute.cluster_from_env({**env, "VC_TASK_INDEX": "0"}))
+
+
+def test_tf_config_from_old_dls_variables_and_precedence():
+    env = {"DLS_TASK_NUMBER": "2", "DLS_TASK_INDEX": "1",
+           "BATCH_CUSTOM0_HOSTS": "10.0.0.5:6000", "BATCH_CUSTOM1_HOSTS": "10.0.0.6:6000"}
+    assert distribute.cluster_from_env(env)["cluster"]["worker"] == ["10.0.0.5:6000",
+                                                                     "10.0.0.6:6000"]
+    given = {"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 0}}
+    assert distribute.cluster_from_env({**env, "TF_CONFIG": json.dumps(given)}) == given
+    assert distribute.cluster_from_env({"VC_WORKER_HOSTS": "only-one"}) is None
+    assert distribute.cluster_from_env({}) is None
+    with pytest.raises(ValueError, match="MA_NUM_HOSTS=3"):
+        distribute.cluster_from_env({"VC_WORKER_HOSTS": "a,b", "MA_NUM_HOSTS": "3"})
+    with pytest.raises(ValueError, match="BATCH_CUSTOM1_HOSTS"):
+        distribute.cluster_from_env({"DLS_TASK_NUMBER": "2", "BATCH_CUSTOM0_HOSTS": "a:1"})
+
+
+@pytest.fixture(scope="module")
+def two_replica_facts():
+    proc = subprocess.run([sys.executable, os.path.join("tests", "two_replicas.py")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_two_replicas_take_the_same_step_as_one_device(two_replica_facts):
+    assert two_replica_facts["replicas"] == 2
+    for clip in ("clip0.0", "clip1.0"):
+        np.testing.assert_allclose(two_replica_facts[clip]["two"], two_replica_facts[clip]["one"],
+                                   atol=1e-6)
+    # losses and counts are sums over both replicas, not divided by the replica count
+    assert two_replica_facts["clip0.0"]["sums"][3] == 4.0
+
+
+def test_clipping_applies_to_the_global_gradient(two_replica_facts):
+    """Each replica's share has norm 1 and the global gradient norm 2: Keras' clipnorm=1 would
+    leave every share alone and step by 2; the loop clips the sum and steps by 1."""
+    assert two_replica_facts["clip0.0"]["update_norm"] == pytest.approx(2.0, abs=1e-5)
+    assert two_replica_facts["clip1.0"]["update_norm"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_an_overflow_on_one_replica_skips_the_step_everywhere(two_replica_facts):
+    assert two_replica_facts["overflow"] == {"finite": True, "unchanged": True}
+
+
+def test_two_workers_on_localhost_end_with_identical_weights(tmp_path, clean_storage_env):
+    data = digits_folder(tmp_path / "data", count=60, broken=False)
+    ports = [free_port(), free_port()]
+    procs = []
+    for index in range(2):
+        env = dict(os.environ, VC_WORKER_HOSTS=",".join(f"127.0.0.1:{p}" for p in ports),
+                   VC_TASK_INDEX=str(index), MA_NUM_HOSTS="2")
+        flags = [f"--data_url={data}", f"--train_url={tmp_path / 'out'}",
+                 f"--local_data_root={tmp_path / f'cache{index}'}", *SMALL, "--max_epochs=1",
+                 "--freeze_epochs=0"]
+        procs.append(subprocess.Popen([sys.executable, "train.py", *flags], cwd=ROOT, env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True))
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    for proc, out in zip(procs, outputs):
+        assert proc.returncode == 0, out
+        assert "MultiWorkerMirroredStrategy" in out and "2 replicas in sync" in out
+    prints = [re.search(r"weights fingerprint ([0-9a-f]+)", out).group(1) for out in outputs]
+    assert prints[0] == prints[1]
+    assert (tmp_path / "out" / "checkpoints" / "checkpoint").exists()  # written by the chief

@@ -1,0 +1,68 @@
+"""Run as a script: the training step on MirroredStrategy over two logical CPU devices (the code
+path of several GPUs), printing JSON facts for tests/test_distributed.py to check.
+
+A separate process, because logical devices must be set before TensorFlow starts."""
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+import keras  # noqa: E402
+
+from training.loop import Loop, StepConfig  # noqa: E402
+
+
+def linear_model():
+    """probabilities = softmax(x W), W starting at zero: gradients are easy to know."""
+    inputs = keras.Input((2,))
+    outputs = keras.layers.Dense(2, use_bias=False, kernel_initializer="zeros",
+                                 activation="softmax", dtype="float32")(inputs)
+    return keras.Model(inputs, outputs)
+
+
+def one_step(strategy, x, y, clipnorm, mixed=False, lr=1.0):
+    with strategy.scope():
+        model = linear_model()
+        optimizer = keras.optimizers.SGD(learning_rate=lr)
+        if mixed:
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer.build(model.trainable_variables)
+        loss = keras.losses.CategoricalCrossentropy(reduction=None)
+    loop = Loop(strategy, model, optimizer, loss, StepConfig(len(x), clipnorm))
+    dataset = tf.data.Dataset.from_tensors((x, y)).repeat()
+    iterator = iter(strategy.experimental_distribute_dataset(dataset))
+    sums = loop.train_step(iterator)
+    return model.get_weights()[0], [float(v) for v in sums]
+
+
+def main():
+    devices = ["/cpu:0", "/cpu:1"]
+    mirrored = tf.distribute.MirroredStrategy(devices)
+    single = tf.distribute.OneDeviceStrategy("/cpu:0")
+    x = np.array([[4.0, 0.0], [0.0, 4.0], [4.0, 0.0], [0.0, 4.0]], "float32")
+    y = np.array([[0, 1], [1, 0], [0, 1], [1, 0]], "float32")
+    facts = {"replicas": mirrored.num_replicas_in_sync}
+    for clip in (0.0, 1.0):
+        two, sums = one_step(mirrored, x, y, clip)
+        one, _ = one_step(single, x, y, clip)
+        facts[f"clip{clip}"] = {"two": two.tolist(), "one": one.tolist(),
+                                "update_norm": float(np.linalg.norm(two)), "sums": sums}
+    # An overflow on the second replica only: every replica must skip the step.
+    bad = x.copy()
+    bad[2:] = np.float32(3e38)
+    weights, _ = one_step(mirrored, bad, y, 0.0, mixed=True)
+    facts["overflow"] = {"finite": bool(np.isfinite(weights).all()),
+                         "unchanged": bool((weights == 0).all())}
+    print(json.dumps(facts))
+
+
+if __name__ == "__main__":
+    main()
