@@ -46,18 +46,61 @@ def write_legacy_h5(model, path):
         legacy_h5_format.save_weights_to_hdf5_group(f, model)
 
 
-def test_standard_file_in_pretrained_dir_loads_keras2_layout(resnet, tmp_path):
-    _, source = resnet
+def test_keras2_file_written_by_tf_keras_loads_and_the_phases_train_what_they_say(tmp_path):
+    """The real ResNet50 path at 32 px: a Keras-2 .h5 notop file (written by tf_keras, as users
+    have them on OBS) found in pretrained/ under its Keras name loads with equal values; the
+    warm-up trains the head only, then every backbone layer's weights change."""
+    import tensorflow as tf
+    import tf_keras
+
+    from training.loop import Loop, StepConfig
+
+    keras2 = tf_keras.applications.ResNet50(include_top=False, weights=None,
+                                            input_shape=(32, 32, 3))
     name = backbones.get("resnet50").weights_file
-    write_legacy_h5(source, str(tmp_path / name))
+    keras2.save_weights(str(tmp_path / name))
     with h5py.File(tmp_path / name) as f:
-        assert "layer_names" in f.attrs  # the Keras-2 layout, not Keras 3's own
+        assert f.attrs["keras_version"].startswith("2.")
     path = weights.resolve("resnet50", "", str(tmp_path / "cache"), pretrained_dir=str(tmp_path))
-    assert path == str(tmp_path / name)
-    fresh = backbones.build("resnet50", 32)
-    weights.load(fresh, path, "resnet50")
-    for a, b in zip(source.weights, fresh.weights):
-        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    model, backbone = build.build_classifier("resnet50", 4, 32)
+    weights.load(backbone, path, "resnet50")
+    compared = 0
+    for layer in keras2.layers:
+        if layer.get_weights():
+            for a, b in zip(layer.get_weights(), backbone.get_layer(layer.name).get_weights()):
+                np.testing.assert_array_equal(a, b)
+                compared += 1
+    assert compared == len(backbone.weights) == 318
+
+    optimizer = keras.optimizers.Adam(1e-2)
+    optimizer.build(model.trainable_variables)
+    loop = Loop(tf.distribute.get_strategy(), model, optimizer,
+                losses.make_loss(reduction=None), StepConfig(global_batch=4))
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    labels = np.eye(4, dtype="float32")
+    batches = iter(tf.data.Dataset.from_tensors((images, labels)).repeat())
+
+    def snapshot(variables):
+        return [v.numpy().copy() for v in variables]
+
+    build.set_backbone_trainable(backbone, False)
+    before_backbone, before_head = snapshot(backbone.weights), snapshot(model.trainable_weights)
+    for _ in range(2):
+        loop.train_step(batches)
+    for a, b in zip(before_backbone, snapshot(backbone.weights)):
+        np.testing.assert_array_equal(a, b)  # frozen: BatchNorm statistics included
+    assert all((a != b).any() for a, b in zip(before_head, snapshot(model.trainable_weights)))
+
+    build.set_backbone_trainable(backbone, True)
+    loop.retrace()
+    variables = backbone.trainable_weights
+    before = snapshot(variables)
+    for _ in range(2):
+        loop.train_step(batches)
+    unchanged = [v.path for v, a in zip(variables, before) if (v.numpy() == a).all()]
+    assert not unchanged, unchanged
+    assert all(layer.trainable for layer in backbone.layers)
 
 
 def test_keras3_weights_file_over_obs(resnet, bucket, tmp_path):
