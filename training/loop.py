@@ -34,13 +34,17 @@ class StepConfig:
 
 
 def _sums(probabilities, labels, per_example):
+    """Sums over the batch: loss, top-1 hits, top-5 hits, images; then per class, hits and
+    images (for the macro recall: accuracy alone hides a minority class nobody predicts)."""
     true = tf.argmax(labels, axis=-1)
-    top1 = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(probabilities, -1), true), tf.float32))
+    hits = tf.cast(tf.equal(tf.argmax(probabilities, -1), true), tf.float32)
     k = tf.minimum(tf.constant(5, tf.int64), tf.shape(probabilities, out_type=tf.int64)[-1])
     top5 = tf.reduce_sum(tf.cast(tf.math.in_top_k(true, tf.cast(probabilities, tf.float32), k),
                                  tf.float32))
     count = tf.cast(tf.shape(labels)[0], tf.float32)
-    return tf.reduce_sum(per_example), top1, top5, count
+    hard = tf.one_hot(true, tf.shape(labels)[-1], dtype=tf.float32)
+    return (tf.reduce_sum(per_example), tf.reduce_sum(hits), top5, count,
+            tf.reduce_sum(hard * hits[:, tf.newaxis], axis=0), tf.reduce_sum(hard, axis=0))
 
 
 class Loop:
@@ -137,13 +141,19 @@ class Loop:
         return self._eval_fn(*batch)
 
     def evaluate(self, dist_dataset):
-        """{loss, accuracy, top5} over a finite distributed dataset."""
-        totals = np.zeros(4)
+        """{loss, accuracy, top5, macro_recall} over a finite distributed dataset."""
+        totals, class_hits, class_counts = np.zeros(4), 0.0, 0.0
         for batch in dist_dataset:
-            totals += [float(v) for v in self.eval_step(batch)]
+            sums = self.eval_step(batch)
+            totals += [float(v) for v in sums[:4]]
+            class_hits = class_hits + sums[4].numpy()
+            class_counts = class_counts + sums[5].numpy()
         count = max(totals[3], 1.0)
+        present = np.asarray(class_counts) > 0
+        recall = float(np.mean(np.asarray(class_hits)[present] / np.asarray(class_counts)[present])) \
+            if present.any() else 0.0
         return {"loss": totals[0] / count, "accuracy": totals[1] / count,
-                "top5": totals[2] / count}
+                "top5": totals[2] / count, "macro_recall": recall}
 
 
 def progress_bar(total, epoch, epochs):
@@ -170,7 +180,7 @@ def run_epochs(loop, train_iter, val_dist, steps_per_epoch, start_epoch, epochs,
         totals = np.zeros(4)
         with progress_bar(steps_per_epoch, epoch, epochs) as bar:
             for _ in range(steps_per_epoch):
-                totals += [float(v) for v in loop.train_step(train_iter)]
+                totals += [float(v) for v in loop.train_step(train_iter)[:4]]
                 bar.update(1)
                 bar.set_postfix(loss=f"{totals[0] / totals[3]:.4f}",
                                 acc=f"{totals[1] / totals[3]:.3f}", refresh=False)
@@ -179,13 +189,14 @@ def run_epochs(loop, train_iter, val_dist, steps_per_epoch, start_epoch, epochs,
         logs = {"loss": totals[0] / totals[3], "accuracy": totals[1] / totals[3],
                 "top5_accuracy": totals[2] / totals[3], "val_loss": val["loss"],
                 "val_accuracy": val["accuracy"], "val_top5_accuracy": val["top5"],
+                "val_macro_recall": val["macro_recall"],
                 "learning_rate": current_learning_rate(loop.optimizer),
                 "seconds": time.time() - started}
         log.info("epoch %d/%d  loss %.4f  acc %.4f  val_loss %.4f  val_acc %.4f  val_top5 %.4f"
-                 "  lr %.2e  %.0fs  (%.1f img/s)", epoch + 1, epochs, logs["loss"],
-                 logs["accuracy"], logs["val_loss"], logs["val_accuracy"],
-                 logs["val_top5_accuracy"], logs["learning_rate"], logs["seconds"],
-                 totals[3] / max(logs["seconds"], 1e-9))
+                 "  val_macro_recall %.4f  lr %.2e  %.0fs  (%.1f img/s)", epoch + 1, epochs,
+                 logs["loss"], logs["accuracy"], logs["val_loss"], logs["val_accuracy"],
+                 logs["val_top5_accuracy"], logs["val_macro_recall"], logs["learning_rate"],
+                 logs["seconds"], totals[3] / max(logs["seconds"], 1e-9))
         callbacks.on_epoch_end(epoch, logs)
         history.append({"epoch": epoch + 1, **logs})
         if on_epoch_saved is not None:
