@@ -66,6 +66,7 @@ def test_end_to_end_over_obs_with_weights_from_obs(bucket, tmp_path):
             "training_log.csv", "checkpoints/checkpoint"} <= names, names
     assert any(n.startswith("checkpoints/ckpt-2") for n in names)
     assert any(n.startswith("weights/epoch_") and n.endswith(".weights.h5") for n in names)
+    assert any(n.startswith("tensorboard/validation/events.out.tfevents") for n in names)
     rows = list(csv.DictReader(obs_utils.read_text(
         f"obs://{bucket}/out/training_log.csv").splitlines()))
     assert [r["epoch"] for r in rows] == ["0", "1"] and "val_accuracy" in rows[0]

@@ -2,6 +2,7 @@
 then the loop. Takes the prepared data and the parsed flags; returns the trained model and the
 per-epoch history."""
 import hashlib
+import importlib.util
 import logging
 import os
 
@@ -110,8 +111,14 @@ def train(args, data, augment_settings, work_dir, cache_root, strategy, chief=Tr
         obs_utils.copy_tree(remote_weights, os.path.join(work_dir, "weights"), progress=False)
     best = checkpoints.BestWeights(os.path.join(work_dir, "weights"), remote_weights,
                                    args.keep_weights_file_num, chief)
+    tensorboard_dir = os.path.join(work_dir, "tensorboard")
     callback_list = [best, keras.callbacks.CSVLogger(
         os.path.join(work_dir, "training_log.csv"), append=start_epoch > 0)]
+    if importlib.util.find_spec("tensorboard") is not None:
+        callback_list.append(keras.callbacks.TensorBoard(tensorboard_dir, write_graph=False,
+                                                         profile_batch=0))
+    else:
+        log.warning("no TensorBoard logs: the tensorboard package is not installed")
     if args.lr_schedule == "plateau":
         callback_list.append(keras.callbacks.ReduceLROnPlateau(
             monitor="val_accuracy", mode="max", factor=args.plateau_factor,
@@ -127,6 +134,10 @@ def train(args, data, augment_settings, work_dir, cache_root, strategy, chief=Tr
         state.save(epoch + 1)
         if chief and obs_utils.is_remote(args.train_url):
             obs_utils.copy(csv_log, obs_utils.join(args.train_url, "training_log.csv"))
+            if os.path.isdir(tensorboard_dir):
+                obs_utils.copy_tree(tensorboard_dir,
+                                    obs_utils.join(args.train_url, "tensorboard"),
+                                    progress=False)
 
     history = run_epochs(loop, train_iter, val_dist, steps, start_epoch, args.max_epochs,
                          callbacks, after_epoch, phase_for_epoch)
