@@ -1,0 +1,44 @@
+"""The SavedModel with the serving contract: a batch of encoded image bytes in, class
+probabilities out, as `serving_default`. The decode / resize / pad steps inside the graph are
+inputs.preprocess.bytes_to_input, the function the training pipeline used; the normalisation is
+the model's own first layer. So training, evaluation and serving cannot drift apart.
+"""
+import tensorflow as tf
+
+from inputs.preprocess import bytes_to_input
+
+
+class ClassifierModule(tf.Module):
+    """A trained Keras classifier wrapped for tf.saved_model.save."""
+
+    def __init__(self, model, input_size, resize_mode):
+        super().__init__()
+        self.model = model
+        self.input_size = input_size
+        self.resize_mode = resize_mode
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
+    def serve(self, images):
+        """encoded JPEG / PNG / GIF / BMP / WebP bytes [batch] -> probabilities [batch, classes]"""
+        pixels = tf.map_fn(
+            lambda data: bytes_to_input(data, self.input_size, self.resize_mode), images,
+            fn_output_signature=tf.TensorSpec([self.input_size, self.input_size, 3],
+                                              tf.float32))
+        probabilities = tf.cast(self.model(pixels, training=False), tf.float32)
+        return {"probabilities": probabilities}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32,
+                                                name="pixels")])
+    def serve_pixels(self, pixels):
+        """Already decoded and resized float 0..255 images -> probabilities (for callers that
+        decode themselves; bytes stay the contract)."""
+        return {"probabilities": tf.cast(self.model(pixels, training=False), tf.float32)}
+
+
+def save(model, directory, input_size, resize_mode):
+    """Write the SavedModel (saved_model.pb + variables/) into `directory`."""
+    module = ClassifierModule(model, input_size, resize_mode)
+    tf.saved_model.save(module, directory, signatures={
+        "serving_default": module.serve.get_concrete_function(),
+        "pixels": module.serve_pixels.get_concrete_function()})
+    return directory
