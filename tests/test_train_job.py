@@ -115,26 +115,35 @@ def test_demo_recipe_learns_the_digits(tmp_path, clean_storage_env):
     assert best >= 0.95, proc.stdout
 
 
-def test_bad_input_is_one_clear_line_and_exit_2(tmp_path, clean_storage_env):
+def test_bad_input_is_one_clear_line_and_exit_2(tmp_path, clean_storage_env, caplog):
+    """Each case through train.main (as the process would run it), and one as a real process,
+    so the exit code and the absence of a traceback are seen where the user sees them."""
+    import train
+
     empty = tmp_path / "only_text"
     empty.mkdir()
     (empty / "readme.md").write_text("no images here")
     digits_folder(tmp_path / "few", count=30, broken=False)
+    common = [f"--train_url={tmp_path / 'out'}", f"--local_data_root={tmp_path / 'cache'}"]
     for flags, expected in (
             ([f"--data_url={empty}"], "cannot tell how the data"),
             ([f"--data_url={tmp_path / 'missing'}"], "no such local folder"),
             (["--data_url=obs://"], "names no bucket"),
-            ([f"--data_url={tmp_path}", "--balance=everything"], "invalid choice"),
             ([f"--data_url={tmp_path / 'few'}", "--loss=binary_crossentropy"],
              "binary_crossentropy is refused"),
             ([f"--data_url={tmp_path / 'few'}", "--input_size=16"], "too small for resnet50"),
             ([f"--data_url={tmp_path / 'few'}", f"--pretrained_weights={tmp_path}/no.h5"],
              "no such file")):
-        proc = run_train(*flags, f"--train_url={tmp_path / 'out'}",
-                         f"--local_data_root={tmp_path / 'cache'}")
-        assert proc.returncode == 2, (flags, proc.stdout, proc.stderr)
-        assert expected in proc.stdout + proc.stderr, flags
-        assert "Traceback" not in proc.stdout + proc.stderr, flags
+        caplog.clear()
+        assert train.main([*flags, *common]) == 2, flags
+        errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert len(errors) == 1 and expected in errors[0], (flags, errors)
+
+    proc = run_train(f"--data_url={tmp_path / 'few'}", "--balance=everything", *common)
+    assert proc.returncode == 2 and "invalid choice" in proc.stderr
+    proc = run_train(f"--data_url={empty}", *common)
+    assert proc.returncode == 2 and "cannot tell how the data" in proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr
 
 
 def test_oversampling_beats_no_balancing_on_a_10_to_1_set(tmp_path, clean_storage_env):
