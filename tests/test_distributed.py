@@ -65,6 +65,14 @@ def test_clipping_applies_to_the_global_gradient(two_replica_facts):
     assert two_replica_facts["clip1.0"]["update_norm"] == pytest.approx(1.0, abs=1e-5)
 
 
+def test_xla_compiled_step_matches(two_replica_facts):
+    """--xla (on by default where a GPU is) compiles the forward and backward pass only:
+    the iterator read cannot be compiled (IteratorGetNext)."""
+    for name in ("xla_one", "xla_two"):
+        np.testing.assert_allclose(two_replica_facts[name], two_replica_facts["clip1.0"]["two"],
+                                   atol=1e-5)
+
+
 def test_an_overflow_on_one_replica_skips_the_step_everywhere(two_replica_facts):
     assert two_replica_facts["overflow"] == {"finite": True, "unchanged": True}
 

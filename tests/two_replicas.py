@@ -28,7 +28,7 @@ def linear_model():
     return keras.Model(inputs, outputs)
 
 
-def one_step(strategy, x, y, clipnorm, mixed=False, lr=1.0):
+def one_step(strategy, x, y, clipnorm, mixed=False, lr=1.0, xla=False):
     with strategy.scope():
         model = linear_model()
         optimizer = keras.optimizers.SGD(learning_rate=lr)
@@ -36,7 +36,7 @@ def one_step(strategy, x, y, clipnorm, mixed=False, lr=1.0):
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(model.trainable_variables)
         loss = keras.losses.CategoricalCrossentropy(reduction=None)
-    loop = Loop(strategy, model, optimizer, loss, StepConfig(len(x), clipnorm))
+    loop = Loop(strategy, model, optimizer, loss, StepConfig(len(x), clipnorm, jit_compile=xla))
     dataset = tf.data.Dataset.from_tensors((x, y)).repeat()
     iterator = iter(strategy.experimental_distribute_dataset(dataset))
     sums = loop.train_step(iterator)
@@ -55,6 +55,10 @@ def main():
         one, _ = one_step(single, x, y, clip)
         facts[f"clip{clip}"] = {"two": two.tolist(), "one": one.tolist(),
                                 "update_norm": float(np.linalg.norm(two)), "sums": sums}
+    # --xla compiles the forward and backward pass: the same step, one device and two.
+    for name, strategy in (("xla_one", single), ("xla_two", mirrored)):
+        weights, _ = one_step(strategy, x, y, 1.0, xla=True)
+        facts[name] = weights.tolist()
     # An overflow on the second replica only: every replica must skip the step.
     bad = x.copy()
     bad[2:] = np.float32(3e38)

@@ -6,8 +6,8 @@ tf.function, per-replica datasets, `compute_average_loss`, loss scaling under mi
 Gradients are all-reduced in the step, then clipped, then divided by the replica count before
 `apply_gradients` (whose own all-reduce sums them back): Keras' clipnorm would clip each
 replica's share, and LossScaleOptimizer would judge finiteness from replica 0 alone
-(KERAS3-NOTES 3, 4). Losses and accuracies are reported from sums, where no replica scaling
-applies (KERAS3-NOTES 2). Keras' own callbacks (ReduceLROnPlateau, EarlyStopping, CSVLogger,
+(both measured with two replicas: tests/test_distributed.py). Losses and accuracies are
+reported from sums, where Keras' own per-replica loss scaling does not apply. Keras' own callbacks (ReduceLROnPlateau, EarlyStopping, CSVLogger,
 ...) are driven through keras.callbacks.CallbackList.
 """
 import logging
@@ -60,8 +60,12 @@ class Loop:
         self._train_fn = None
         self._eval_fn = None
         self._sync_fn = None
+        self._grads_fn = None
 
-    def _replica_train_step(self, images, labels):
+    def _forward_backward(self, images, labels):
+        """Loss and gradients of one replica's batch: the part XLA compiles (--xla). The
+        iterator read, the all-reduce and the optimizer update stay outside it: XLA cannot
+        compile IteratorGetNext, and the collectives belong to the strategy."""
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
             probabilities = self.model(images, training=True)
@@ -72,7 +76,11 @@ class Loop:
             loss = tf.nn.compute_average_loss(per_example,
                                               global_batch_size=self.config.global_batch)
             scaled = self.optimizer.scale_loss(loss) if self.mixed else loss
-        grads = tape.gradient(scaled, variables)
+        return tape.gradient(scaled, variables), _sums(probabilities, labels, per_example)
+
+    def _replica_train_step(self, images, labels):
+        grads, sums = self._grads_fn(images, labels)
+        variables = self.model.trainable_variables
         replicas = self.strategy.num_replicas_in_sync
         if replicas > 1:
             grads = tf.distribute.get_replica_context().all_reduce(
@@ -83,7 +91,7 @@ class Loop:
         if replicas > 1:
             grads = [g / replicas for g in grads]  # apply_gradients sums the replicas again
         self.optimizer.apply_gradients(zip(grads, variables))
-        return _sums(probabilities, labels, per_example)
+        return sums
 
     def _replica_eval_step(self, images, labels):
         probabilities = self.model(images, training=False)
@@ -123,7 +131,10 @@ class Loop:
 
     def train_step(self, iterator):
         if self._train_fn is None:
-            @tf.function(jit_compile=self.config.jit_compile or None)
+            self._grads_fn = (tf.function(self._forward_backward, jit_compile=True)
+                              if self.config.jit_compile else self._forward_backward)
+
+            @tf.function
             def fn(it):
                 images, labels = next(it)
                 return self._reduced(self.strategy.run(self._replica_train_step,

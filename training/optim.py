@@ -3,8 +3,8 @@
 Schedules: plateau (a constant rate that ReduceLROnPlateau lowers when val_accuracy stalls, the
 seeds' choice), cosine (linear warmup from 0, then cosine decay to 0), step (multiply by
 `step_gamma` every `step_epochs`). Gradient clipping is not set here: under a multi-replica
-strategy Keras' clipnorm clips each replica's share (KERAS3-NOTES 3), so loop.py clips the
-all-reduced gradient itself.
+strategy Keras' clipnorm clips each replica's share, so loop.py clips the all-reduced
+gradient itself.
 """
 import keras
 
@@ -22,7 +22,7 @@ def make_schedule(name, learning_rate, steps_per_epoch, epochs, warmup_epochs=0.
         warmup = min(int(warmup_epochs * steps_per_epoch), total - 1)
         if warmup <= 0:
             return keras.optimizers.schedules.CosineDecay(learning_rate, total)
-        # The warmup starts from initial_learning_rate (KERAS3-NOTES 7): start from 0.
+        # CosineDecay's warmup starts from initial_learning_rate: start it from 0.
         return keras.optimizers.schedules.CosineDecay(
             0.0, total - warmup, warmup_target=learning_rate, warmup_steps=warmup)
     if name == "step":
