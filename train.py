@@ -49,10 +49,19 @@ def _bool(text):
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def _positive(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
 def build_parser():
+    # No abbreviations: the platform adds flags of its own, and `--batch=64` must not silently
+    # become something else; an unknown flag is reported instead.
     parser = argparse.ArgumentParser(
         description="Train an image classifier the way ModelArts runs it.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
     add = parser.add_argument
     add("--data_url", default="", help="training images: obs://, s3:// or a local folder; "
                                        "empty = the built-in demo data")
@@ -60,7 +69,7 @@ def build_parser():
         help="where the outputs go: obs://, s3:// or a local folder (demo: outputs/demo)")
     add("--local_data_root", default="", help="local cache (default: /cache if writable, "
                                               "else ~/.cache/modelarts-classifier)")
-    add("--obs_threads", type=int, default=16, help="parallel transfers when syncing with OBS")
+    add("--obs_threads", type=_positive, default=16, help="parallel transfers when syncing with OBS")
 
     data = parser.add_argument_group("data")
     data.add_argument("--data_format", default="auto",
@@ -74,9 +83,9 @@ def build_parser():
     data.add_argument("--min_image_side", type=int, default=screening.MIN_SIDE)
 
     feed = parser.add_argument_group("input pipeline")
-    feed.add_argument("--input_size", type=int, default=224)
+    feed.add_argument("--input_size", type=_positive, default=224)
     feed.add_argument("--resize_mode", default="letterbox", choices=["letterbox", "stretch"])
-    feed.add_argument("--batch_size", type=int, default=32, help="per GPU (replica)")
+    feed.add_argument("--batch_size", type=_positive, default=32, help="per GPU (replica)")
     feed.add_argument("--balance", default="oversample", choices=list(balance.POLICIES))
     feed.add_argument("--augment", default="standard", choices=list(augment.PRESETS))
     feed.add_argument("--cache_images", type=_bool, default=False)
@@ -99,7 +108,7 @@ def build_parser():
     model.add_argument("--label_smoothing", type=float, default=0.1)
 
     fit = parser.add_argument_group("training")
-    fit.add_argument("--max_epochs", type=int, default=30)
+    fit.add_argument("--max_epochs", type=_positive, default=30)
     fit.add_argument("--learning_rate", type=float, default=1e-3)
     fit.add_argument("--freeze_epochs", type=int, default=1,
                      help="head-only warm-up epochs before every layer trains")
@@ -158,14 +167,16 @@ def versions():
     return found
 
 
-def work_dir_for(train_url, cache_root):
-    """Local folder for the outputs: train_url itself when local, else a stable cache folder
-    (the same for a restarted job, so its checkpoints are found)."""
-    if not obs_utils.is_remote(train_url):
+def work_dir_for(train_url, cache_root, tf_config):
+    """Local folder for the outputs: for the chief, train_url itself when local, else a cache
+    folder named after train_url (the same for a restarted job); for the other workers of a
+    multi-node job, a scratch folder of their own, so nothing of the chief's is overwritten."""
+    if distribute.is_chief(tf_config) and not obs_utils.is_remote(train_url):
         os.makedirs(train_url, exist_ok=True)
         return train_url
     digest = hashlib.sha1(train_url.rstrip("/").encode()).hexdigest()[:12]
-    folder = os.path.join(cache_root, "jobs", digest)
+    who = "chief" if distribute.is_chief(tf_config) else f"worker-{tf_config['task']['index']}"
+    folder = os.path.join(cache_root, "jobs", digest, who)
     os.makedirs(folder, exist_ok=True)
     return folder
 
@@ -188,11 +199,11 @@ def main(argv=None):
         data_dir = fetch.fetch_data(args.data_url, cache_root, threads=args.obs_threads)
         val_dir = (fetch.fetch_data(args.val_data_url, cache_root, threads=args.obs_threads)
                    if args.val_data_url else None)
-        # Every worker prepares the same data (same seed); only the chief writes the reports.
-        outputs = args.train_url if chief else os.path.join(cache_root, "worker-outputs")
-        data = prepare.prepare(data_dir, outputs, cache_root, args.data_format,
+        # Every worker prepares the same data (same seed, or the split already saved); only
+        # the chief writes to train_url.
+        data = prepare.prepare(data_dir, args.train_url, cache_root, args.data_format,
                                args.manifest or None, val_dir, args.val_ratio, args.seed,
-                               args.max_image_pixels, args.min_image_side)
+                               args.max_image_pixels, args.min_image_side, write=chief)
         if args.num_classes and args.num_classes != len(data.class_names):
             raise ValueError(f"--num_classes={args.num_classes} but the data has "
                              f"{len(data.class_names)} classes; leave it at 0 to take the "
@@ -208,11 +219,14 @@ def main(argv=None):
                                  json.dumps(run_config, indent=2, ensure_ascii=False))
         from training import job
 
-        work_dir = work_dir_for(args.train_url, cache_root)
+        work_dir = work_dir_for(args.train_url, cache_root, tf_config)
         _model, history = job.train(args, data, settings, work_dir, cache_root, strategy, chief)
     except (obs_utils.ObsError, layouts.LayoutError, screening.DataError,
             weights.WeightsError, ValueError) as exc:
         log.error("%s", exc)
+        return 2
+    except OSError as exc:  # unwritable cache, permissions, a full disk: say which file
+        log.error("%s: %s", type(exc).__name__, exc)
         return 2
     if history:
         best = max(history, key=lambda h: h["val_accuracy"])

@@ -45,7 +45,8 @@ def fetch_data(data_url, cache_root, threads=None):
     if obs_utils.is_remote(data_url):
         folder = cache_dir_for(data_url, cache_root)
         log.info("syncing %s -> %s", data_url, folder)
-        obs_utils.copy_tree(data_url, folder, threads=threads)
+        # A mirror: images deleted from the bucket must not go on being trained on.
+        obs_utils.copy_tree(data_url, folder, threads=threads, delete=True)
         return folder
     folder = obs_utils.parse(data_url).path
     if not os.path.isdir(folder):

@@ -20,13 +20,14 @@ class PreparedData:
     report: dict         # the screening report of the training data
 
 
-def _screened(root, layout, manifest, cache_root, max_pixels, min_side, report_url):
+def _screened(root, layout, manifest, cache_root, max_pixels, min_side, report_url, write):
     index = layouts.read_index(root, layout, manifest)
     usable, problems = screening.screen(index, os.path.join(cache_root, "converted"),
                                         max_pixels, min_side)
     report = screening.summarize(index, usable, problems)
-    screening.write_report(report_url, report)
-    screening.log_summary(report, report_url)
+    if write:
+        screening.write_report(report_url, report)
+    screening.log_summary(report, report_url if write else None)
     return index, usable, report
 
 
@@ -51,27 +52,35 @@ def _relabel(samples, val_names, class_names, where):
 
 def prepare(data_dir, train_url, cache_root, layout="auto", manifest=None, val_dir=None,
             val_ratio=0.2, seed=0, max_pixels=screening.MAX_PIXELS,
-            min_side=screening.MIN_SIDE):
-    """Run the data stage on local folders; every output goes under `train_url`."""
+            min_side=screening.MIN_SIDE, write=True):
+    """Run the data stage on local folders. Outputs go under `train_url`, and a label map or
+    split already there is reused; write=False (the other workers of a multi-node job) reads
+    but writes nothing, and reaches the same result from the same data and seed."""
     report_url = obs_utils.join(train_url, "screening_report.json")
     index, usable, report = _screened(data_dir, layout, manifest, cache_root, max_pixels,
-                                      min_side, report_url)
+                                      min_side, report_url, write)
     screening.check_enough(usable, index.class_names, report_url)
 
     labels_url = obs_utils.join(train_url, label_map.FILE_NAME)
     if obs_utils.exists(labels_url):
         _same_classes(label_map.load(labels_url), index.class_names, labels_url)
-    else:
+    elif write:
         label_map.save(labels_url, index.class_names)
 
     if val_dir:
         val_report_url = obs_utils.join(train_url, "screening_report_val.json")
         val_index, val_usable, _ = _screened(val_dir, layout, None, cache_root, max_pixels,
-                                             min_side, val_report_url)
+                                             min_side, val_report_url, write)
+        train = usable
         val = _relabel(val_usable, val_index.class_names, index.class_names, val_dir)
         log.info("split: explicit validation set %s: %d images (%d train images)", val_dir,
                  len(val), len(usable))
-        return PreparedData(index.class_names, usable, val, report)
-    train, val = split.load_or_make(obs_utils.join(train_url, split.FILE_NAME), usable,
-                                    val_ratio, seed)
+    else:
+        train, val = split.load_or_make(obs_utils.join(train_url, split.FILE_NAME), usable,
+                                        val_ratio, seed, write)
+    if not val:
+        raise screening.DataError(
+            "no validation images: " + (f"none of {val_dir} is usable" if val_dir else
+                                        "every class has a single image, so none can be held "
+                                        "out") + "; add images or pass --val_data_url")
     return PreparedData(index.class_names, train, val, report)

@@ -46,11 +46,17 @@ def reuse(text, samples, where):
     Saved images that are gone (or now set aside) are dropped; images new since the split go to
     train, so validation stays the set it was. A label that changed is an error: the saved
     validation results would not mean what they say."""
-    saved = json.loads(text)
+    try:
+        saved = json.loads(text)
+        parts = {part: [(str(rel), int(label)) for rel, label in saved[part]]
+                 for part in ("train", "val")}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{where} is not a split this job wrote ({type(exc).__name__}: "
+                         f"{exc}); delete it to split again, or use a new --train_url") from None
     by_name = {s.rel: s for s in samples}
     train, val, gone = [], [], 0
     for part, out in (("train", train), ("val", val)):
-        for rel, label in saved[part]:
+        for rel, label in parts[part]:
             sample = by_name.pop(rel, None)
             if sample is None:
                 gone += 1
@@ -67,14 +73,15 @@ def reuse(text, samples, where):
     return sorted(train + new, key=lambda s: s.rel), val
 
 
-def load_or_make(url, samples, val_ratio, seed):
-    """The split saved at `url` if there is one, else a new one written there."""
+def load_or_make(url, samples, val_ratio, seed, write=True):
+    """The split saved at `url` if there is one, else a new one (written there if `write`)."""
     if obs_utils.exists(url):
         train, val = reuse(obs_utils.read_text(url), samples, url)
         log.info("split: reusing %s: %d train, %d validation images", url, len(train), len(val))
         return train, val
     train, val = stratified_split(samples, val_ratio, seed)
-    obs_utils.write_text(url, to_json(train, val, seed, val_ratio))
-    log.info("split: %d train, %d validation images (val_ratio %.2f, seed %d), saved to %s",
-             len(train), len(val), val_ratio, seed, url)
+    if write:
+        obs_utils.write_text(url, to_json(train, val, seed, val_ratio))
+    log.info("split: %d train, %d validation images (val_ratio %.2f, seed %d)%s",
+             len(train), len(val), val_ratio, seed, f", saved to {url}" if write else "")
     return train, val

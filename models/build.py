@@ -1,5 +1,7 @@
 """Build the classifier: 0..255 images -> backbone normalisation -> backbone -> global average
 pooling -> dropout -> dense softmax (float32, also under mixed precision)."""
+import math
+
 import keras
 
 from . import backbones
@@ -28,7 +30,12 @@ def set_backbone_trainable(backbone, trainable):
     Frozen, Keras 3 also runs its BatchNorm layers in inference mode (the head-only warm-up);
     unfrozen, every layer trains."""
     backbone.trainable = trainable
-    return sum(int(w.numpy().size) for w in backbone.trainable_weights)
+    return count_weights(backbone.trainable_weights)
+
+
+def count_weights(weights):
+    """How many numbers the given weights hold (from their shapes: nothing is copied)."""
+    return sum(math.prod(w.shape) for w in weights)
 
 
 def fit_bn_momentum(backbone, total_steps):

@@ -133,14 +133,15 @@ def copy(src, dst, threads=8):
         raise translate(exc, src, get_client()) from None
 
 
-def copy_tree(src, dst, threads=None, progress=True):
+def copy_tree(src, dst, threads=None, progress=True, delete=False):
     """Copy everything under folder `src` into folder `dst` (either may be remote).
 
     Parallel, retried, atomic per file, and incremental: files already at `dst` unchanged are
-    skipped. Returns tree.CopyStats(copied, skipped, bytes_copied), all None when MoXing copied.
+    skipped. delete=True also removes what `dst` holds and `src` does not (a mirror). Returns tree.CopyStats(copied, skipped, bytes_copied), all
+    None when MoXing copied (it reports nothing, and does not delete).
     """
     src_loc, dst_loc = parse(src), parse(dst)
     if _mox(src, dst):
         _mox_call("copy_parallel", src, src_loc.url, dst_loc.url)
         return tree.CopyStats(None, None, None)  # MoXing does not report what it copied
-    return tree.copy_tree(src_loc, dst_loc, threads=threads, progress=progress)
+    return tree.copy_tree(src_loc, dst_loc, threads=threads, progress=progress, delete=delete)

@@ -11,6 +11,8 @@ import logging
 import os
 import sys
 
+from .errors import ObsError
+
 log = logging.getLogger("obs_utils")
 
 _REQUIRED = ("exists", "is_directory", "list_directory", "read", "write", "copy",
@@ -50,7 +52,8 @@ def _find():
         log.warning("a 'moxing' module without moxing.file is installed (%s); it is not Huawei's "
                     "MoXing, ignoring it and using boto3", getattr(module, "__file__", "?"))
     if choice == "moxing" and mox_file is None:
-        raise RuntimeError("OBS_UTILS_BACKEND=moxing but MoXing (moxing.file) is not available")
+        raise ObsError("OBS_UTILS_BACKEND=moxing but MoXing (moxing.file) is not available: "
+                       "unset it outside ModelArts, or set OBS_UTILS_BACKEND=boto3")
     return mox_file
 
 

@@ -157,12 +157,18 @@ def remove(bucket, key, recursive=False):
     if not recursive:
         raise ObsError(f"{url_of(bucket, key)} is a folder: pass recursive=True to remove it "
                        "and everything in it")
+    delete_keys(bucket, keys)
+
+
+def delete_keys(bucket, keys):
+    """Delete the given objects, a thousand per request."""
+    client = get_client()
     for start in range(0, len(keys), 1000):
         batch = [{"Key": k} for k in keys[start:start + 1000]]
         try:
             reply = client.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
         except Exception as exc:  # noqa: BLE001 - translated
-            _raise(exc, bucket, key, client)
+            _raise(exc, bucket, batch[0]["Key"], client)
         if reply.get("Errors"):
             first = reply["Errors"][0]
             raise ObsError(f"could not remove {url_of(bucket, first['Key'])}: {first['Code']}")

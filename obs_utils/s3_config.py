@@ -92,6 +92,16 @@ def _credentials():
     return {}  # boto3's default chain: AWS_* variables, shared files, instance roles
 
 
+def _number(name, default, kind):
+    value = _first(name)
+    if value is None:
+        return kind(default)
+    try:
+        return kind(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r}: expected a number, e.g. {default}") from None
+
+
 def client_settings():
     """Everything the client is built from, as plain values (the secret is never included)."""
     endpoint = endpoint_url()
@@ -101,9 +111,9 @@ def client_settings():
         "addressing_style": _addressing_style(endpoint),
         "signature_version": _first("OBS_SIGNATURE_VERSION") or "s3v4",
         "verify": not _false(os.environ.get("S3_VERIFY_SSL", "1")),
-        "max_attempts": int(_first("OBS_MAX_ATTEMPTS") or 5),
-        "connect_timeout": float(_first("OBS_CONNECT_TIMEOUT") or 10),
-        "read_timeout": float(_first("OBS_READ_TIMEOUT") or 60),
+        "max_attempts": _number("OBS_MAX_ATTEMPTS", 5, int),
+        "connect_timeout": _number("OBS_CONNECT_TIMEOUT", 10, float),
+        "read_timeout": _number("OBS_READ_TIMEOUT", 60, float),
     }
 
 

@@ -29,7 +29,15 @@ from .urls import dir_prefix, safe_relative
 
 log = logging.getLogger("obs_utils")
 
-DEFAULT_THREADS = int(os.environ.get("OBS_THREADS", "16"))
+def default_threads():
+    """OBS_THREADS, default 16."""
+    value = os.environ.get("OBS_THREADS", "16")
+    try:
+        return int(value)
+    except ValueError:
+        raise ObsError(f"OBS_THREADS={value!r}: use a whole number, e.g. 16") from None
+
+
 ATTEMPTS = 4          # per file, on top of boto3's own retries of each request
 BACKOFF_SECONDS = 0.5  # doubled after each failed attempt
 TEMP_PREFIX = ".obs-tmp-"
@@ -100,7 +108,7 @@ def _remote_files(bucket, prefix):
         if not rel or rel.endswith("/"):
             continue  # the folder itself, or a folder marker
         try:
-            files[safe_relative(rel, f"obs://{bucket}/{info.key}")] = info
+            files[safe_relative(rel, s3.url_of(bucket, info.key))] = info
         except ValueError as exc:
             raise UnsafeKeyError(f"{exc}; nothing was copied") from None
     return files
@@ -119,7 +127,8 @@ def _inside(root, rel):
 
 
 def _plan(src, dst, threads):
-    """The list of per-file jobs for a copy from Location `src` to Location `dst`."""
+    """(per-file jobs, stale destination files) for a copy from Location `src` to `dst`; stale
+    files are those at the destination that the source does not have (for delete=True)."""
     jobs = []
     if src.is_remote:
         prefix = dir_prefix(src.path)
@@ -133,18 +142,23 @@ def _plan(src, dst, threads):
     if dst.is_remote:
         dst_prefix = dir_prefix(dst.path)
         existing = {info.key: info for info in s3.iter_objects(dst.bucket, dst_prefix)}
+        stale = [key for key in existing
+                 if not key.endswith("/") and key[len(dst_prefix):] not in sources]
     elif os.path.isfile(dst.path):
         raise ObsError(f"cannot copy the folder {src.url} into {dst.path}: that is a file")
+    else:
+        stale = [full for rel, full, _, _ in local.iter_files(dst.path)
+                 if rel not in sources] if os.path.isdir(dst.path) else []
 
     for rel, item in sorted(sources.items()):
         if src.is_remote and not dst.is_remote:  # download
             target = _inside(dst.path, rel)
-            jobs.append(_Job(f"obs://{src.bucket}/{item.key}", item.size,
+            jobs.append(_Job(s3.url_of(src.bucket, item.key), item.size,
                              lambda t=target, i=item: _same_content(i, t, upload=False),
                              lambda t=target, i=item: s3.download(src.bucket, i, t, threads)))
         elif src.is_remote:  # bucket to bucket, inside the store
             key = dst_prefix + rel
-            jobs.append(_Job(f"obs://{src.bucket}/{item.key}", item.size,
+            jobs.append(_Job(s3.url_of(src.bucket, item.key), item.size,
                              lambda i=item, k=key: (existing.get(k) is not None
                                                     and existing[k].size == i.size
                                                     and existing[k].etag == i.etag),
@@ -162,7 +176,7 @@ def _plan(src, dst, threads):
             jobs.append(_Job(full, size,
                              lambda t=target, s=size, m=mtime: _same_local(t, s, m),
                              lambda f=full, t=target: local.copy_file(f, t)))
-    return jobs
+    return jobs, stale
 
 
 def _run(job, abort):
@@ -183,10 +197,14 @@ def _run(job, abort):
     return None
 
 
-def copy_tree(src, dst, threads=None, progress=True):
-    """Copy every file under Location `src` into Location `dst`; returns CopyStats."""
-    threads = max(1, threads or DEFAULT_THREADS)
-    jobs = _plan(src, dst, threads)
+def copy_tree(src, dst, threads=None, progress=True, delete=False):
+    """Copy every file under Location `src` into Location `dst`; returns CopyStats.
+
+    delete=True then removes the destination's files that the source does not have (a
+    mirror), once every copy has succeeded."""
+    threads = max(1, threads or default_threads())
+    # Parallelism is across files; one large file gets a few parts in flight, not `threads`.
+    jobs, stale = _plan(src, dst, min(threads, 4))
     if not dst.is_remote:
         os.makedirs(dst.path, exist_ok=True)
     abort = threading.Event()
@@ -213,6 +231,13 @@ def copy_tree(src, dst, threads=None, progress=True):
             elif outcome == "skipped":
                 skipped += 1
             bar.update(1)
+    if delete and stale:
+        if dst.is_remote:
+            s3.delete_keys(dst.bucket, stale)
+        else:
+            for path in stale:
+                os.remove(path)
+        log.info("removed %d files from %s that %s no longer has", len(stale), dst.url, src.url)
     log.info("copied %s -> %s: %d files (%.1f MB) sent, %d unchanged skipped",
              src.url, dst.url, copied, nbytes / 1e6, skipped)
     return CopyStats(copied, skipped, nbytes)

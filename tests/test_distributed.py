@@ -77,16 +77,15 @@ def test_an_overflow_on_one_replica_skips_the_step_everywhere(two_replica_facts)
     assert two_replica_facts["overflow"] == {"finite": True, "unchanged": True}
 
 
-def test_two_workers_on_localhost_end_with_identical_weights(tmp_path, clean_storage_env):
-    data = digits_folder(tmp_path / "data", count=60, broken=False)
+def run_two_workers(tmp_path, data, epochs):
     ports = [free_port(), free_port()]
     procs = []
     for index in range(2):
         env = dict(os.environ, VC_WORKER_HOSTS=",".join(f"127.0.0.1:{p}" for p in ports),
                    VC_TASK_INDEX=str(index), MA_NUM_HOSTS="2")
         flags = [f"--data_url={data}", f"--train_url={tmp_path / 'out'}",
-                 f"--local_data_root={tmp_path / f'cache{index}'}", *SMALL, "--max_epochs=1",
-                 "--freeze_epochs=0"]
+                 f"--local_data_root={tmp_path / f'cache{index}'}", *SMALL,
+                 f"--max_epochs={epochs}", "--freeze_epochs=0"]
         procs.append(subprocess.Popen([sys.executable, "train.py", *flags], cwd=ROOT, env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                       text=True))
@@ -94,6 +93,22 @@ def test_two_workers_on_localhost_end_with_identical_weights(tmp_path, clean_sto
     for proc, out in zip(procs, outputs):
         assert proc.returncode == 0, out
         assert "MultiWorkerMirroredStrategy" in out and "2 replicas in sync" in out
+    return outputs
+
+
+def test_two_workers_on_localhost_end_with_identical_weights_and_resume_together(
+        tmp_path, clean_storage_env):
+    data = digits_folder(tmp_path / "data", count=60, broken=False)
+    outputs = run_two_workers(tmp_path, data, epochs=1)
     prints = [re.search(r"weights fingerprint ([0-9a-f]+)", out).group(1) for out in outputs]
     assert prints[0] == prints[1]
     assert (tmp_path / "out" / "checkpoints" / "checkpoint").exists()  # written by the chief
+
+    # Restarted with one more epoch: both workers resume from the chief's checkpoint.
+    outputs = run_two_workers(tmp_path, data, epochs=2)
+    for out in outputs:
+        assert "1 epochs already done" in out and "epoch 2/2 " in out and "epoch 1/2 " not in out
+    prints = [re.search(r"weights fingerprint ([0-9a-f]+)", out).group(1) for out in outputs]
+    assert prints[0] == prints[1]
+    rows = (tmp_path / "out" / "training_log.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["0", "1"]  # the chief's log alone

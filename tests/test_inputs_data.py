@@ -151,6 +151,20 @@ def test_split_is_stratified_stable_and_leak_free():
     assert any(s.label == 3 for s in train)
 
 
+def test_a_split_file_that_is_not_ours_and_no_validation_images_are_clear_errors(tmp_path):
+    from inputs import prepare
+
+    (tmp_path / "split.json").write_text('{"train": [["a.jpg"]]}')
+    with pytest.raises(ValueError, match="is not a split this job wrote"):
+        split.load_or_make(str(tmp_path / "split.json"), make_samples([3, 3]), 0.2, seed=1)
+    for label in range(10):  # ten classes of one image each: nothing can be held out
+        image, _ = digit_image(label)
+        write(tmp_path / "one_each" / f"c{label}" / "x.jpg", encode(image.rotate(label * 9)))
+    with pytest.raises(screening.DataError, match="no validation images"):
+        prepare.prepare(str(tmp_path / "one_each"), str(tmp_path / "out"),
+                        str(tmp_path / "cache"))
+
+
 def test_split_is_saved_and_reused(tmp_path):
     url = str(tmp_path / "out" / "split.json")
     samples = make_samples([10, 10])

@@ -116,5 +116,5 @@ def test_backend_can_be_forced(fresh_backend, tmp_path):
     assert moxing_backend.get_mox_file() is file_mod
     fresh_backend.delitem(sys.modules, "moxing")
     fresh_backend.setitem(sys.modules, "moxing", types.ModuleType("moxing"))
-    with pytest.raises(RuntimeError, match="not available"):
+    with pytest.raises(obs_utils.ObsError, match="not available"):
         moxing_backend.get_mox_file()

@@ -79,6 +79,24 @@ def test_second_sync_transfers_nothing_and_a_changed_file_is_sent_again(bucket, 
     assert (tmp_path / "dst" / "a.txt").read_bytes() == b"ALPHA"
 
 
+def test_delete_mirrors_both_ways_and_only_after_the_copy(bucket, tmp_path):
+    make_tree(tmp_path / "src")
+    url = f"obs://{bucket}/mirror"
+    obs_utils.copy_tree(str(tmp_path / "src"), url)
+    obs_utils.copy_tree(url, str(tmp_path / "dst"))
+    os.remove(tmp_path / "src" / "a.txt")
+    (tmp_path / "dst" / "local-only.txt").write_text("stays without delete")
+    obs_utils.copy_tree(str(tmp_path / "src"), url)
+    assert obs_utils.exists(f"{url}/a.txt")  # no delete: nothing removed
+    obs_utils.copy_tree(str(tmp_path / "src"), url, delete=True)
+    assert not obs_utils.exists(f"{url}/a.txt") and obs_utils.exists(f"{url}/sub/dir/b.bin")
+    obs_utils.copy_tree(url, str(tmp_path / "dst"), delete=True)
+    assert read_tree(tmp_path / "dst") == read_tree(tmp_path / "src")
+    with pytest.raises(obs_utils.NotFoundError):
+        obs_utils.copy_tree(f"{url}-missing", str(tmp_path / "dst"), delete=True)
+    assert read_tree(tmp_path / "dst") == read_tree(tmp_path / "src")  # a failed copy deletes nothing
+
+
 def test_single_file_operations(bucket, tmp_path):
     url = f"obs://{bucket}/dir/文件.json"
     assert not obs_utils.exists(url)

@@ -139,6 +139,10 @@ def test_bad_input_is_one_clear_line_and_exit_2(tmp_path, clean_storage_env, cap
         errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
         assert len(errors) == 1 and expected in errors[0], (flags, errors)
 
+    args, unknown = train.parse_args(["--batch=64", "--max_epoch=3"])  # no abbreviations
+    assert (args.batch_size, args.max_epochs, unknown) == (32, 8, ["--batch=64", "--max_epoch=3"])
+    proc = run_train(f"--data_url={tmp_path / 'few'}", "--batch_size=0", *common)
+    assert proc.returncode == 2 and "expected a whole number >= 1" in proc.stderr
     proc = run_train(f"--data_url={tmp_path / 'few'}", "--balance=everything", *common)
     assert proc.returncode == 2 and "invalid choice" in proc.stderr
     proc = run_train(f"--data_url={empty}", *common)

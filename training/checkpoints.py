@@ -2,13 +2,13 @@
 
 A restarted job (ModelArts' auto restart, or the same command run again) finds the last
 checkpoint under {train_url}/checkpoints/ and continues from the next epoch with the model,
-the optimizer (moments, step count, learning rate) and the epoch count it had. Only the chief
-writes to train_url; other workers save into a scratch folder of their own, as tf.distribute
-requires every worker to take part in a save.
+the optimizer (moments, step count, learning rate) and the epoch count it had. Every worker of
+a multi-node job restores from there (they must agree on the epoch), but only the chief writes
+to train_url: the others save into their own scratch folder, as tf.distribute requires every
+worker to take part in a save.
 """
 import logging
 import os
-import tempfile
 
 import keras
 import tensorflow as tf
@@ -18,40 +18,61 @@ import obs_utils
 log = logging.getLogger("training")
 
 
+INDEX = "checkpoint"  # CheckpointManager's index of the checkpoints it keeps
+
+
 def _mirror(local_dir, remote_dir):
-    """Make remote_dir hold what local_dir holds: send changed files, drop vanished ones."""
-    obs_utils.copy_tree(local_dir, remote_dir, progress=False)
-    keep = set(obs_utils.listdir(local_dir, recursive=True))
-    for name in obs_utils.listdir(remote_dir, recursive=True):
-        if name not in keep:
-            obs_utils.remove(obs_utils.join(remote_dir, name))
+    """Make remote_dir hold what local_dir holds. New files go first and the index last, so a
+    job stopped half-way never finds an index naming files that were not uploaded; files no
+    longer kept locally are removed last. (Checkpoint files are written once, under new names:
+    a file already there is not sent again.)"""
+    local_names = set(obs_utils.listdir(local_dir, recursive=True))
+    remote_names = (set(obs_utils.listdir(remote_dir, recursive=True))
+                    if obs_utils.is_dir(remote_dir) else set())
+    for name in sorted(local_names - remote_names - {INDEX}):
+        obs_utils.copy(os.path.join(local_dir, name), obs_utils.join(remote_dir, name))
+    if INDEX in local_names:
+        obs_utils.copy(os.path.join(local_dir, INDEX), obs_utils.join(remote_dir, INDEX))
+    for name in sorted(remote_names - local_names):
+        obs_utils.remove(obs_utils.join(remote_dir, name))
 
 
 class ResumeState:
     """tf.train.Checkpoint of (model, optimizer, epochs done) with its CheckpointManager."""
 
     def __init__(self, model, optimizer, work_dir, train_url, chief, keep=2):
+        """`work_dir`: the chief's output folder (train_url itself when local), or a worker's
+        own scratch folder."""
         self.epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_done")
         self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer,
                                               epochs_done=self.epochs_done)
         self.chief, self.keep = chief, keep
-        self.local_dir = (os.path.join(work_dir, "checkpoints") if chief
-                          else tempfile.mkdtemp(prefix="worker-checkpoints-"))
-        self.remote_dir = (obs_utils.join(train_url, "checkpoints")
-                           if chief and obs_utils.is_remote(train_url) else None)
+        self.local_dir = os.path.join(work_dir, "checkpoints")
+        self.shared_dir = obs_utils.join(train_url, "checkpoints")
+        self.push = chief and obs_utils.is_remote(train_url)
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.local_dir,
                                                   max_to_keep=keep)
 
     def restore(self):
-        """Epochs already done (0 for a new job), after restoring the latest checkpoint."""
-        if self.remote_dir and obs_utils.is_dir(self.remote_dir):
-            obs_utils.copy_tree(self.remote_dir, self.local_dir, progress=False)
+        """Epochs already done (0 for a new job), after restoring the latest checkpoint of
+        train_url (every worker reads the chief's)."""
+        same = os.path.abspath(self.local_dir) == os.path.abspath(
+            obs_utils.parse(self.shared_dir).path) and not obs_utils.is_remote(self.shared_dir)
+        if not same and obs_utils.is_dir(self.shared_dir):
+            obs_utils.copy_tree(self.shared_dir, self.local_dir, progress=False, delete=True)
             self.manager = tf.train.CheckpointManager(self.checkpoint, self.local_dir,
                                                       max_to_keep=self.keep)
         latest = self.manager.latest_checkpoint
         if not latest:
             return 0
-        self.checkpoint.restore(latest).assert_existing_objects_matched()
+        try:
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
+        except (AssertionError, ValueError, tf.errors.OpError) as exc:
+            raise ValueError(
+                f"cannot resume from {self.shared_dir}: its checkpoint was made by another "
+                f"model (another --backbone, number of classes or precision?): "
+                f"{str(exc).strip().splitlines()[0][:200]}. Use a new --train_url, or remove "
+                "its checkpoints/ to start over") from None
         done = int(self.epochs_done.numpy())
         log.info("resuming from %s: %d epochs already done, optimizer at step %d", latest, done,
                  int(self.checkpoint.optimizer.iterations.numpy()))
@@ -60,8 +81,8 @@ class ResumeState:
     def save(self, epochs_done):
         self.epochs_done.assign(epochs_done)
         self.manager.save(checkpoint_number=epochs_done)
-        if self.remote_dir:
-            _mirror(self.local_dir, self.remote_dir)
+        if self.push:
+            _mirror(self.local_dir, self.shared_dir)
 
 
 class BestWeights(keras.callbacks.Callback):

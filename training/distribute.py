@@ -22,7 +22,13 @@ def cluster_from_env(env=None, port=DEFAULT_PORT):
     """TF_CONFIG as a dict from the ModelArts variables, or None for a single-node job."""
     env = os.environ if env is None else env
     if env.get("TF_CONFIG"):
-        return json.loads(env["TF_CONFIG"])
+        try:
+            config = json.loads(env["TF_CONFIG"])
+            int(config["task"]["index"]), list(config["cluster"]["worker"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"TF_CONFIG is set but is not a TF_CONFIG with a cluster and a "
+                             f"task ({type(exc).__name__}: {exc}); fix it or unset it") from None
+        return config
     if env.get("VC_WORKER_HOSTS"):
         hosts = [h.strip() for h in env["VC_WORKER_HOSTS"].split(",") if h.strip()]
         index = int(env.get("VC_TASK_INDEX", "0"))

@@ -37,7 +37,8 @@ def _datasets(strategy, data, args, settings, replica_batch, seed):
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     val = pipeline.eval_dataset(data.val, num_classes, replica_batch * strategy.num_replicas_in_sync,
-                                args.input_size, args.resize_mode).with_options(options)
+                                args.input_size, args.resize_mode,
+                                cache=args.cache_images).with_options(options)
     return (iter(strategy.distribute_datasets_from_function(train_fn)),
             strategy.experimental_distribute_dataset(val))
 
@@ -83,6 +84,15 @@ def train(args, data, augment_settings, work_dir, cache_root, strategy, chief=Tr
 
     state = checkpoints.ResumeState(model, optimizer, work_dir, args.train_url, chief)
     start_epoch = state.restore()
+    csv_log = os.path.join(work_dir, "training_log.csv")
+    tensorboard_dir = os.path.join(work_dir, "tensorboard")
+    remote = chief and obs_utils.is_remote(args.train_url)
+    if remote and start_epoch > 0:  # the earlier epochs' logs, on a machine that lacks them
+        if obs_utils.exists(obs_utils.join(args.train_url, "training_log.csv")):
+            obs_utils.copy(obs_utils.join(args.train_url, "training_log.csv"), csv_log)
+        if obs_utils.is_dir(obs_utils.join(args.train_url, "tensorboard")):
+            obs_utils.copy_tree(obs_utils.join(args.train_url, "tensorboard"), tensorboard_dir,
+                                progress=False)
     if start_epoch >= args.max_epochs:
         log.info("all %d epochs were already done in %s", args.max_epochs, args.train_url)
         return model, []
@@ -99,21 +109,18 @@ def train(args, data, augment_settings, work_dir, cache_root, strategy, chief=Tr
         frozen = epoch < args.freeze_epochs
         if epoch != start_epoch and frozen == (epoch - 1 < args.freeze_epochs):
             return False
-        count = build.set_backbone_trainable(backbone, not frozen)
-        head = sum(int(w.numpy().size) for w in model.trainable_weights) - count
+        build.set_backbone_trainable(backbone, not frozen)
         log.info("phase: %s, %d weights train", "head only (backbone frozen, BatchNorm in "
-                 "inference mode)" if frozen else "every layer trainable", count + head)
+                 "inference mode)" if frozen else "every layer trainable",
+                 build.count_weights(model.trainable_weights))
         return True
 
-    remote_weights = (obs_utils.join(args.train_url, "weights")
-                      if obs_utils.is_remote(args.train_url) and chief else None)
+    remote_weights = obs_utils.join(args.train_url, "weights") if remote else None
     if remote_weights and obs_utils.is_dir(remote_weights):
         obs_utils.copy_tree(remote_weights, os.path.join(work_dir, "weights"), progress=False)
     best = checkpoints.BestWeights(os.path.join(work_dir, "weights"), remote_weights,
                                    args.keep_weights_file_num, chief)
-    tensorboard_dir = os.path.join(work_dir, "tensorboard")
-    callback_list = [best, keras.callbacks.CSVLogger(
-        os.path.join(work_dir, "training_log.csv"), append=start_epoch > 0)]
+    callback_list = [best, keras.callbacks.CSVLogger(csv_log, append=start_epoch > 0)]
     if importlib.util.find_spec("tensorboard") is not None:
         callback_list.append(keras.callbacks.TensorBoard(tensorboard_dir, write_graph=False,
                                                          profile_batch=0))
@@ -128,11 +135,9 @@ def train(args, data, augment_settings, work_dir, cache_root, strategy, chief=Tr
             monitor="val_accuracy", mode="max", patience=args.early_stop_patience))
     callbacks = keras.callbacks.CallbackList(callback_list, model=model,
                                              epochs=args.max_epochs, steps=steps)
-    csv_log = os.path.join(work_dir, "training_log.csv")
-
     def after_epoch(epoch, _logs):
         state.save(epoch + 1)
-        if chief and obs_utils.is_remote(args.train_url):
+        if remote:
             obs_utils.copy(csv_log, obs_utils.join(args.train_url, "training_log.csv"))
             if os.path.isdir(tensorboard_dir):
                 obs_utils.copy_tree(tensorboard_dir,

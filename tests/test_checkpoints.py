@@ -1,0 +1,45 @@
+"""Resume state: what a restarted job finds, in what order it is uploaded, and the clear error
+when train_url holds another model's checkpoint."""
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import obs_utils
+from training import checkpoints
+
+
+def tiny(units):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(units)])
+    optimizer = keras.optimizers.Adam()
+    optimizer.build(model.trainable_variables)
+    return model, optimizer
+
+
+def test_resume_reads_train_url_and_uploads_the_index_last(bucket, tmp_path, monkeypatch):
+    train_url = f"obs://{bucket}/job"
+    model, optimizer = tiny(2)
+    state = checkpoints.ResumeState(model, optimizer, str(tmp_path / "chief"), train_url, True)
+    assert state.restore() == 0
+    sent = []
+    real_copy = obs_utils.copy
+    monkeypatch.setattr(obs_utils, "copy", lambda s, d, *a: (sent.append(d), real_copy(s, d))[1])
+    for epoch in (1, 2, 3):
+        state.save(epoch)
+    assert sent[-1].endswith("/checkpoints/checkpoint")  # each save ends with the index
+    names = obs_utils.listdir(f"{train_url}/checkpoints")
+    assert "checkpoint" in names and not any(n.startswith("ckpt-1.") for n in names)
+
+    # Another machine (an empty cache) and another worker both resume at epoch 3.
+    for folder, chief in (("fresh", True), ("worker-1", False)):
+        other, other_opt = tiny(2)
+        resumed = checkpoints.ResumeState(other, other_opt, str(tmp_path / folder), train_url,
+                                          chief)
+        assert resumed.restore() == 3
+        np.testing.assert_array_equal(other.get_weights()[0], model.get_weights()[0])
+    assert not os.path.exists(tmp_path / "worker-1" / "checkpoints" / "ckpt-4.index")
+
+    wrong, wrong_opt = tiny(5)
+    with pytest.raises(ValueError, match="made by another model"):
+        checkpoints.ResumeState(wrong, wrong_opt, str(tmp_path / "x"), train_url, True).restore()
