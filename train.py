@@ -152,7 +152,7 @@ def setup_logging():
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
-    for chatty in ("botocore", "boto3", "s3transfer", "urllib3", "absl"):
+    for chatty in (*obs_utils.CHATTY_LOGGERS, "absl"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
 
 

@@ -1,4 +1,5 @@
-"""Tree copy of many small files through a local S3 server (moto, in its own process):
+"""Tree copy of many small files through a local S3 server (SeaweedFS by default, or moto; in
+its own process):
 obs_utils.copy_tree (parallel) against a plain sequential boto3 loop (one put_object / get_object
 per file), upload and download.
 

@@ -1,2 +1,3 @@
-"""The model package ModelArts imports: the SavedModel (image bytes in, probabilities out),
-config.json, labels.json and customize_service.py, and the check of those rules."""
+"""What ModelArts imports: so far the SavedModel with the serving contract (saved_model.py).
+The package around it (config.json, labels.json, customize_service.py) and its check are
+still to come."""

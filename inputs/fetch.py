@@ -1,5 +1,6 @@
-"""Bring the training data to local disk: sync obs:// / s3:// folders into the cache, or build the
-demo set there. Local folders are used in place (never copied, never modified)."""
+"""Bring the training data to local disk: mirror obs:// / s3:// folders into the cache (files
+gone from the bucket are removed there too), or build the demo set there. Local folders are used
+in place (never copied, never modified)."""
 import logging
 import os
 import tempfile

@@ -3,8 +3,9 @@
 Images the decoder cannot use are either converted (PIL can read them: TIFF, odd encodings) into
 a cache folder the pipeline reads, or set aside with the reason: empty, not an image, truncated
 or corrupt, absurdly large (decompression bombs are never decoded) or tiny. Exact duplicates
-(same bytes) keep one copy, so the same image never lands in both train and validation; copies
-with conflicting labels are all set aside. Training then never meets a file it cannot read.
+(same bytes) keep one copy, so a split never puts the same image in both train and validation
+(an explicit --val_data_url is screened on its own, not against the training set); copies with
+conflicting labels are all set aside. Training then never meets a file it cannot read.
 """
 import collections
 import hashlib

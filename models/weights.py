@@ -2,8 +2,7 @@
 training starts from random weights. Nothing here can reach for a download hub.
 
 Looked up in order: --pretrained_weights (local path, obs:// or s3://, copied to the cache),
-then pretrained/<the standard Keras file name>, then none (a warning, in the log and the run's
-report). Keras-2-era ".h5" notop files load into the Keras 3 model (layer by layer, in order,
+then pretrained/<the standard Keras file name>, then none (a loud warning in the log). Keras-2-era ".h5" notop files load into the Keras 3 model (layer by layer, in order,
 as keras.applications itself loads them); Keras 3 ".weights.h5" files load too.
 """
 import logging

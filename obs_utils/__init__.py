@@ -13,9 +13,12 @@ from .errors import (AccessDeniedError, CredentialsError, EndpointError, NotFoun
 from .tree import CopyStats
 from .urls import is_remote, join, parse
 
+# Library loggers that print a line per request at INFO; applications set them to WARNING.
+CHATTY_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3")
+
 __all__ = [
     "copy", "copy_tree", "exists", "is_dir", "listdir", "make_dirs", "read_bytes", "read_text",
     "remove", "write_bytes", "write_text", "is_remote", "join", "parse", "CopyStats",
     "ObsError", "NotFoundError", "AccessDeniedError", "CredentialsError", "EndpointError",
-    "UnsafeKeyError",
+    "UnsafeKeyError", "CHATTY_LOGGERS",
 ]

@@ -3,7 +3,7 @@ import argparse
 import logging
 import sys
 
-from . import api
+from . import CHATTY_LOGGERS, api
 from .errors import ObsError
 
 
@@ -26,7 +26,7 @@ def main(argv=None):
     cat.add_argument("url")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for chatty in ("botocore", "boto3", "s3transfer", "urllib3"):
+    for chatty in CHATTY_LOGGERS:
         logging.getLogger(chatty).setLevel(logging.WARNING)
 
     try:

@@ -1,9 +1,37 @@
 """Local-path counterparts of the s3 operations, with the same error classes and atomic writes."""
+import contextlib
 import os
 import shutil
 import tempfile
 
 from .errors import NotFoundError, ObsError
+
+TEMP_PREFIX = ".obs-tmp-"  # half-written files; tree copies never pick these up
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside `path`; on success it replaces `path` in one rename (with
+    the usual permissions, not mkstemp's 0600), on failure it is removed. Readers never see
+    half a file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=folder)
+    os.close(fd)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def _missing(path):
@@ -39,33 +67,16 @@ def read_bytes(path):
 
 
 def write_bytes(path, data):
-    """Write through a temporary file in the same folder, so readers never see half a file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".obs-tmp-", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as out:
+        out.write(data)
 
 
 def copy_file(src, dst):
     """Atomic copy keeping the modification time (which the unchanged-file check compares)."""
     if not os.path.isfile(src):
         raise _missing(src)
-    folder = os.path.dirname(os.path.abspath(dst))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".obs-tmp-", dir=folder)
-    os.close(fd)
-    try:
+    with atomic_path(dst) as tmp:
         shutil.copy2(src, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def remove(path, recursive=False):

@@ -4,12 +4,12 @@ Every function takes a bucket and a key and raises ObsError subclasses with a me
 act on. Tree copies live in tree.py; this module is what they are built from.
 """
 import os
-import tempfile
 from typing import NamedTuple
 
 from boto3.s3.transfer import TransferConfig
 
 from .errors import NotFoundError, ObsError, translate
+from .local import atomic_path
 from .s3_config import get_client
 from .urls import dir_prefix
 
@@ -181,21 +181,14 @@ def download(bucket, info, local_path, threads=1):
     second round trip per file); large ones go through boto3's transfer manager in parts.
     """
     client = get_client()
-    folder = os.path.dirname(local_path) or "."
-    os.makedirs(folder, exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(local_path)), exist_ok=True)
     if info.size >= MULTIPART_THRESHOLD:
         client.download_file(bucket, info.key, local_path, Config=transfer_config(threads))
     else:
         body = client.get_object(Bucket=bucket, Key=info.key)["Body"]
-        fd, tmp = tempfile.mkstemp(prefix=".obs-tmp-", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                for chunk in body.iter_chunks(1024 * 1024):
-                    out.write(chunk)
-            os.replace(tmp, local_path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        with atomic_path(local_path) as tmp, open(tmp, "wb") as out:
+            for chunk in body.iter_chunks(1024 * 1024):
+                out.write(chunk)
     os.utime(local_path, (info.mtime, info.mtime))
 
 

@@ -40,7 +40,6 @@ def default_threads():
 
 ATTEMPTS = 4          # per file, on top of boto3's own retries of each request
 BACKOFF_SECONDS = 0.5  # doubled after each failed attempt
-TEMP_PREFIX = ".obs-tmp-"
 
 
 class CopyStats(NamedTuple):
@@ -116,7 +115,7 @@ def _remote_files(bucket, prefix):
 
 def _local_files(path):
     return {rel: (full, size, mtime) for rel, full, size, mtime in local.iter_files(path)
-            if not os.path.basename(rel).startswith(TEMP_PREFIX)}
+            if not os.path.basename(rel).startswith(local.TEMP_PREFIX)}
 
 
 def _inside(root, rel):

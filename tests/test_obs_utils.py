@@ -53,6 +53,9 @@ def test_round_trip_nested_tree_obs_and_s3_urls(bucket, s3_env, tmp_path):
 
     down = obs_utils.copy_tree(f"s3://{bucket}/data", str(tmp_path / "dst"))
     assert down.copied == len(files)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(tmp_path / "dst" / "a.txt").st_mode & 0o777 == 0o666 & ~umask  # not 0600
     assert read_tree(tmp_path / "dst") == files
 
 
@@ -131,6 +134,10 @@ def test_local_paths_and_file_urls_work_the_same(tmp_path, clean_storage_env):
     assert obs_utils.listdir(str(tmp_path / "dst" / "可回收物")) == ["易拉罐 1.jpg", "深"]
     assert obs_utils.listdir(str(tmp_path / "dst"), recursive=True) == sorted(files)
     assert not [n for n in os.listdir(tmp_path / "n") if n.startswith(".obs-tmp-")]
+    umask = os.umask(0)
+    os.umask(umask)
+    for written in (tmp_path / "n" / "x.bin", tmp_path / "dst" / "a.txt"):
+        assert os.stat(written).st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
     with pytest.raises(obs_utils.NotFoundError, match="no such local"):
         obs_utils.copy_tree(str(tmp_path / "missing"), str(tmp_path / "x"))
 
