@@ -87,12 +87,18 @@ def train(args, data, augment_settings, work_dir, cache_root, strategy, chief=Tr
     csv_log = os.path.join(work_dir, "training_log.csv")
     tensorboard_dir = os.path.join(work_dir, "tensorboard")
     remote = chief and obs_utils.is_remote(args.train_url)
-    if remote and start_epoch > 0:  # the earlier epochs' logs, on a machine that lacks them
-        if obs_utils.exists(obs_utils.join(args.train_url, "training_log.csv")):
-            obs_utils.copy(obs_utils.join(args.train_url, "training_log.csv"), csv_log)
-        if obs_utils.is_dir(obs_utils.join(args.train_url, "tensorboard")):
-            obs_utils.copy_tree(obs_utils.join(args.train_url, "tensorboard"), tensorboard_dir,
-                                progress=False)
+
+    def pull(name, folder):
+        """Bring an earlier run's output down from train_url, on a machine that lacks it."""
+        url = obs_utils.join(args.train_url, name)
+        if folder and obs_utils.is_dir(url):
+            obs_utils.copy_tree(url, os.path.join(work_dir, name), progress=False)
+        elif not folder and obs_utils.exists(url):
+            obs_utils.copy(url, os.path.join(work_dir, name))
+
+    if remote and start_epoch > 0:  # the earlier epochs' logs, appended to below
+        pull("training_log.csv", folder=False)
+        pull("tensorboard", folder=True)
     if start_epoch >= args.max_epochs:
         log.info("all %d epochs were already done in %s", args.max_epochs, args.train_url)
         return model, []
@@ -116,8 +122,8 @@ def train(args, data, augment_settings, work_dir, cache_root, strategy, chief=Tr
         return True
 
     remote_weights = obs_utils.join(args.train_url, "weights") if remote else None
-    if remote_weights and obs_utils.is_dir(remote_weights):
-        obs_utils.copy_tree(remote_weights, os.path.join(work_dir, "weights"), progress=False)
+    if remote:  # the best weights so far compete with the new ones
+        pull("weights", folder=True)
     best = checkpoints.BestWeights(os.path.join(work_dir, "weights"), remote_weights,
                                    args.keep_weights_file_num, chief)
     callback_list = [best, keras.callbacks.CSVLogger(csv_log, append=start_epoch > 0)]
@@ -135,6 +141,7 @@ def train(args, data, augment_settings, work_dir, cache_root, strategy, chief=Tr
             monitor="val_accuracy", mode="max", patience=args.early_stop_patience))
     callbacks = keras.callbacks.CallbackList(callback_list, model=model,
                                              epochs=args.max_epochs, steps=steps)
+
     def after_epoch(epoch, _logs):
         state.save(epoch + 1)
         if remote:
