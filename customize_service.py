@@ -1,16 +1,166 @@
-"""The deployed predictor: ModelArts' TfServingBaseService contract, and a local HTTP server with
-the same request (multipart field `images`) and reply.
+"""The deployed predictor, as ModelArts runs it, and the same predictor on your machine.
 
-Not built yet: it comes with the evaluation / export / serving work. Until then this file only
-says so, rather than pretending to serve anything.
+ModelArts imports this file from model/ and builds ImageClassifierService(model_name,
+model_path) once; each request is {"images": {"<file name>": <file>}}. Run directly:
+
+    python customize_service.py --model_dir outputs/demo/model            # serve on 127.0.0.1:8080
+    curl -F images=@x.jpg http://127.0.0.1:8080/
+    python customize_service.py --check outputs/demo/model                # check a package
+
+Kept to Python 3.7 syntax, importing only TensorFlow, numpy, Pillow and serving/ (copied beside
+it) when loaded; the local server's werkzeug and waitress are imported only when it starts.
 """
+import argparse
+import json
+import logging
+import os
 import sys
 
+HERE = os.path.dirname(os.path.realpath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)  # serving/ lies beside this file, in the repository and in model/
 
-def main():
-    print("customize_service.py: the predictor is not built yet (export and serving come with "
-          "the next issues); there is no model package to serve", file=sys.stderr)
-    return 2
+import numpy as np  # noqa: E402
+
+from serving import images  # noqa: E402
+from serving.errors import BadRequest  # noqa: E402
+
+try:
+    from model_service.tfserving_model_service import TfServingBaseService
+except ImportError:  # outside ModelArts' inference images
+    from serving.base import TfServingBaseService
+
+log = logging.getLogger("serving")
+TOP_K = 5
+
+
+def load_labels(model_path):
+    """labels.json (written by the export beside the SavedModel): id -> name, as a list."""
+    with open(os.path.join(model_path, "labels.json"), encoding="utf-8") as f:
+        mapping = json.load(f)
+    return [mapping[str(i)] for i in range(len(mapping))]
+
+
+class ImageClassifierService(TfServingBaseService):
+    """Encoded images in, the top-5 classes out. The SavedModel's serving_default signature
+    decodes, resizes and normalises inside the graph, with the function training used."""
+
+    def __init__(self, model_name, model_path):
+        # The platform's own __init__ is not called: older images load the SavedModel into a
+        # TF1 session there. Ours is loaded once, here.
+        import tensorflow as tf
+
+        self.model_name, self.model_path = model_name, model_path
+        self.model = tf.saved_model.load(model_path)
+        self.signature = self.model.signatures["serving_default"]
+        self.class_names = load_labels(model_path)
+        self.batcher = None  # the local server sets a serving.batcher.Batcher
+
+    def predict(self, blobs):
+        """Encoded image bytes [n] -> probabilities, numpy [n, classes]."""
+        import tensorflow as tf
+
+        try:
+            outputs = self.signature(images=tf.constant(blobs, dtype=tf.string))
+        except tf.errors.InvalidArgumentError:
+            raise BadRequest("an image could not be decoded: it is cut short or corrupt") \
+                from None
+        return outputs["probabilities"].numpy()
+
+    def _preprocess(self, data):
+        return images.files_of(data)
+
+    def _inference(self, data):
+        blobs = [content for _, content in data]
+        run = self.batcher.submit if self.batcher is not None else self.predict
+        try:
+            probabilities = run(blobs)
+        except BadRequest:
+            for name, content in data:  # name the file (rare: headers were checked)
+                try:
+                    self.predict([content])
+                except BadRequest:
+                    raise BadRequest("file {!r} could not be decoded: it is cut short or "
+                                     "corrupt".format(name)) from None
+            raise
+        return [(name, p) for (name, _), p in zip(data, probabilities)]
+
+    def reply(self, probabilities):
+        """One file's answer: the top class (`result` is what the 2019 contest scored) and the
+        top-5 [name, probability] pairs."""
+        order = np.argsort(-probabilities, kind="stable")[:TOP_K]
+        best = self.class_names[order[0]]
+        return {"result": best, "predicted_label": best,
+                "scores": [[self.class_names[i], float(probabilities[i])] for i in order]}
+
+    def _postprocess(self, data):
+        if len(data) == 1:
+            return self.reply(data[0][1])
+        replies = []
+        for name, probabilities in data:
+            reply = {"file": name}
+            reply.update(self.reply(probabilities))
+            replies.append(reply)
+        return replies
+
+    def health(self):
+        status = {"status": "ok", "model": self.model_name, "classes": len(self.class_names)}
+        if self.batcher is not None:
+            status.update(batches=self.batcher.batches, images=self.batcher.images)
+        return status
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        description="Serve a model package over HTTP (ModelArts' request and reply), or "
+                    "check one.", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        allow_abbrev=False)
+    parser.add_argument("--model_dir", default=HERE, help="the model/ folder (SavedModel, "
+                                                          "labels.json)")
+    parser.add_argument("--check", metavar="MODEL_DIR", default=None,
+                        help="check a package against ModelArts' rules and exit")
+    parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to accept other machines")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--threads", type=int, default=32, help="requests served at once")
+    parser.add_argument("--max_batch", type=int, default=32,
+                        help="images of concurrent requests run together (1 = no batching)")
+    parser.add_argument("--max_wait_ms", type=float, default=5.0,
+                        help="how long a batch waits for more requests")
+    parser.add_argument("--token", default=os.environ.get("SERVICE_AUTH_TOKEN") or None,
+                        help="require this X-Auth-Token header (default: $SERVICE_AUTH_TOKEN, "
+                             "else no check)")
+    return parser
+
+
+def main(argv=None):
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    args = build_parser().parse_args(argv)
+    from serving import check
+
+    if args.check:
+        problems = check.check_package(args.check)
+        for problem in problems:
+            print("FAIL: {}".format(problem))
+        print("{}: {}".format(args.check, "{} problem(s)".format(len(problems)) if problems
+                              else "OK, a valid ModelArts model package"))
+        return 1 if problems else 0
+    if not os.path.isfile(os.path.join(args.model_dir, "saved_model.pb")):
+        log.error("%s holds no saved_model.pb: pass --model_dir <train_url>/model (written by "
+                  "train.py)", args.model_dir)
+        return 2
+    for problem in check.check_package(args.model_dir):
+        log.warning("package check: %s (ModelArts would refuse this package)", problem)
+    from serving.batcher import Batcher
+    from serving.server import App, serve
+
+    service = ImageClassifierService(os.path.basename(os.path.normpath(args.model_dir)),
+                                     args.model_dir)
+    if args.max_batch > 1:
+        service.batcher = Batcher(service.predict, args.max_batch, args.max_wait_ms / 1000.0)
+    serve(App(service, token=args.token), args.host, args.port, args.threads)
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,15 +1,15 @@
 """The ModelArts training job.
 
     python train.py --data_url=obs://bucket/garbage/train_data/ --train_url=obs://bucket/out/
+    python train.py --mode=eval --eval_model=out/model --test_data_url=test/ --train_url=out/test
+    python train.py --mode=predict --eval_model=out/model --test_data_url=new_images/
 
 `data_url` and `train_url` may be obs://, s3:// or local paths; with no --data_url the job runs
 on the built-in demo data with a small configuration. Flags the platform adds are logged and
-ignored. This file only orchestrates: each stage lives in its own package (inputs/, models/,
-training/).
-
-Built so far: fetch, screen and split the data; train (one custom loop on tf.distribute, with
-resume); write the reports of those stages. Evaluation reports, the model package and serving
-come with the next issues.
+ignored. A training run fetches, screens and splits the data, trains (one custom loop on
+tf.distribute, with resume), evaluates the best weights on the validation set and writes the
+model package to {train_url}/model/. This file only orchestrates: each stage lives in its own
+package (inputs/, models/, training/, evaluation/, export/).
 """
 import argparse
 import hashlib
@@ -54,6 +54,13 @@ def _positive(text):
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
     return value
+
+
+def _mode_default_train_url(args, given):
+    """Training writes to outputs/run (demo: outputs/demo); eval and predict to outputs/<mode>,
+    so they never mix their reports into a training run's by default."""
+    if "train_url" not in given and args.mode != "train":
+        args.train_url = os.path.join("outputs", args.mode)
 
 
 def build_parser():
@@ -132,6 +139,23 @@ def build_parser():
                      help="best weight files kept, by val_accuracy")
     fit.add_argument("--worker_port", type=int, default=distribute.DEFAULT_PORT,
                      help="port of the workers of a multi-node job")
+
+    out = parser.add_argument_group("evaluation and export")
+    out.add_argument("--mode", default="train", choices=["train", "eval", "predict"],
+                     help="eval: reports for --eval_model on labelled --test_data_url; "
+                          "predict: top-k classes of the images in --test_data_url")
+    out.add_argument("--eval_model", default="", help="eval/predict: a model/ package, a "
+                     "train_url holding one, or a .weights.h5 file of a run")
+    out.add_argument("--test_data_url", default="", help="eval: labelled images (any layout); "
+                                                         "predict: a folder of images")
+    out.add_argument("--top_k", type=_positive, default=5, help="predict: classes per image")
+    out.add_argument("--export_model", type=_bool, default=True,
+                     help="write the ModelArts model package to {train_url}/model")
+    out.add_argument("--overwrite_model", type=_bool, default=False,
+                     help="replace an existing {train_url}/model")
+    out.add_argument("--runtime", default="",
+                     help="config.json runtime, the ModelArts inference image to deploy on "
+                          "(default: the one in the top-level config.json)")
     return parser
 
 
@@ -139,9 +163,10 @@ def parse_args(argv=None):
     """Flags (unknown ones returned apart); the demo's settings fill what the user left unset."""
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
-    if not args.data_url:
-        given = {a.split("=")[0].lstrip("-") for a in (argv if argv is not None else sys.argv)
-                 if a.startswith("--")}
+    given = {a.split("=")[0].lstrip("-") for a in (argv if argv is not None else sys.argv)
+             if a.startswith("--")}
+    _mode_default_train_url(args, given)
+    if not args.data_url and args.mode == "train":
         for name, value in DEMO.items():
             if name not in given:
                 setattr(args, name, value)
@@ -152,7 +177,7 @@ def setup_logging():
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
-    for chatty in (*obs_utils.CHATTY_LOGGERS, "absl"):
+    for chatty in (*obs_utils.CHATTY_LOGGERS, "absl", "tensorflow"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
@@ -181,46 +206,103 @@ def work_dir_for(train_url, cache_root, tf_config):
     return folder
 
 
+def train_and_export(args, unknown, cache_root):
+    """The training job: data, training, then (chief) evaluation of the best weights on the
+    validation set and the model package. Returns the one-line summary."""
+    started = time.time()
+    tf_config = distribute.cluster_from_env(port=args.worker_port)
+    chief = distribute.is_chief(tf_config)
+    # Before any other TensorFlow work: MultiWorkerMirroredStrategy must come first.
+    strategy = distribute.make_strategy(tf_config)
+    from evaluation import inference, stage
+    from export import package
+    from training import job
+
+    if chief and args.export_model:  # refused now, not after hours of training
+        package.check_destination(args.train_url, args.overwrite_model)
+    settings = augment.resolve(args.augment, {
+        name: getattr(args, name) for name in augment.DEFAULTS})
+    data_dir = fetch.fetch_data(args.data_url, cache_root, threads=args.obs_threads)
+    val_dir = (fetch.fetch_data(args.val_data_url, cache_root, threads=args.obs_threads)
+               if args.val_data_url else None)
+    # Every worker prepares the same data (same seed, or the split already saved); only the
+    # chief writes to train_url.
+    data = prepare.prepare(data_dir, args.train_url, cache_root, args.data_format,
+                           args.manifest or None, val_dir, args.val_ratio, args.seed,
+                           args.max_image_pixels, args.min_image_side, write=chief)
+    if args.num_classes and args.num_classes != len(data.class_names):
+        raise ValueError(f"--num_classes={args.num_classes} but the data has "
+                         f"{len(data.class_names)} classes; leave it at 0 to take the data's")
+    counts = screening.class_counts(data.train, len(data.class_names))
+    balance.log_plan(counts, args.balance, data.class_names, len(data.train))
+    run_config = {"flags": vars(args), "ignored_flags": unknown, "versions": versions(),
+                  "local_data_dir": data_dir, "augmentation": settings,
+                  "classes": len(data.class_names), "train_images": len(data.train),
+                  "val_images": len(data.val), "cluster": tf_config}
+    if chief:
+        obs_utils.write_text(obs_utils.join(args.train_url, "run_config.json"),
+                             json.dumps(run_config, indent=2, ensure_ascii=False))
+    work_dir = work_dir_for(args.train_url, cache_root, tf_config)
+    result = job.train(args, data, settings, work_dir, cache_root, strategy, chief)
+    if not chief:
+        return f"worker done in {time.time() - started:.0f} s; the chief writes the outputs"
+    model = job.final_model(args, data.class_names, result)
+    probabilities = inference.keras_probabilities(model, data.val, args.input_size,
+                                                  args.resize_mode, args.batch_size)
+    metrics = stage.evaluate(data.val, probabilities, data.class_names, args.train_url,
+                             work_dir, result.log_csv)
+    where = "no model package (--export_model=false)"
+    if args.export_model:
+        url = package.export(model, data.class_names, args.input_size, args.resize_mode,
+                             metrics, args.train_url, work_dir, args.runtime,
+                             args.overwrite_model)
+        where = f"model package {url}"
+    return (f"done in {time.time() - started:.0f} s: {len(result.history)} epochs run now; "
+            f"best weights on validation: top-1 {metrics['top1_accuracy']:.4f}, macro F1 "
+            f"{metrics['macro']['f1']:.4f}; {where}; reports in "
+            f"{obs_utils.join(args.train_url, stage.FOLDER)}")
+
+
+def evaluate_or_predict(args, cache_root):
+    """--mode=eval (reports on labelled images) or --mode=predict (top-k of unlabelled ones)
+    for --eval_model; returns the one-line summary."""
+    if not args.eval_model or not args.test_data_url:
+        raise ValueError(f"--mode={args.mode} needs --eval_model (a model/ folder, a train_url "
+                         "or a .weights.h5 file) and --test_data_url (the images)")
+    from evaluation import inference, stage
+
+    predictor = inference.load(args.eval_model, cache_root, args.batch_size)
+    data_dir = fetch.fetch_data(args.test_data_url, cache_root, threads=args.obs_threads)
+    work_dir = work_dir_for(args.train_url, cache_root, None)
+    report_url = obs_utils.join(args.train_url, "screening_report_test.json")
+    if args.mode == "eval":
+        samples = prepare.prepare_test(data_dir, predictor.class_names, report_url, cache_root,
+                                       args.data_format, args.manifest or None,
+                                       args.max_image_pixels, args.min_image_side)
+        metrics = stage.evaluate(samples, predictor.probabilities(samples),
+                                 predictor.class_names, args.train_url, work_dir)
+        return (f"evaluated {predictor.source} on {len(samples)} images: top-1 "
+                f"{metrics['top1_accuracy']:.4f}; reports in "
+                f"{obs_utils.join(args.train_url, stage.FOLDER)}")
+    samples = prepare.prepare_unlabelled(data_dir, report_url, cache_root,
+                                         args.max_image_pixels, args.min_image_side)
+    url = stage.predict(samples, predictor.probabilities(samples), predictor.class_names,
+                        args.train_url, work_dir, args.top_k)
+    return f"top-{args.top_k} classes of {len(samples)} images in {url}"
+
+
 def main(argv=None):
     setup_logging()
     args, unknown = parse_args(argv)
     if unknown:
         log.warning("ignoring flags this job does not know (the platform adds some): %s",
                     " ".join(unknown))
-    started = time.time()
     try:
-        tf_config = distribute.cluster_from_env(port=args.worker_port)
-        chief = distribute.is_chief(tf_config)
-        # Before any other TensorFlow work: MultiWorkerMirroredStrategy must come first.
-        strategy = distribute.make_strategy(tf_config)
-        settings = augment.resolve(args.augment, {
-            name: getattr(args, name) for name in augment.DEFAULTS})
         cache_root = fetch.resolve_cache_root(args.local_data_root)
-        data_dir = fetch.fetch_data(args.data_url, cache_root, threads=args.obs_threads)
-        val_dir = (fetch.fetch_data(args.val_data_url, cache_root, threads=args.obs_threads)
-                   if args.val_data_url else None)
-        # Every worker prepares the same data (same seed, or the split already saved); only
-        # the chief writes to train_url.
-        data = prepare.prepare(data_dir, args.train_url, cache_root, args.data_format,
-                               args.manifest or None, val_dir, args.val_ratio, args.seed,
-                               args.max_image_pixels, args.min_image_side, write=chief)
-        if args.num_classes and args.num_classes != len(data.class_names):
-            raise ValueError(f"--num_classes={args.num_classes} but the data has "
-                             f"{len(data.class_names)} classes; leave it at 0 to take the "
-                             "data's")
-        counts = screening.class_counts(data.train, len(data.class_names))
-        balance.log_plan(counts, args.balance, data.class_names, len(data.train))
-        run_config = {"flags": vars(args), "ignored_flags": unknown, "versions": versions(),
-                      "local_data_dir": data_dir, "augmentation": settings,
-                      "classes": len(data.class_names), "train_images": len(data.train),
-                      "val_images": len(data.val), "cluster": tf_config}
-        if chief:
-            obs_utils.write_text(obs_utils.join(args.train_url, "run_config.json"),
-                                 json.dumps(run_config, indent=2, ensure_ascii=False))
-        from training import job
-
-        work_dir = work_dir_for(args.train_url, cache_root, tf_config)
-        _model, history = job.train(args, data, settings, work_dir, cache_root, strategy, chief)
+        if args.mode == "train":
+            summary = train_and_export(args, unknown, cache_root)
+        else:
+            summary = evaluate_or_predict(args, cache_root)
     except (obs_utils.ObsError, layouts.LayoutError, screening.DataError,
             weights.WeightsError, ValueError) as exc:
         log.error("%s", exc)
@@ -228,13 +310,7 @@ def main(argv=None):
     except OSError as exc:  # unwritable cache, permissions, a full disk: say which file
         log.error("%s: %s", type(exc).__name__, exc)
         return 2
-    if history:
-        best = max(history, key=lambda h: h["val_accuracy"])
-        log.info("done in %.0f s: %d epochs, best val_accuracy %.4f (epoch %d), outputs in %s",
-                 time.time() - started, len(history), best["val_accuracy"], best["epoch"],
-                 args.train_url)
-    log.warning("evaluation reports, the model package and serving are not built yet: this "
-                "run trained and saved checkpoints and the best weights only")
+    log.info("%s", summary)
     return 0
 
 

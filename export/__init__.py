@@ -1,3 +1,3 @@
-"""What ModelArts imports: so far the SavedModel with the serving contract (saved_model.py).
-The package around it (config.json, labels.json, customize_service.py) and its check are
-still to come."""
+"""What ModelArts imports: the SavedModel with the serving contract (saved_model.py) and the
+model package around it (package.py); the package rules themselves live in serving/check.py,
+which travels inside the package."""

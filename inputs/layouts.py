@@ -282,3 +282,19 @@ def read_index(root, layout="auto", manifest=None):
                               "name it with --manifest=<file>")
         return read_manifest(root, manifest)
     raise LayoutError(f"unknown data format {layout!r}: use auto, garbage, folders or manifest")
+
+
+def read_unlabelled(root):
+    """Every image file below `root`, in path order, as one class: images to predict."""
+    if not os.path.isdir(root):
+        raise LayoutError(f"image folder not found: {root}")
+    samples = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if is_image_name(name):
+                path = os.path.join(folder, name)
+                samples.append(Sample(os.path.relpath(path, root).replace(os.sep, "/"), path, 0))
+    if not samples:
+        raise LayoutError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) below {root}")
+    return Index("unlabelled", root, ["unlabelled"], samples)

@@ -40,14 +40,14 @@ def _same_classes(saved, found, where):
                          "use a new --train_url for new data")
 
 
-def _relabel(samples, val_names, class_names, where):
-    """Map an explicit validation set's labels onto the training ids, by class name."""
+def relabel(samples, names, class_names, where, flag="--val_data_url"):
+    """Map another set's labels (ids into `names`) onto the model's ids, by class name."""
     ids = {name: i for i, name in enumerate(class_names)}
-    unknown = sorted({val_names[s.label] for s in samples} - set(ids))
+    unknown = sorted({names[s.label] for s in samples} - set(ids))
     if unknown:
-        raise ValueError(f"--val_data_url {where} has classes the training data lacks: "
+        raise ValueError(f"{flag} {where} has classes the model does not know: "
                          f"{unknown[:10]}")
-    return [replace(s, label=ids[val_names[s.label]]) for s in samples]
+    return [replace(s, label=ids[names[s.label]]) for s in samples]
 
 
 def prepare(data_dir, train_url, cache_root, layout="auto", manifest=None, val_dir=None,
@@ -72,7 +72,7 @@ def prepare(data_dir, train_url, cache_root, layout="auto", manifest=None, val_d
         val_index, val_usable, _ = _screened(val_dir, layout, None, cache_root, max_pixels,
                                              min_side, val_report_url, write)
         train = usable
-        val = _relabel(val_usable, val_index.class_names, index.class_names, val_dir)
+        val = relabel(val_usable, val_index.class_names, index.class_names, val_dir)
         log.info("split: explicit validation set %s: %d images (%d train images)", val_dir,
                  len(val), len(usable))
     else:
@@ -84,3 +84,28 @@ def prepare(data_dir, train_url, cache_root, layout="auto", manifest=None, val_d
                                         "every class has a single image, so none can be held "
                                         "out") + "; add images or pass --val_data_url")
     return PreparedData(index.class_names, train, val, report)
+
+
+def prepare_test(data_dir, class_names, report_url, cache_root, layout="auto", manifest=None,
+                 max_pixels=screening.MAX_PIXELS, min_side=screening.MIN_SIDE):
+    """A labelled test set (any layout), screened, with labels mapped onto the model's
+    `class_names` by name; its screening report goes to `report_url`."""
+    index, usable, _ = _screened(data_dir, layout, manifest, cache_root, max_pixels, min_side,
+                                 report_url, write=True)
+    if not usable:
+        raise screening.DataError(f"no usable test images in {data_dir}; see {report_url}")
+    return relabel(usable, index.class_names, class_names, data_dir, flag="--test_data_url")
+
+
+def prepare_unlabelled(data_dir, report_url, cache_root, max_pixels=screening.MAX_PIXELS,
+                       min_side=screening.MIN_SIDE):
+    """Every image below `data_dir` (labels, if any, ignored), screened, in path order."""
+    index = layouts.read_unlabelled(data_dir)
+    usable, problems = screening.screen(index, os.path.join(cache_root, "converted"),
+                                        max_pixels, min_side, drop_duplicates=False)
+    report = screening.summarize(index, usable, problems)
+    screening.write_report(report_url, report)
+    screening.log_summary(report, report_url)
+    if not usable:
+        raise screening.DataError(f"no usable images in {data_dir}; see {report_url}")
+    return usable

@@ -110,9 +110,11 @@ def _png_bytes(image):
     return buffer.getvalue()
 
 
-def screen(index, convert_dir, max_pixels=MAX_PIXELS, min_side=MIN_SIDE, workers=None):
+def screen(index, convert_dir, max_pixels=MAX_PIXELS, min_side=MIN_SIDE, workers=None,
+           drop_duplicates=True):
     """Decode every sample of `index`; returns (usable samples, problems found), the problems
-    including those the layout reader found. Converted images stay usable."""
+    including those the layout reader found. Converted images stay usable; repeated images
+    are dropped unless drop_duplicates=False (images to predict: each gets its answer)."""
     workers = workers or min(32, 2 * (os.cpu_count() or 1))
     usable, problems, digests = [], list(index.problems), {}
     with ThreadPoolExecutor(workers) as pool:
@@ -127,6 +129,8 @@ def screen(index, convert_dir, max_pixels=MAX_PIXELS, min_side=MIN_SIDE, workers
             if sample is not None:
                 usable.append(sample)
                 digests[sample.rel] = digest
+    if not drop_duplicates:
+        return sorted(usable, key=lambda s: s.rel), problems
     return _drop_duplicates(usable, digests, index.class_names, problems), problems
 
 

@@ -1,10 +1,12 @@
 """The training stage of a job: strategy, model, weights, optimizer, resume, callbacks, phases,
-then the loop. Takes the prepared data and the parsed flags; returns the trained model and the
-per-epoch history."""
+then the loop. Takes the prepared data and the parsed flags; returns the trained weights, the
+per-epoch history and the best weights file (Result); final_model builds what is evaluated and
+exported from them."""
 import hashlib
 import importlib.util
 import logging
 import os
+from dataclasses import dataclass
 
 import keras
 import numpy as np
@@ -99,9 +101,14 @@ def train(args, data, augment_settings, work_dir, cache_root, strategy, chief=Tr
     if remote and start_epoch > 0:  # the earlier epochs' logs, appended to below
         pull("training_log.csv", folder=False)
         pull("tensorboard", folder=True)
+    remote_weights = obs_utils.join(args.train_url, "weights") if remote else None
+    if remote:  # the best weights so far compete with the new ones
+        pull("weights", folder=True)
+    best = checkpoints.BestWeights(os.path.join(work_dir, "weights"), remote_weights,
+                                   args.keep_weights_file_num, chief)
     if start_epoch >= args.max_epochs:
         log.info("all %d epochs were already done in %s", args.max_epochs, args.train_url)
-        return model, []
+        return Result(_host_weights(model), [], best.best(), csv_log)
 
     counts = screening.class_counts(data.train, num_classes)
     config = StepConfig(global_batch, args.clipnorm,
@@ -121,11 +128,6 @@ def train(args, data, augment_settings, work_dir, cache_root, strategy, chief=Tr
                  build.count_weights(model.trainable_weights))
         return True
 
-    remote_weights = obs_utils.join(args.train_url, "weights") if remote else None
-    if remote:  # the best weights so far compete with the new ones
-        pull("weights", folder=True)
-    best = checkpoints.BestWeights(os.path.join(work_dir, "weights"), remote_weights,
-                                   args.keep_weights_file_num, chief)
     callback_list = [best, keras.callbacks.CSVLogger(csv_log, append=start_epoch > 0)]
     if importlib.util.find_spec("tensorboard") is not None:
         callback_list.append(keras.callbacks.TensorBoard(tensorboard_dir, write_graph=False,
@@ -153,14 +155,42 @@ def train(args, data, augment_settings, work_dir, cache_root, strategy, chief=Tr
 
     history = run_epochs(loop, train_iter, val_dist, steps, start_epoch, args.max_epochs,
                          callbacks, after_epoch, phase_for_epoch)
+    final_weights = _host_weights(model)
     log.info("weights fingerprint %s (equal on every worker of a multi-node job)",
-             fingerprint(model))
-    return model, history
+             fingerprint(final_weights))
+    return Result(final_weights, history, best.best(), csv_log)
 
 
-def fingerprint(model):
+@dataclass
+class Result:
+    weights: list        # the last epoch's weights, numpy (read on every worker)
+    history: list        # one dict of metrics per epoch run now
+    best_weights: str    # the best weights file by val_accuracy (chief), or None
+    log_csv: str         # the per-epoch log
+
+
+def _host_weights(model):
+    """Every weight as numpy, read in cross-replica context on every worker together."""
+    return [np.array(weight.numpy()) for weight in model.weights]
+
+
+def fingerprint(weights):
     """A short hash of every weight, to compare workers or runs."""
     digest = hashlib.sha1()
-    for weight in model.weights:
-        digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
+    for weight in weights:
+        digest.update(np.ascontiguousarray(weight).tobytes())
     return digest.hexdigest()[:16]
+
+
+def final_model(args, class_names, result):
+    """The model to evaluate and export: built anew outside any distribution strategy, in
+    float32 (also after mixed-precision training: serving runs on CPUs too), holding the best
+    weights by val_accuracy, else the last epoch's."""
+    keras.mixed_precision.set_global_policy("float32")
+    model, _ = build.build_classifier(args.backbone, len(class_names), args.input_size,
+                                      args.dropout)
+    model.set_weights(result.weights)
+    if result.best_weights:
+        model.load_weights(result.best_weights)
+        log.info("best weights restored: %s", os.path.basename(result.best_weights))
+    return model

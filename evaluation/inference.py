@@ -1,0 +1,106 @@
+"""Class probabilities for a list of images, from a model of any of the forms a run leaves: the
+Keras model in memory (through the evaluation pipeline), an exported package (its serving
+signature on the files' bytes: exactly what the deployed service computes), or a weights file
+with the run_config.json and labels.json of its run."""
+import json
+import logging
+import os
+
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+import obs_utils
+from inputs import label_map, pipeline
+from models import build
+
+log = logging.getLogger("evaluation")
+
+
+class ModelNotFound(ValueError):
+    """--eval_model names nothing that can be evaluated; the message says what was expected."""
+
+
+def keras_probabilities(model, samples, input_size, resize_mode, batch_size=64):
+    """Probabilities [N, classes] of a Keras model on `samples`, in order."""
+    ds = pipeline.eval_dataset(samples, model.output_shape[-1], batch_size, input_size,
+                               resize_mode)
+    batches = [model(x, training=False).numpy() for x, _ in tqdm(
+        ds, total=-(-len(samples) // batch_size), unit="batch", desc="evaluating")]
+    return np.concatenate(batches).astype(np.float32)
+
+
+def saved_model_probabilities(model_dir, paths, batch_size=64):
+    """Probabilities of an exported package's serving_default on the files' encoded bytes."""
+    serve = tf.saved_model.load(model_dir).signatures["serving_default"]
+    files = (tf.data.Dataset.from_tensor_slices(list(paths)).map(tf.io.read_file)
+             .batch(batch_size).prefetch(tf.data.AUTOTUNE))
+    batches = [serve(images=b)["probabilities"].numpy() for b in tqdm(
+        files, total=-(-len(paths) // batch_size), unit="batch", desc="evaluating")]
+    return np.concatenate(batches).astype(np.float32)
+
+
+class Predictor:
+    """A model to evaluate: its class names and a function samples -> probabilities."""
+
+    def __init__(self, class_names, probabilities, source):
+        self.class_names, self.probabilities, self.source = class_names, probabilities, source
+
+
+def _best_weights(folder):
+    names = [n for n in os.listdir(folder) if n.endswith(".weights.h5")]
+    if not names:
+        return None
+    return os.path.join(folder, max(names, key=lambda n: float(n.split("val_acc_")[-1][:6])
+                                    if "val_acc_" in n else -1.0))
+
+
+def _from_weights(path, batch_size):
+    """A weights file of a run: the model is rebuilt from the run's run_config.json."""
+    run_dir = os.path.dirname(os.path.dirname(os.path.abspath(path)))
+    config_path = os.path.join(run_dir, "run_config.json")
+    labels_path = os.path.join(run_dir, label_map.FILE_NAME)
+    if not (os.path.isfile(config_path) and os.path.isfile(labels_path)):
+        raise ModelNotFound(f"{path} is a weights file, but its run's run_config.json and "
+                            f"labels.json are not in {run_dir}: point --eval_model at the "
+                            "run's model/ folder or keep the weights in <train_url>/weights/")
+    with open(config_path, encoding="utf-8") as f:
+        flags = json.load(f)["flags"]
+    class_names = label_map.load(labels_path)
+    model, _ = build.build_classifier(flags["backbone"], len(class_names), flags["input_size"],
+                                      flags["dropout"])
+    model.load_weights(path)
+    log.info("evaluating %s (%s, input %d, from %s)", path, flags["backbone"],
+             flags["input_size"], config_path)
+    return Predictor(class_names, lambda samples: keras_probabilities(
+        model, samples, flags["input_size"], flags["resize_mode"], batch_size), path)
+
+
+def load(url, cache_root, batch_size=64):
+    """--eval_model: a model/ package, a train_url holding one (or else its best weights), or
+    a weights file; obs:// and s3:// are copied to the cache first."""
+    local = url
+    if obs_utils.is_remote(url):
+        local = os.path.join(cache_root, "models", obs_utils.parse(url).path.strip("/"))
+        if obs_utils.is_dir(url):
+            obs_utils.copy_tree(url, local, progress=False)
+        else:
+            obs_utils.copy(url, local)
+    if os.path.isfile(local) and local.endswith(".weights.h5"):
+        return _from_weights(local, batch_size)
+    if not os.path.isdir(local):
+        raise ModelNotFound(f"--eval_model {url} does not exist: give a model/ folder, a "
+                            "train_url, or a .weights.h5 file")
+    for folder in (local, os.path.join(local, "model")):
+        if os.path.isfile(os.path.join(folder, "saved_model.pb")):
+            class_names = label_map.load(os.path.join(folder, label_map.FILE_NAME))
+            log.info("evaluating the package %s through its serving signature", folder)
+            return Predictor(class_names, lambda samples, folder=folder: (
+                saved_model_probabilities(folder, [s.path for s in samples], batch_size)),
+                folder)
+    weights = _best_weights(os.path.join(local, "weights")) if os.path.isdir(
+        os.path.join(local, "weights")) else None
+    if weights:
+        return _from_weights(weights, batch_size)
+    raise ModelNotFound(f"--eval_model {url} holds neither a model package (saved_model.pb) "
+                        "nor weights/*.weights.h5")

@@ -1,0 +1,95 @@
+"""Classification metrics from labels and predicted probabilities, as one JSON-ready dict (plain
+python numbers), so reports, logs and the ModelArts metric file all read the same figures."""
+import numpy as np
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+
+def _check(y_true, probabilities, class_names):
+    """(y_true, probabilities) as numpy arrays, or ValueError saying what does not fit."""
+    y_true = np.asarray(y_true)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    n_classes = len(class_names)
+    if y_true.ndim != 1:
+        raise ValueError(f"y_true must be a 1-D array of class ids, got shape {y_true.shape}")
+    if probabilities.ndim != 2:
+        raise ValueError(f"probabilities must be a 2-D array [images, classes], got shape "
+                         f"{probabilities.shape}")
+    if len(y_true) != probabilities.shape[0]:
+        raise ValueError(f"{len(y_true)} labels but {probabilities.shape[0]} rows of "
+                         f"probabilities: they must be one per image")
+    if probabilities.shape[1] != n_classes:
+        raise ValueError(f"probabilities have {probabilities.shape[1]} columns but there are "
+                         f"{n_classes} class names: they must be one per class")
+    if len(y_true) == 0:
+        raise ValueError("no images to evaluate: y_true is empty")
+    if n_classes == 0:
+        raise ValueError("no classes: class_names is empty")
+    if not np.issubdtype(y_true.dtype, np.integer):
+        if not np.all(np.equal(np.mod(y_true, 1), 0)):
+            raise ValueError("y_true must hold integer class ids")
+        y_true = y_true.astype(np.int64)
+    if y_true.min() < 0 or y_true.max() >= n_classes:
+        raise ValueError(f"y_true has class ids outside 0..{n_classes - 1} "
+                         f"(found {int(y_true.min())}..{int(y_true.max())})")
+    if not np.all(np.isfinite(probabilities)):
+        raise ValueError("probabilities contain NaN or infinity")
+    return y_true, probabilities
+
+
+def top_k_indices(probabilities, k):
+    """[N, k] class ids, best first; ties keep the lower id first, as argmax does."""
+    return np.argsort(-np.asarray(probabilities), axis=1, kind="stable")[:, :k]
+
+
+def classification_metrics(y_true, probabilities, class_names, top_k=5):
+    """The metrics dict: counts, top-1/top-k accuracy, macro and weighted precision/recall/F1,
+    one entry per class in id order, and the confusion matrix (rows true, columns predicted).
+
+    The top-k figure is stored as "top5_accuracy" whatever k is (k = min(top_k, classes); the
+    k used is in "top_k"). Macro averages are over classes with images in y_true: a class the
+    data has none of cannot be measured, and scoring it 0 would only hide the others."""
+    y_true, probabilities = _check(y_true, probabilities, class_names)
+    n_images, n_classes = probabilities.shape
+    k = max(1, min(int(top_k), n_classes))
+    labels = list(range(n_classes))
+    best = top_k_indices(probabilities, k)
+    y_pred = best[:, 0]
+    top1 = float(np.mean(y_pred == y_true))
+    topk = float(np.mean(np.any(best == y_true[:, None], axis=1)))
+
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0)
+    matrix = confusion_matrix(y_true, y_pred, labels=labels)
+    present = support > 0
+
+    per_class = []
+    for i in labels:
+        wrong = matrix[i].copy()
+        wrong[i] = 0
+        confused = class_names[int(np.argmax(wrong))] if wrong.max() > 0 else ""
+        per_class.append({"id": i, "name": str(class_names[i]), "support": int(support[i]),
+                          "precision": float(precision[i]), "recall": float(recall[i]),
+                          "f1": float(f1[i]), "most_confused_with": str(confused)})
+    return {
+        "images": int(n_images),
+        "classes": int(n_classes),
+        "top_k": k,
+        "top1_accuracy": top1,
+        "top5_accuracy": topk,
+        "macro": {"precision": float(np.mean(precision[present])),
+                  "recall": float(np.mean(recall[present])),
+                  "f1": float(np.mean(f1[present]))},
+        "weighted": {"precision": float(np.average(precision, weights=support)),
+                     "recall": float(np.average(recall, weights=support)),
+                     "f1": float(np.average(f1, weights=support))},
+        "per_class": per_class,
+        "confusion_matrix": matrix.astype(int).tolist(),
+    }
+
+
+def summary_line(metrics):
+    """One line for logs and the top of per_class.md."""
+    k = metrics.get("top_k", 5)
+    return (f"top-1 {metrics['top1_accuracy']:.4f}, top-{k} {metrics['top5_accuracy']:.4f}, "
+            f"macro F1 {metrics['macro']['f1']:.4f} on {metrics['images']} images "
+            f"({metrics['classes']} classes)")

@@ -1,0 +1,130 @@
+"""Evaluation reports written into a local directory (the caller syncs it to OBS): metrics.json,
+the ModelArts metric.json, per-class CSV and Markdown, predictions and the confusion matrix.
+
+Plain UTF-8 everywhere (no BOM), so class names such as "其他垃圾/一次性快餐盒" read back as
+written; CSVs go through the csv module, so commas and quotes in names are safe."""
+import csv
+import json
+import os
+
+import numpy as np
+
+from . import plots
+from .metrics import summary_line, top_k_indices
+
+PER_CLASS_COLUMNS = ("id", "name", "support", "precision", "recall", "f1", "most_confused_with")
+
+
+def _path(directory, name):
+    os.makedirs(directory, exist_ok=True)
+    return os.path.join(str(directory), name)
+
+
+def _write_csv(path, header, rows):
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def _check_rows(files, probabilities, class_names):
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    if probabilities.ndim != 2 or probabilities.shape[1] != len(class_names):
+        raise ValueError(f"probabilities must be [images, {len(class_names)} classes], got "
+                         f"shape {probabilities.shape}")
+    if len(files) != probabilities.shape[0]:
+        raise ValueError(f"{len(files)} file names but {probabilities.shape[0]} rows of "
+                         f"probabilities: they must be one per image")
+    return probabilities
+
+
+def write_metrics_json(directory, metrics):
+    """metrics.json: the whole metrics dict, readable (indent 2, names as written)."""
+    path = _path(directory, "metrics.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(metrics, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+    return path
+
+
+def write_metric_json(directory, accuracy):
+    """metric.json in the ModelArts 2019 baseline format, which its job page reads."""
+    path = _path(directory, "metric.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump({"total_metric": {"total_metric_values": {"accuracy": float(accuracy)}}}, f)
+    return path
+
+
+def _markdown_cell(value):
+    return " ".join(str(value).split()).replace("|", "\\|")
+
+
+def write_per_class(directory, metrics):
+    """per_class.csv and per_class.md (summary line, table, then the averages); returns both."""
+    rows = [[c["id"], c["name"], c["support"], f"{c['precision']:.6f}", f"{c['recall']:.6f}",
+             f"{c['f1']:.6f}", c["most_confused_with"]] for c in metrics["per_class"]]
+    csv_path = _write_csv(_path(directory, "per_class.csv"), PER_CLASS_COLUMNS, rows)
+
+    lines = [summary_line(metrics), "",
+             "| " + " | ".join(PER_CLASS_COLUMNS) + " |",
+             "|" + "|".join(["---:", ":---", "---:", "---:", "---:", "---:", ":---"]) + "|"]
+    for c in metrics["per_class"]:
+        cells = [c["id"], _markdown_cell(c["name"]), c["support"], f"{c['precision']:.4f}",
+                 f"{c['recall']:.4f}", f"{c['f1']:.4f}", _markdown_cell(c["most_confused_with"])]
+        lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
+    macro, weighted = metrics["macro"], metrics["weighted"]
+    lines += ["", f"macro: precision {macro['precision']:.4f}, recall {macro['recall']:.4f}, "
+                  f"F1 {macro['f1']:.4f}; weighted: precision {weighted['precision']:.4f}, "
+                  f"recall {weighted['recall']:.4f}, F1 {weighted['f1']:.4f}"]
+    md_path = _path(directory, "per_class.md")
+    with open(md_path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    return csv_path, md_path
+
+
+def write_predictions(directory, files, y_true, probabilities, class_names,
+                      file_name="predictions.csv"):
+    """One row per labelled image: truth, prediction, its probability, and correct (1 or 0)."""
+    probabilities = _check_rows(files, probabilities, class_names)
+    y_true = np.asarray(y_true)
+    if y_true.shape != (len(files),):
+        raise ValueError(f"{y_true.size} labels for {len(files)} files: they must be one per "
+                         f"image")
+    predicted = top_k_indices(probabilities, 1)[:, 0]
+    rows = []
+    for name, truth, pred, probs in zip(files, y_true, predicted, probabilities):
+        truth, pred = int(truth), int(pred)
+        rows.append([str(name), truth, class_names[truth], pred, class_names[pred],
+                     f"{probs[pred]:.6f}", int(truth == pred)])
+    header = ("file", "true_id", "true_label", "predicted_id", "predicted_label", "score",
+              "correct")
+    return _write_csv(_path(directory, file_name), header, rows)
+
+
+def write_top_k(directory, files, probabilities, class_names, k=5, file_name="predictions.csv"):
+    """For unlabelled images: the k best labels and their scores per file, best first."""
+    probabilities = _check_rows(files, probabilities, class_names)
+    k = max(1, min(int(k), len(class_names)))
+    best = top_k_indices(probabilities, k)
+    header = ["file"]
+    for i in range(1, k + 1):
+        header += [f"label_{i}", f"score_{i}"]
+    rows = []
+    for name, ids, probs in zip(files, best, probabilities):
+        row = [str(name)]
+        for i in ids:
+            row += [class_names[int(i)], f"{probs[i]:.6f}"]
+        rows.append(row)
+    return _write_csv(_path(directory, file_name), header, rows)
+
+
+def write_all(directory, metrics, files, y_true, probabilities, class_names):
+    """Every report of a labelled evaluation; returns the paths written."""
+    paths = [write_metrics_json(directory, metrics),
+             write_metric_json(directory, metrics["top1_accuracy"])]
+    paths += write_per_class(directory, metrics)
+    paths.append(write_predictions(directory, files, y_true, probabilities, class_names))
+    paths.append(plots.confusion_matrix_png(_path(directory, "confusion_matrix.png"),
+                                            metrics["confusion_matrix"], class_names))
+    return paths

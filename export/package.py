@@ -1,0 +1,119 @@
+"""The model package ModelArts imports: {train_url}/model/ holding the SavedModel, config.json
+(the top-level template, filled), labels.json, and customize_service.py with serving/ beside it.
+It is built in a local folder, checked with the rules deployment applies, then put in place; an
+existing model/ is replaced only when asked (--overwrite_model)."""
+import json
+import logging
+import os
+import re
+import shutil
+
+import tensorflow as tf
+
+import obs_utils
+from inputs import label_map
+from serving import check
+
+from . import saved_model
+
+log = logging.getLogger("export")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+TEMPLATE = os.path.join(ROOT, "config.json")
+SERVICE_FILES = ("customize_service.py", "serving")  # what runs beside the SavedModel
+# What customize_service.py (through serving/) imports beyond a TensorFlow runtime's own.
+DEPENDENCIES = [{"installer": "pip", "packages": [
+    {"package_name": "Pillow", "package_version": "6.2.0", "restraint": "ATLEAST"}]}]
+
+
+class PackageError(ValueError):
+    """The package cannot be written where asked; the message says what to do."""
+
+
+def model_url(train_url):
+    return obs_utils.join(train_url, "model")
+
+
+def check_destination(train_url, overwrite):
+    """Refuse early (before hours of training) when model/ exists and no flag allows
+    replacing it."""
+    url = model_url(train_url)
+    if not overwrite and obs_utils.is_dir(url) and obs_utils.listdir(url):
+        raise PackageError(f"{url} already holds a model package; pass --overwrite_model=true "
+                           "to replace it, or choose another --train_url")
+
+
+def fill_config(runtime, metrics):
+    """config.json: the template with the runtime (when given), the validation metrics (accuracy and macro
+    precision / recall / F1, as the model page shows them) and the dependencies filled in."""
+    with open(TEMPLATE, encoding="utf-8") as f:
+        config = json.load(f)
+    config["runtime"] = runtime or config.get("runtime", "")
+    if metrics:
+        config["metrics"] = {"accuracy": round(metrics["top1_accuracy"], 4),
+                             **{k: round(metrics["macro"][k], 4)
+                                for k in ("precision", "recall", "f1")}}
+    else:
+        config.pop("metrics", None)
+    config["dependencies"] = DEPENDENCIES
+    return config
+
+
+def _warn_runtime(runtime):
+    """A SavedModel may use ops an older TensorFlow lacks: say so when the runtime is older.
+    (Not testable here: no older TensorFlow installs beside this one.)"""
+    found = re.search(r"(?:tensorflow_|tf)(\d+)\.(\d+)", runtime)
+    ours = tuple(int(x) for x in tf.__version__.split(".")[:2])
+    if found and tuple(int(x) for x in found.groups()) < ours:
+        log.warning("the runtime %s has an older TensorFlow than %s, which wrote the "
+                    "SavedModel; if deployment fails to load it, pass --runtime=<a newer "
+                    "image> (or a custom image)", runtime, tf.__version__)
+
+
+def build(model, class_names, input_size, resize_mode, metrics, runtime, folder):
+    """Write the whole package into local `folder` (made anew) and check it."""
+    if os.path.exists(folder):
+        shutil.rmtree(folder)
+    saved_model.save(model, folder, input_size, resize_mode)
+    with open(os.path.join(folder, label_map.FILE_NAME), "w", encoding="utf-8") as f:
+        f.write(label_map.to_json(class_names))
+    config = fill_config(runtime, metrics)
+    _warn_runtime(config["runtime"])
+    with open(os.path.join(folder, check.CONFIG), "w", encoding="utf-8") as f:
+        json.dump(config, f, indent=2, ensure_ascii=False)
+    for name in SERVICE_FILES:
+        source = os.path.join(ROOT, name)
+        if os.path.isdir(source):
+            shutil.copytree(source, os.path.join(folder, name),
+                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(source, folder)
+    problems = check.check_package(folder)
+    if problems:  # a bug of ours, not the user's: stop before anything is published
+        raise RuntimeError("the exported package fails the check: " + "; ".join(problems))
+    return folder
+
+
+def publish(folder, train_url, overwrite):
+    """Put the checked package at {train_url}/model (replacing one only when `overwrite`)."""
+    url = model_url(train_url)
+    check_destination(train_url, overwrite)
+    if obs_utils.is_remote(url):
+        obs_utils.copy_tree(folder, url, delete=True, progress=False)
+    elif os.path.abspath(folder) != os.path.abspath(url):
+        if os.path.exists(url):
+            shutil.rmtree(url)
+        shutil.copytree(folder, url)
+    log.info("model package written to %s (check: OK); serve it with: python "
+             "customize_service.py --model_dir %s", url, url)
+    return url
+
+
+def export(model, class_names, input_size, resize_mode, metrics, train_url, work_dir,
+           runtime="", overwrite=False):
+    """Build, check and publish the package; returns its URL."""
+    folder = build(model, class_names, input_size, resize_mode, metrics, runtime,
+                   os.path.join(work_dir, ".model-staging", "model"))
+    url = publish(folder, train_url, overwrite)
+    shutil.rmtree(os.path.dirname(folder), ignore_errors=True)
+    return url

@@ -1,0 +1,256 @@
+"""The package check: does a model/ folder meet what ModelArts' import and deployment need
+(the SavedModel, exactly one config.json and customize_service.py with valid contents, the
+label map, the helper modules)? Returns the reasons it does not, one line each."""
+import ast
+import json
+import os
+import re
+import sys
+
+SERVICE = "customize_service.py"
+CONFIG = "config.json"
+LABELS = "labels.json"
+# Imported at the top of customize_service.py and found in every TensorFlow runtime image.
+RUNTIME_MODULES = {"tensorflow", "numpy", "model_service"}
+# Python modules as pip names them, for the dependencies list.
+STDLIB_BEFORE_3_10 = {"argparse", "ast", "base64", "collections", "concurrent", "functools",
+                      "io", "json", "logging", "math", "os", "queue", "re", "sys", "threading",
+                      "time", "warnings"}
+PIP_NAMES = {"PIL": "pillow", "yaml": "pyyaml", "cv2": "opencv-python", "sklearn": "scikit-learn"}
+
+
+def _files_named(root, name):
+    return [os.path.relpath(os.path.join(d, name), root) for d, _, files in os.walk(root)
+            if name in files]
+
+
+def _load_json(path, problems):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as exc:
+        problems.append("{}: not valid JSON ({})".format(os.path.basename(path), exc))
+        return None
+
+
+def _check_saved_model(root, problems):
+    """Tag `serve`, a `serving_default` signature taking one string tensor; returns the number
+    of classes its output has (None when unknown)."""
+    pb = os.path.join(root, "saved_model.pb")
+    if not os.path.isfile(pb):
+        problems.append("saved_model.pb is missing: export the model again")
+        return None
+    variables = os.path.join(root, "variables")
+    if not os.path.isfile(os.path.join(variables, "variables.index")):
+        problems.append("variables/variables.index is missing: copy the whole variables/ "
+                        "folder of the SavedModel")
+    if not any(n.startswith("variables.data-") for n in (
+            os.listdir(variables) if os.path.isdir(variables) else [])):
+        problems.append("variables/variables.data-00000-of-00001 is missing: copy the whole "
+                        "variables/ folder of the SavedModel")
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    try:
+        with open(pb, "rb") as f:
+            saved.ParseFromString(f.read())
+    except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and others
+        problems.append("saved_model.pb cannot be read: {}".format(exc))
+        return None
+    graphs = [g for g in saved.meta_graphs if "serve" in g.meta_info_def.tags]
+    if not graphs:
+        problems.append("saved_model.pb has no graph tagged 'serve'")
+        return None
+    signature = graphs[0].signature_def.get("serving_default")
+    if signature is None:
+        problems.append("the SavedModel has no 'serving_default' signature (it has {})".format(
+            sorted(graphs[0].signature_def) or "none"))
+        return None
+    inputs = list(signature.inputs.values())
+    if len(inputs) != 1 or inputs[0].dtype != 7:  # DT_STRING
+        problems.append("serving_default must take one string tensor (encoded images); it "
+                        "takes {}".format(sorted(signature.inputs)))
+    outputs = list(signature.outputs.values())
+    if len(outputs) != 1 or len(outputs[0].tensor_shape.dim) != 2:
+        problems.append("serving_default must return one [batch, classes] tensor")
+        return None
+    return outputs[0].tensor_shape.dim[1].size
+
+
+def _check_apis(apis, problems):
+    if not isinstance(apis, list) or len(apis) != 1:
+        problems.append("config.json apis: exactly one API is allowed")
+        return
+    api = apis[0]
+    if api.get("url") != "/" or str(api.get("method", "")).lower() != "post":
+        problems.append("config.json apis: the API must be url '/' with method 'post'")
+    request, response = api.get("request") or {}, api.get("response") or {}
+    if request.get("Content-type") != "multipart/form-data":
+        problems.append("config.json apis: request Content-type must be multipart/form-data")
+    images = (((request.get("data") or {}).get("properties") or {}).get("images") or {})
+    if images.get("type") != "file":
+        problems.append("config.json apis: request data must have property 'images' of type "
+                        "'file'")
+    if response.get("Content-type") != "application/json":
+        problems.append("config.json apis: response Content-type must be application/json")
+    if not isinstance(response.get("data"), dict):
+        problems.append("config.json apis: response data must be a JSON schema object")
+
+
+def _check_dependencies(dependencies, problems):
+    """Returns the pip package names listed (lower case)."""
+    names = set()
+    if not isinstance(dependencies, list):
+        problems.append("config.json dependencies must be a list")
+        return names
+    for entry in dependencies:
+        if not isinstance(entry, dict) or entry.get("installer") != "pip":
+            problems.append("config.json dependencies: each entry needs installer 'pip'")
+            continue
+        for package in entry.get("packages") or []:
+            if not isinstance(package, dict) or not package.get("package_name"):
+                problems.append("config.json dependencies: a package without package_name")
+                continue
+            if package.get("restraint", "EXACT") not in ("EXACT", "ATLEAST", "ATMOST"):
+                problems.append("config.json dependencies: {}: restraint must be EXACT, "
+                                "ATLEAST or ATMOST".format(package["package_name"]))
+            names.add(str(package["package_name"]).lower())
+    return names
+
+
+def check_config(config, problems):
+    """The fields of config.json (MODELARTS.md §2); returns the pip names it installs."""
+    if not isinstance(config, dict):
+        problems.append("config.json must hold a JSON object")
+        return set()
+    algorithm = config.get("model_algorithm")
+    if not isinstance(algorithm, str) or not re.match(r"^[A-Za-z][A-Za-z0-9_]{0,35}$",
+                                                      algorithm):
+        problems.append("config.json model_algorithm is required: letters first, at most 36 "
+                        "characters (e.g. image_classification)")
+    if config.get("model_type") != "TensorFlow":
+        problems.append("config.json model_type must be 'TensorFlow'")
+    if not isinstance(config.get("runtime"), str) or not config["runtime"]:
+        problems.append("config.json runtime is not set: name the inference image")
+    metrics = config.get("metrics", {})
+    if not isinstance(metrics, dict) or not all(
+            isinstance(v, (int, float)) and 0 <= v <= 1 for v in metrics.values()):
+        problems.append("config.json metrics must map names to numbers in 0..1")
+    if "apis" in config:
+        _check_apis(config["apis"], problems)
+    return _check_dependencies(config.get("dependencies", []), problems)
+
+
+def _imports(path, package):
+    """Dotted names the module at `path` imports when loaded: not inside functions, and not
+    those guarded by `except ImportError` (optional). `package` resolves relative imports."""
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), path, feature_version=(3, 7))
+    names = set()
+
+    def visit(nodes, optional):
+        for node in nodes:
+            if isinstance(node, ast.Import) and not optional:
+                names.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and not optional:
+                parts = package.split(".") if package else []
+                base = ".".join(parts[:len(parts) - node.level + 1] if node.level else [])
+                base = ".".join(p for p in (base, node.module or "") if p)
+                names.add(base)
+                names.update(base + "." + a.name for a in node.names)
+            elif isinstance(node, ast.Try):
+                guarded = any(isinstance(h.type, ast.Name) and h.type.id in (
+                    "ImportError", "ModuleNotFoundError") for h in node.handlers)
+                visit(node.body, optional or guarded)
+                for handler in node.handlers:
+                    visit(handler.body, optional)
+            elif isinstance(node, ast.If):
+                visit(node.body, optional)
+                visit(node.orelse, optional)
+    visit(tree.body, False)
+    return names
+
+
+def _local_file(root, dotted):
+    """The file of module `dotted` inside the package folder, or None."""
+    path = os.path.join(root, *dotted.split("."))
+    for candidate in (path + ".py", os.path.join(path, "__init__.py")):
+        if os.path.isfile(candidate):
+            return candidate
+    return None
+
+
+def _external_imports(root):
+    """Top-level names of what customize_service.py, and the helper modules beside it that it
+    loads, import from outside the folder."""
+    todo, seen, external = [(os.path.join(root, SERVICE), "")], set(), set()
+    while todo:
+        path, package = todo.pop()
+        for dotted in _imports(path, package):
+            parts = dotted.split(".")
+            if not _local_file(root, parts[0]):
+                external.add(parts[0])
+                continue
+            for i in range(1, len(parts) + 1):  # a package's __init__ runs first
+                name = ".".join(parts[:i])
+                found = _local_file(root, name)
+                if found and name not in seen:
+                    seen.add(name)
+                    todo.append((found, name if found.endswith("__init__.py")
+                                 else name.rpartition(".")[0]))
+    return external
+
+
+def _check_service(root, installed, problems):
+    try:
+        imports = _external_imports(root)
+    except SyntaxError as exc:
+        problems.append("{} is not valid Python 3.7 (the runtimes' version): line {}: "
+                        "{}".format(os.path.relpath(exc.filename, root), exc.lineno, exc.msg))
+        return
+    with open(os.path.join(root, SERVICE), encoding="utf-8") as f:
+        if "TfServingBaseService" not in f.read():
+            problems.append("{} defines no subclass of TfServingBaseService".format(SERVICE))
+    stdlib = getattr(sys, "stdlib_module_names", None) or STDLIB_BEFORE_3_10
+    for name in sorted(imports):
+        if (name in stdlib or name in RUNTIME_MODULES
+                or PIP_NAMES.get(name, name).lower() in installed):
+            continue
+        problems.append("{} (or a helper beside it) imports {!r}, which is neither beside it "
+                        "nor in config.json's dependencies".format(SERVICE, name))
+
+
+def check_package(model_dir):
+    """Problems of the package in `model_dir`, one line each; [] when it passes."""
+    if not os.path.isdir(model_dir):
+        return ["{} is not a folder".format(model_dir)]
+    problems = []
+    if os.path.basename(os.path.normpath(model_dir)) != "model":
+        problems.append("the folder must be named model/ (ModelArts imports <parent>/model); "
+                        "it is named {!r}".format(os.path.basename(os.path.normpath(model_dir))))
+    classes = _check_saved_model(model_dir, problems)
+    installed = set()
+    for name in (CONFIG, SERVICE):
+        found = _files_named(model_dir, name)
+        if len(found) != 1:
+            problems.append("model/ must hold exactly one {}; found {}".format(
+                name, ", ".join(found) or "none"))
+    if os.path.isfile(os.path.join(model_dir, CONFIG)):
+        config = _load_json(os.path.join(model_dir, CONFIG), problems)
+        if config is not None:
+            installed = check_config(config, problems)
+    if os.path.isfile(os.path.join(model_dir, SERVICE)):
+        _check_service(model_dir, installed, problems)
+    labels_path = os.path.join(model_dir, LABELS)
+    if not os.path.isfile(labels_path):
+        problems.append("labels.json is missing (class id -> name)")
+    else:
+        labels = _load_json(labels_path, problems)
+        if labels is not None and (not isinstance(labels, dict) or sorted(
+                labels, key=lambda k: int(k) if str(k).isdigit() else -1) != [
+                str(i) for i in range(len(labels))]):
+            problems.append("labels.json must map ids \"0\"..\"N-1\" to names")
+        elif labels is not None and classes and classes > 0 and len(labels) != classes:
+            problems.append("labels.json names {} classes but the model outputs {}".format(
+                len(labels), classes))
+    return problems

@@ -1,0 +1,97 @@
+"""The local HTTP server: ModelArts' request and reply on your own machine.
+
+    POST /        multipart/form-data, field `images` (curl -F images=@x.jpg) -> the reply JSON
+    GET  /health  {"status": "ok", ...}
+
+werkzeug parses the requests (multipart, size limit) and waitress serves them with a thread
+pool; every error is a JSON {"error": "..."} with a 4xx, or a 500 that names no internals."""
+import hmac
+import json
+import logging
+
+from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Request, Response
+
+from .errors import BadRequest
+from .images import MAX_BODY_BYTES
+
+log = logging.getLogger("serving")
+
+
+def _json(body, status=200):
+    return Response(json.dumps(body, ensure_ascii=False), status=status,
+                    mimetype="application/json")
+
+
+def _request_data(request, field="images"):
+    """werkzeug's parsed files -> ModelArts' {field: {file name: file}} (every field, so a
+    wrong field name is reported by the service with what came instead). Two files with the
+    same name are both kept: the second is renamed "name (2)"."""
+    data = {}
+    for key, upload in request.files.items(multi=True):
+        files = data.setdefault(key, {})
+        name = upload.filename or key
+        unique, n = name, 1
+        while unique in files:
+            n += 1
+            unique = "{} ({})".format(name, n)
+        files[unique] = upload.stream
+    for key in request.form:
+        data.setdefault(key, "(a text value, not a file)")
+    return data
+
+
+class App(object):
+    """The WSGI application around a service (customize_service.ImageClassifierService)."""
+
+    def __init__(self, service, token=None, max_body=MAX_BODY_BYTES):
+        self.service, self.token, self.max_body = service, token, max_body
+
+    def __call__(self, environ, start_response):
+        request = Request(environ)
+        request.max_content_length = self.max_body
+        request.max_form_memory_size = self.max_body
+        try:
+            response = self.dispatch(request)
+        except BadRequest as exc:
+            response = _json({"error": str(exc)}, exc.status)
+        except HTTPException as exc:  # werkzeug's own: too large, bad multipart, ...
+            response = _json({"error": "{}: {}".format(exc.name, exc.description)}, exc.code)
+        except Exception:  # noqa: BLE001 - logged here; the client gets no internals
+            log.exception("request failed")
+            response = _json({"error": "internal error while predicting; see the server "
+                                       "log"}, 500)
+        return response(environ, start_response)
+
+    def dispatch(self, request):
+        if request.path == "/health":
+            if request.method != "GET":
+                return _json({"error": "use GET /health"}, 405)
+            return _json(self.service.health())
+        if request.path != "/":
+            return _json({"error": "no such path {!r}: POST images to /".format(
+                request.path)}, 404)
+        if request.method != "POST":
+            return _json({"error": "use POST / with multipart field 'images' "
+                                   "(curl -F images=@x.jpg ...)"}, 405)
+        if self.token is not None:
+            given = request.headers.get("X-Auth-Token", "")
+            if not hmac.compare_digest(given.encode(), self.token.encode()):
+                return _json({"error": "missing or wrong X-Auth-Token header"}, 401)
+        if request.content_length is not None and request.content_length > self.max_body:
+            raise BadRequest("the request is {:.1f} MB, over the {} MB limit".format(
+                request.content_length / 2 ** 20, self.max_body // 2 ** 20), status=413)
+        if not request.mimetype.startswith("multipart/form-data"):
+            raise BadRequest("expected a multipart/form-data body with field 'images' "
+                             "(curl -F images=@x.jpg ...), got {!r}".format(
+                                 request.mimetype or "no body"), status=415)
+        return _json(self.service.inference(_request_data(request)))
+
+
+def serve(app, host="127.0.0.1", port=8080, threads=32):
+    """Serve until interrupted. Threads bound the requests in progress, and so the batch."""
+    import waitress
+
+    log.info("serving on http://%s:%d/ (POST / with field 'images'; GET /health)", host, port)
+    waitress.serve(app, host=host, port=port, threads=threads, ident="modelarts-classifier",
+                   max_request_body_size=4 * MAX_BODY_BYTES, _quiet=True)
