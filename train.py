@@ -216,9 +216,14 @@ def train_and_export(args, unknown, cache_root):
     strategy = distribute.make_strategy(tf_config)
     from evaluation import inference, stage
     from export import package
-    from training import job
+    from training import checkpoints, job
 
-    if chief and args.export_model:  # refused now, not after hours of training
+    # A package already in train_url is refused now, not after hours of training; unless this
+    # is the same job restarted after it finished (ModelArts' auto restart): that one keeps it.
+    keep_package = (chief and args.export_model and not args.overwrite_model
+                    and package.exists(args.train_url)
+                    and checkpoints.epochs_saved(args.train_url) >= args.max_epochs)
+    if chief and args.export_model and not keep_package:
         package.check_destination(args.train_url, args.overwrite_model)
     settings = augment.resolve(args.augment, {
         name: getattr(args, name) for name in augment.DEFAULTS})
@@ -252,7 +257,9 @@ def train_and_export(args, unknown, cache_root):
     metrics = stage.evaluate(data.val, probabilities, data.class_names, args.train_url,
                              work_dir, result.log_csv)
     where = "no model package (--export_model=false)"
-    if args.export_model:
+    if keep_package:
+        where = f"the package this job wrote before, kept: {package.model_url(args.train_url)}"
+    elif args.export_model:
         url = package.export(model, data.class_names, args.input_size, args.resize_mode,
                              metrics, args.train_url, work_dir, args.runtime,
                              args.overwrite_model)

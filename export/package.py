@@ -34,11 +34,16 @@ def model_url(train_url):
     return obs_utils.join(train_url, "model")
 
 
+def exists(train_url):
+    url = model_url(train_url)
+    return obs_utils.is_dir(url) and bool(obs_utils.listdir(url))
+
+
 def check_destination(train_url, overwrite):
     """Refuse early (before hours of training) when model/ exists and no flag allows
     replacing it."""
     url = model_url(train_url)
-    if not overwrite and obs_utils.is_dir(url) and obs_utils.listdir(url):
+    if not overwrite and exists(train_url):
         raise PackageError(f"{url} already holds a model package; pass --overwrite_model=true "
                            "to replace it, or choose another --train_url")
 

@@ -66,9 +66,9 @@ def check_image(name, data, max_pixels=MAX_PIXELS):
                              "send an image under {} pixels".format(name, max_pixels),
                              status=413) from None
         except Exception as exc:  # Pillow raises many kinds for a broken header
-            raise BadRequest("file {!r} looks like {} but its header is broken: {}".format(
-                name, kind, str(exc).splitlines()[0][:120] if str(exc) else
-                type(exc).__name__)) from None
+            raise BadRequest("file {!r} is cut short or corrupt: its {} header cannot be "
+                             "read ({})".format(name, kind, str(exc).splitlines()[0][:120]
+                                                if str(exc) else type(exc).__name__)) from None
     if width * height > max_pixels:
         raise BadRequest("file {!r} is {} x {} pixels, over the limit of {}: resize it "
                          "first".format(name, width, height, max_pixels), status=413)

@@ -1,9 +1,12 @@
 """Shared fixtures: a real S3 endpoint (moto's server in its own process) and a clean S3 env."""
+import os
+import subprocess
+import sys
 import uuid
 
 import pytest
 
-from tests.servers import MotoServer, point_at
+from tests.servers import ROOT, MotoServer, point_at
 
 # Variables that would point obs_utils somewhere else than the test endpoint.
 STORAGE_VARS = [
@@ -47,3 +50,18 @@ def bucket(s3_env):
     name = "test-" + uuid.uuid4().hex[:12]
     s3_env.client().create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """The README's main command (`python train.py`, the built-in demo data) run once for the
+    whole session: its outputs feed the demo, evaluation, export and serving tests."""
+    root = tmp_path_factory.mktemp("demo")
+    env = {k: v for k, v in os.environ.items() if k not in STORAGE_VARS}
+    proc = subprocess.run([sys.executable, "train.py", f"--train_url={root / 'out'}",
+                           f"--local_data_root={root / 'cache'}"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc.root = root
+    proc.out = root / "out"
+    return proc

@@ -158,3 +158,49 @@ def _free_ports(count):
     for s in sockets:
         s.close()
     return ports
+
+
+class PredictorServer:
+    """`python customize_service.py --model_dir DIR` as a child process on 127.0.0.1, run from
+    the package's own copy in DIR (as it would run anywhere the folder is copied to)."""
+
+    def __init__(self, model_dir, *flags, env=None, timeout=120):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(os.path.join(os.path.dirname(model_dir), f"server-{self.port}.log"),
+                        "w+")
+        clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.join(model_dir, "customize_service.py"),
+             f"--model_dir={model_dir}", f"--port={self.port}", *flags],
+            cwd=os.path.dirname(model_dir), env={**clean, **(env or {})},
+            stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=2) as reply:
+                    if reply.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, OSError):
+                pass
+            if self.proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"the predictor did not start:\n{self.output()}")
+            time.sleep(0.2)
+
+    def output(self):
+        self.log.seek(0)
+        return self.log.read()
+
+    def rss_mb(self):
+        """The server's resident memory, from /proc (Linux)."""
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()

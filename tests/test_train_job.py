@@ -73,11 +73,19 @@ def test_end_to_end_over_obs_with_weights_from_obs(bucket, tmp_path):
     config = json.loads(obs_utils.read_text(f"obs://{bucket}/out/run_config.json"))
     assert config["flags"]["backbone"] == "mobilenetv3small"
     assert config["ignored_flags"] == flags[-2:]
+    assert {"evaluation/metrics.json", "evaluation/metric.json", "evaluation/per_class.csv",
+            "evaluation/confusion_matrix.png", "evaluation/training_curves.png",
+            "model/saved_model.pb", "model/config.json", "model/customize_service.py",
+            "model/labels.json", "model/serving/check.py"} <= names, names
+    package = json.loads(obs_utils.read_text(f"obs://{bucket}/out/model/config.json"))
+    metrics = json.loads(obs_utils.read_text(f"obs://{bucket}/out/evaluation/metrics.json"))
+    assert package["metrics"]["accuracy"] == round(metrics["top1_accuracy"], 4)
 
-    # The same job started again (a ModelArts restart) finds its work done.
+    # The same job started again (a ModelArts restart) finds its work done, and its package.
     again = run_train(*flags[:-2])
     assert again.returncode == 0, again.stdout + again.stderr
     assert "split: reusing" in again.stdout and "all 2 epochs were already done" in again.stdout
+    assert "the package this job wrote before, kept" in again.stdout
 
 
 def test_a_job_killed_mid_epoch_resumes_at_the_next_epoch(tmp_path, clean_storage_env):
@@ -107,13 +115,26 @@ def test_a_job_killed_mid_epoch_resumes_at_the_next_epoch(tmp_path, clean_storag
     assert [r["epoch"] for r in rows] == ["0", "1", "2"]
 
 
-def test_demo_recipe_learns_the_digits(tmp_path, clean_storage_env):
-    """The README's main command on the built-in data: held-out accuracy >= 0.95."""
-    proc = run_train(f"--train_url={tmp_path / 'demo'}",
-                     f"--local_data_root={tmp_path / 'cache'}")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    best = float(re.search(r"best val_accuracy ([\d.]+)", proc.stdout).group(1))
-    assert best >= 0.95, proc.stdout
+def test_demo_recipe_learns_the_digits_and_leaves_a_valid_package(demo_run):
+    """The README's main command on the built-in data: held-out accuracy >= 0.95, reports,
+    and a model package that passes the check."""
+    top1 = float(re.search(r"best weights on validation: top-1 ([\d.]+)",
+                           demo_run.stdout).group(1))
+    assert top1 >= 0.95, demo_run.stdout
+    best_epoch = max(csv.DictReader(open(demo_run.out / "training_log.csv")),
+                     key=lambda r: float(r["val_accuracy"]))
+    assert abs(float(best_epoch["val_accuracy"]) - top1) < 1e-4  # the best weights evaluated
+    metrics = json.load(open(demo_run.out / "evaluation" / "metrics.json"))
+    assert metrics["top1_accuracy"] == json.load(open(
+        demo_run.out / "evaluation" / "metric.json"))["total_metric"]["total_metric_values"][
+        "accuracy"]
+    assert len(list(csv.DictReader(open(demo_run.out / "evaluation" / "predictions.csv")))) \
+        == metrics["images"] == len(json.load(open(demo_run.out / "split.json"))["val"])
+    check = subprocess.run([sys.executable, "customize_service.py",
+                            f"--check={demo_run.out / 'model'}"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0 and "OK, a valid ModelArts model package" in check.stdout, \
+        check.stdout + check.stderr
 
 
 def test_bad_input_is_one_clear_line_and_exit_2(tmp_path, clean_storage_env, caplog):
@@ -125,6 +146,8 @@ def test_bad_input_is_one_clear_line_and_exit_2(tmp_path, clean_storage_env, cap
     empty.mkdir()
     (empty / "readme.md").write_text("no images here")
     digits_folder(tmp_path / "few", count=30, broken=False)
+    (tmp_path / "used" / "model").mkdir(parents=True)
+    (tmp_path / "used" / "model" / "saved_model.pb").write_bytes(b"a user's model")
     common = [f"--train_url={tmp_path / 'out'}", f"--local_data_root={tmp_path / 'cache'}"]
     for flags, expected in (
             ([f"--data_url={empty}"], "cannot tell how the data"),
@@ -134,9 +157,15 @@ def test_bad_input_is_one_clear_line_and_exit_2(tmp_path, clean_storage_env, cap
              "binary_crossentropy is refused"),
             ([f"--data_url={tmp_path / 'few'}", "--input_size=16"], "too small for resnet50"),
             ([f"--data_url={tmp_path / 'few'}", f"--pretrained_weights={tmp_path}/no.h5"],
-             "no such file")):
+             "no such file"),
+            ([f"--data_url={tmp_path / 'few'}", f"--train_url={tmp_path / 'used'}"],
+             "already holds a model package; pass --overwrite_model=true"),
+            (["--mode=eval", f"--test_data_url={tmp_path / 'few'}"], "needs --eval_model"),
+            (["--mode=predict", f"--eval_model={tmp_path / 'few'}",
+              f"--test_data_url={tmp_path / 'few'}"], "holds neither a model package")):
         caplog.clear()
-        assert train.main([*flags, *common]) == 2, flags
+        own = [c for c in common if c.split("=")[0] not in {f.split("=")[0] for f in flags}]
+        assert train.main([*flags, *own]) == 2, flags
         errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
         assert len(errors) == 1 and expected in errors[0], (flags, errors)
 

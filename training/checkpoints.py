@@ -9,6 +9,7 @@ worker to take part in a save.
 """
 import logging
 import os
+import re
 
 import keras
 import tensorflow as tf
@@ -35,6 +36,16 @@ def _mirror(local_dir, remote_dir):
         obs_utils.copy(os.path.join(local_dir, INDEX), obs_utils.join(remote_dir, INDEX))
     for name in sorted(remote_names - local_names):
         obs_utils.remove(obs_utils.join(remote_dir, name))
+
+
+def epochs_saved(train_url):
+    """Epochs done by the last checkpoint in {train_url}/checkpoints (0 if none): read from
+    the index alone, without building a model, so a finished job can be told apart early."""
+    index = obs_utils.join(train_url, "checkpoints", INDEX)
+    if not obs_utils.exists(index):
+        return 0
+    found = re.search(r'^model_checkpoint_path: "ckpt-(\d+)"', obs_utils.read_text(index), re.M)
+    return int(found.group(1)) if found else 0
 
 
 class ResumeState:

@@ -1,0 +1,272 @@
+"""The model package and its predictor: the package check on good and broken copies, the
+service driven the way ModelArts drives it, and the local HTTP server (a real process serving
+from the package's own files) on good, bad and concurrent requests."""
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import requests
+
+from serving import check
+from tests.images import broken_files, digit_image, encode, write
+from tests.servers import ROOT, PredictorServer
+
+TOKEN = "s3cret-token"
+
+
+@pytest.fixture(scope="module")
+def package(demo_run, tmp_path_factory):
+    """A copy of the demo run's model/ (tests may break their own copies of it)."""
+    folder = tmp_path_factory.mktemp("package") / "model"
+    shutil.copytree(demo_run.out / "model", folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """Real images of several sizes and formats, and the in-process model's probabilities for
+    them on the evaluation pipeline (the reference every answer is held against)."""
+    folder = tmp_path_factory.mktemp("images")
+    files = []
+    for i, fmt in enumerate(["JPEG", "PNG", "JPEG", "WEBP", "BMP", "PNG"]):
+        image, _ = digit_image(3000 + i, 18 + 9 * i)
+        path = folder / f"digit_{i}.{fmt.lower()}"
+        write(path, encode(image.resize((18 + 9 * i, 30)) if i == 5 else image, fmt))
+        files.append(path)
+    return files
+
+
+@pytest.fixture(scope="module")
+def expected(demo_run, images, tmp_path_factory):
+    from evaluation import inference
+    from inputs.layouts import Sample
+
+    best = sorted((demo_run.out / "weights").glob("*.weights.h5"))[-1]
+    predictor = inference.load(str(best), str(tmp_path_factory.mktemp("cache")))
+    samples = [Sample(p.name, str(p), 0) for p in images]
+    return predictor.class_names, predictor.probabilities(samples)
+
+
+@pytest.fixture(scope="module")
+def server(package):
+    running = PredictorServer(str(package), "--max_wait_ms=20",
+                              env={"SERVICE_AUTH_TOKEN": TOKEN})
+    yield running
+    running.stop()
+
+
+def post(server, files=None, token=TOKEN, **kwargs):
+    headers = {"X-Auth-Token": token} if token else {}
+    return requests.post(server.url + "/", files=files, headers=headers, timeout=60, **kwargs)
+
+
+def assert_matches(reply, probabilities, class_names):
+    order = np.argsort(-probabilities)[:5]
+    assert reply["result"] == reply["predicted_label"] == class_names[order[0]]
+    assert [name for name, _ in reply["scores"]] == [class_names[i] for i in order]
+    np.testing.assert_allclose([p for _, p in reply["scores"]], probabilities[order], atol=1e-5)
+
+
+# --- the package check ------------------------------------------------------------------------
+
+def broken_copy(package, tmp_path, name="model"):
+    copy = tmp_path / "pkg" / name
+    shutil.copytree(package, copy)
+    return copy
+
+
+@pytest.mark.parametrize("breakage, reason", [
+    (lambda d: shutil.rmtree(d / "variables"), "variables/variables.index is missing"),
+    (lambda d: shutil.copy(d / "config.json", d / "serving" / "config.json"),
+     "exactly one config.json; found config.json, serving/config.json"),
+    (lambda d: (d / "config.json").write_text('{"model_type": "TensorFlow",'),
+     "config.json: not valid JSON"),
+    (lambda d: (d / "config.json").write_text(json.dumps(
+        {k: v for k, v in json.load(open(d / "config.json")).items() if k != "model_type"})),
+     "model_type must be 'TensorFlow'"),
+    (lambda d: (d / "labels.json").write_text('{"0": "only one"}'),
+     "labels.json names 1 classes but the model outputs 10"),
+    (lambda d: (d / "customize_service.py").write_text(
+        (d / "customize_service.py").read_text() + "\nimport cv2\n"),
+     "imports 'cv2', which is neither beside it nor in config.json's dependencies"),
+    (lambda d: (d / "serving" / "images.py").write_text(
+        (d / "serving" / "images.py").read_text() + "\nif (n := 1):\n    pass\n"),
+     "serving/images.py is not valid Python 3.7"),
+    (lambda d: os.remove(d / "saved_model.pb"), "saved_model.pb is missing"),
+])
+def test_the_check_names_what_is_broken(package, tmp_path, breakage, reason):
+    copy = broken_copy(package, tmp_path)
+    breakage(copy)
+    problems = check.check_package(str(copy))
+    assert any(reason in p for p in problems), problems
+
+
+def test_the_check_command_passes_an_export_and_fails_a_wrong_folder(package, tmp_path):
+    assert check.check_package(str(package)) == []
+    wrong = broken_copy(package, tmp_path, name="my_model")
+    os.remove(wrong / "labels.json")
+    proc = subprocess.run([sys.executable, "customize_service.py", f"--check={wrong}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "FAIL: the folder must be named model/" in proc.stdout
+    assert "FAIL: labels.json is missing" in proc.stdout and "2 problem(s)" in proc.stdout
+
+
+# --- the service as ModelArts drives it -------------------------------------------------------
+
+def test_the_service_under_a_modelarts_like_base_class(package, images, expected, monkeypatch):
+    """model_service exists only in ModelArts' images: a stand-in module records what the
+    platform would see; the request data has the platform's shape."""
+    import importlib.util
+    import types
+
+    calls = []
+
+    class TfServingBaseService:  # what model_service.tfserving_model_service provides
+        def __init__(self, model_name, model_path):
+            calls.append("base __init__")
+
+        def inference(self, data):
+            calls.append("inference")
+            return self._postprocess(self._inference(self._preprocess(data)))
+
+    module = types.ModuleType("model_service.tfserving_model_service")
+    module.TfServingBaseService = TfServingBaseService
+    monkeypatch.setitem(sys.modules, "model_service", types.ModuleType("model_service"))
+    monkeypatch.setitem(sys.modules, "model_service.tfserving_model_service", module)
+    spec = importlib.util.spec_from_file_location("deployed_service",
+                                                  package / "customize_service.py")
+    deployed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(deployed)
+
+    service = deployed.ImageClassifierService("model", str(package))
+    assert isinstance(service, TfServingBaseService)
+    class_names, probabilities = expected
+    one = service.inference({"images": {images[0].name: io.BytesIO(images[0].read_bytes())}})
+    assert_matches(one, probabilities[0], class_names)
+    several = service.inference({"images": {p.name: open(p, "rb") for p in images}})
+    assert [r["file"] for r in several] == [p.name for p in images]
+    for reply, expected_row in zip(several, probabilities):
+        assert_matches(reply, expected_row, class_names)
+    assert calls == ["inference", "inference"]  # the model was loaded once, by ours
+    with pytest.raises(deployed.BadRequest, match="no 'images' field"):
+        service.inference({"file": {"x.jpg": io.BytesIO(b"")}})
+
+
+# --- the HTTP server --------------------------------------------------------------------------
+
+def test_server_answers_equal_the_in_process_model(server, images, expected):
+    class_names, probabilities = expected
+    for path, row in zip(images, probabilities):
+        reply = post(server, {"images": (path.name, path.read_bytes())})
+        assert reply.status_code == 200, reply.text
+        assert_matches(reply.json(), row, class_names)
+    reply = post(server, [("images", (p.name, p.read_bytes())) for p in images[:3]])
+    assert [r["file"] for r in reply.json()] == [p.name for p in images[:3]]
+    health = requests.get(server.url + "/health", timeout=10).json()
+    assert health["status"] == "ok" and health["classes"] == len(class_names)
+
+
+def test_curl_as_the_modelarts_manual_calls_it(server, images, expected):
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    out = subprocess.run(["curl", "-s", "-F", f"images=@{images[1]}", "-H",
+                          f"X-Auth-Token: {TOKEN}", "-X", "POST", server.url + "/"],
+                         capture_output=True, text=True, timeout=60).stdout
+    assert_matches(json.loads(out), expected[1][1], expected[0])
+
+
+def bad_requests(images):
+    good = images[0].read_bytes()
+    broken = {name: data for name, (data, _) in broken_files(30).items()}
+    big = b"\xff\xd8\xff" + b"\0" * (12 * 1024 * 1024 + 10)
+    whole = encode(digit_image(5, 200)[0])
+    cut = whole[:len(whole) * 7 // 10]  # the header is whole: the model's decoder fails
+    return [  # (what, request kwargs, token, status, words in the error)
+        ("no file", {"files": {"note": (None, "hello")}}, TOKEN, 400, "no 'images' field"),
+        ("not multipart", {"data": {"images": "x"}}, TOKEN, 415, "multipart/form-data"),
+        ("wrong field", {"files": {"image": ("a.jpg", good)}}, TOKEN, 400, "no 'images' field"),
+        ("empty file", {"files": {"images": ("e.jpg", b"")}}, TOKEN, 400, "is empty"),
+        ("not an image", {"files": {"images": ("t.jpg", broken["text.jpg"])}}, TOKEN, 415,
+         "is not a JPEG, PNG"),
+        ("truncated", {"files": {"images": ("cut.jpg", cut)}}, TOKEN, 400,
+         "'cut.jpg' could not be decoded: it is cut short or corrupt"),
+        ("broken header", {"files": {"images": ("h.jpg", broken["truncated.jpg"])}}, TOKEN,
+         400, "'h.jpg' is cut short or corrupt"),
+        ("bomb", {"files": {"images": ("huge.png", broken["huge.png"])}}, TOKEN, 413,
+         "decompression bomb"),
+        ("over 12 MB", {"files": {"images": ("big.jpg", big)}}, TOKEN, 413, "12 MB"),
+        ("no token", {"files": {"images": ("a.jpg", good)}}, None, 401, "X-Auth-Token"),
+        ("wrong token", {"files": {"images": ("a.jpg", good)}}, "guess", 401, "X-Auth-Token"),
+        ("one bad of two", {"files": [("images", ("a.jpg", good)),
+                                      ("images", ("cut.jpg", cut))]},
+         TOKEN, 400, "'cut.jpg' could not be decoded"),
+    ]
+
+
+def test_every_bad_input_gets_a_clear_4xx_and_the_server_goes_on(server, images, expected):
+    for what, kwargs, token, status, words in bad_requests(images):
+        reply = post(server, token=token, **kwargs)
+        assert reply.status_code == status, (what, reply.status_code, reply.text)
+        assert words in reply.json()["error"], (what, reply.json())
+    reply = requests.get(server.url + "/", timeout=10)
+    assert reply.status_code == 405 and "POST" in reply.json()["error"]
+    assert requests.get(server.url + "/nothing", timeout=10).status_code == 404
+    reply = post(server, {"images": (images[2].name, images[2].read_bytes())})
+    assert reply.status_code == 200
+    assert_matches(reply.json(), expected[1][2], expected[0])
+    assert "Traceback" not in server.output()
+
+
+def test_32_clients_mixing_good_and_bad_images(server, images, expected):
+    """Load for a bounded time: every good request answered correctly, every bad one a 4xx,
+    requests batched together, memory bounded."""
+    class_names, probabilities = expected
+    top = {p.name: class_names[int(np.argmax(row))] for p, row in zip(images, probabilities)}
+    bad = [b for b in bad_requests(images) if b[0] in ("not an image", "truncated", "bomb",
+                                                       "empty file", "one bad of two")]
+    requests.post(server.url + "/", files={"images": (images[0].name, images[0].read_bytes())},
+                  headers={"X-Auth-Token": TOKEN}, timeout=60)  # warm
+    rss_before = server.rss_mb()
+    before = requests.get(server.url + "/health", timeout=10).json()
+    failures, counts, lock = [], {"good": 0, "bad": 0}, threading.Lock()
+    stop_at = time.time() + 8
+
+    def client(n):
+        session = requests.Session()
+        i = n
+        while time.time() < stop_at:
+            i += 1
+            if i % 4 == 0:
+                what, kwargs, token, status, _ = bad[i % len(bad)]
+                reply = session.post(server.url + "/", headers={"X-Auth-Token": token},
+                                     timeout=60, **kwargs)
+                ok, kind = reply.status_code == status, "bad"
+            else:
+                path = images[i % len(images)]
+                reply = session.post(server.url + "/", files={"images": (
+                    path.name, path.read_bytes())}, headers={"X-Auth-Token": TOKEN}, timeout=60)
+                ok = reply.status_code == 200 and reply.json()["result"] == top[path.name]
+                kind = "good"
+            with lock:
+                counts[kind] += 1
+                if not ok:
+                    failures.append((kind, reply.status_code, reply.text[:200]))
+
+    with ThreadPoolExecutor(32) as pool:
+        list(pool.map(client, range(32)))
+    after = requests.get(server.url + "/health", timeout=10).json()
+    assert not failures, failures[:5]
+    assert counts["good"] > 32 and counts["bad"] > 8, counts
+    batches, served = after["batches"] - before["batches"], after["images"] - before["images"]
+    assert served > 1.5 * batches, (served, batches)  # concurrent requests shared model calls
+    assert server.rss_mb() - rss_before < 300, (rss_before, server.rss_mb())
+    assert server.proc.poll() is None
