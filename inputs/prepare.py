@@ -45,8 +45,8 @@ def relabel(samples, names, class_names, where, flag="--val_data_url"):
     ids = {name: i for i, name in enumerate(class_names)}
     unknown = sorted({names[s.label] for s in samples} - set(ids))
     if unknown:
-        raise ValueError(f"{flag} {where} has classes the model does not know: "
-                         f"{unknown[:10]}")
+        raise ValueError(f"{flag} {where} has classes the training data lacks (the model "
+                         f"cannot predict them): {unknown[:10]}")
     return [replace(s, label=ids[names[s.label]]) for s in samples]
 
 

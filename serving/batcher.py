@@ -33,17 +33,22 @@ class Batcher(object):
         return future.result()
 
     def _gather(self):
+        """The next batch: every request already waiting, then more until max_wait has passed
+        since the first came (or the batch is full)."""
         jobs = [self.queue.get()]
         count = len(jobs[0][0])
         deadline = time.monotonic() + self.max_wait
         while count < self.max_batch:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
             try:
-                job = self.queue.get(timeout=remaining)
+                job = self.queue.get_nowait()
             except queue.Empty:
-                break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    job = self.queue.get(timeout=remaining)
+                except queue.Empty:
+                    break
             jobs.append(job)
             count += len(job[0])
         return jobs

@@ -43,3 +43,36 @@ def test_resume_reads_train_url_and_uploads_the_index_last(bucket, tmp_path, mon
     wrong, wrong_opt = tiny(5)
     with pytest.raises(ValueError, match="made by another model"):
         checkpoints.ResumeState(wrong, wrong_opt, str(tmp_path / "x"), train_url, True).restore()
+
+
+def test_patience_counters_survive_a_restart(bucket, tmp_path):
+    """ReduceLROnPlateau and EarlyStopping resume with the wait and best they had, so a
+    restarted job lowers the rate and stops when the uninterrupted one would."""
+    train_url = f"obs://{bucket}/job"
+    model, optimizer = tiny(2)
+    model.optimizer = optimizer  # what ReduceLROnPlateau reads, as training/job.py sets it
+    state = checkpoints.ResumeState(model, optimizer, str(tmp_path / "a"), train_url, True)
+    plateau = keras.callbacks.ReduceLROnPlateau(monitor="val_accuracy", mode="max", patience=5)
+    stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=9)
+    for callback in (plateau, stop):
+        callback.set_model(model)
+        callback.on_train_begin()
+    for epoch, accuracy in enumerate([0.5, 0.8, 0.7, 0.6]):
+        for callback in (plateau, stop):
+            callback.on_epoch_end(epoch, {"val_accuracy": accuracy})
+        state.save(epoch + 1, [plateau, stop])
+    assert (plateau.wait, stop.wait, stop.best) == (2, 2, 0.8)
+    names = obs_utils.listdir(f"{train_url}/checkpoints")
+    assert sorted(n for n in names if n.startswith("callbacks-")) == ["callbacks-3.json",
+                                                                       "callbacks-4.json"]
+
+    other, other_opt = tiny(2)
+    resumed = checkpoints.ResumeState(other, other_opt, str(tmp_path / "b"), train_url, True)
+    done = resumed.restore()
+    again = [keras.callbacks.ReduceLROnPlateau(monitor="val_accuracy", mode="max", patience=5),
+             keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=9)]
+    for callback in again:
+        callback.set_model(other)
+        callback.on_train_begin()  # resets the counters, as a new run does
+    resumed.restore_callbacks(again, done)
+    assert (again[0].wait, again[0].best, again[1].wait, again[1].best) == (2, 0.8, 2, 0.8)

@@ -77,7 +77,7 @@ def test_an_overflow_on_one_replica_skips_the_step_everywhere(two_replica_facts)
     assert two_replica_facts["overflow"] == {"finite": True, "unchanged": True}
 
 
-def run_two_workers(tmp_path, data, epochs):
+def run_two_workers(tmp_path, data, epochs, *extra):
     ports = [free_port(), free_port()]
     procs = []
     for index in range(2):
@@ -85,7 +85,7 @@ def run_two_workers(tmp_path, data, epochs):
                    VC_TASK_INDEX=str(index), MA_NUM_HOSTS="2")
         flags = [f"--data_url={data}", f"--train_url={tmp_path / 'out'}",
                  f"--local_data_root={tmp_path / f'cache{index}'}", *SMALL,
-                 f"--max_epochs={epochs}", "--freeze_epochs=0"]
+                 f"--max_epochs={epochs}", "--freeze_epochs=0", *extra]
         procs.append(subprocess.Popen([sys.executable, "train.py", *flags], cwd=ROOT, env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                       text=True))
@@ -103,9 +103,12 @@ def test_two_workers_on_localhost_end_with_identical_weights_and_resume_together
     prints = [re.search(r"weights fingerprint ([0-9a-f]+)", out).group(1) for out in outputs]
     assert prints[0] == prints[1]
     assert (tmp_path / "out" / "checkpoints" / "checkpoint").exists()  # written by the chief
+    assert (tmp_path / "out" / "model" / "saved_model.pb").exists()  # by the chief alone
+    assert "the chief writes the outputs" in outputs[1]
 
-    # Restarted with one more epoch: both workers resume from the chief's checkpoint.
-    outputs = run_two_workers(tmp_path, data, epochs=2)
+    # Restarted with one more epoch (the package replaced, as asked): both workers resume
+    # from the chief's checkpoint.
+    outputs = run_two_workers(tmp_path, data, 2, "--overwrite_model=true")
     for out in outputs:
         assert "1 epochs already done" in out and "epoch 2/2 " in out and "epoch 1/2 " not in out
     prints = [re.search(r"weights fingerprint ([0-9a-f]+)", out).group(1) for out in outputs]

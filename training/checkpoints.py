@@ -7,6 +7,7 @@ a multi-node job restores from there (they must agree on the epoch), but only th
 to train_url: the others save into their own scratch folder, as tf.distribute requires every
 worker to take part in a save.
 """
+import json
 import logging
 import os
 import re
@@ -89,11 +90,49 @@ class ResumeState:
                  int(self.checkpoint.optimizer.iterations.numpy()))
         return done
 
-    def save(self, epochs_done):
+    def save(self, epochs_done, callbacks=()):
+        """Checkpoint after `epochs_done` epochs, with the patience counters of `callbacks`
+        (ReduceLROnPlateau, EarlyStopping) beside it, and mirror them to train_url."""
         self.epochs_done.assign(epochs_done)
+        _write_callback_state(self.local_dir, epochs_done, callbacks)
         self.manager.save(checkpoint_number=epochs_done)
+        kept = {os.path.basename(c) for c in self.manager.checkpoints}
+        for name in os.listdir(self.local_dir):  # the states of checkpoints no longer kept
+            if name.startswith("callbacks-") and f"ckpt-{name[10:-5]}" not in kept:
+                os.remove(os.path.join(self.local_dir, name))
         if self.push:
             _mirror(self.local_dir, self.shared_dir)
+
+    def restore_callbacks(self, callbacks, epochs_done):
+        """Give `callbacks` back the counters they had after `epochs_done` epochs (call after
+        their on_train_begin, which resets them): a resumed job waits and stops as the
+        uninterrupted one would."""
+        path = os.path.join(self.local_dir, f"callbacks-{epochs_done}.json")
+        if epochs_done == 0 or not os.path.isfile(path):
+            return
+        with open(path) as f:
+            saved = json.load(f)
+        for callback in callbacks:
+            for name, value in saved.get(type(callback).__name__, {}).items():
+                setattr(callback, name, value)
+
+
+STATEFUL = {"ReduceLROnPlateau": ("wait", "best", "cooldown_counter"),
+            "EarlyStopping": ("wait", "best", "best_epoch")}
+
+
+def _write_callback_state(folder, epochs_done, callbacks):
+    """callbacks-<epochs>.json: a new name each epoch, as _mirror sends only new names."""
+    state = {}
+    for callback in callbacks:
+        names = STATEFUL.get(type(callback).__name__, ())
+        values = {n: getattr(callback, n) for n in names if hasattr(callback, n)}
+        if values:
+            state[type(callback).__name__] = {n: float(v) if isinstance(v, float) or hasattr(
+                v, "dtype") else v for n, v in values.items()}
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, f"callbacks-{epochs_done}.json"), "w") as f:
+        json.dump(state, f)
 
 
 class BestWeights(keras.callbacks.Callback):

@@ -145,7 +145,7 @@ def train(args, data, augment_settings, work_dir, cache_root, strategy, chief=Tr
                                              epochs=args.max_epochs, steps=steps)
 
     def after_epoch(epoch, _logs):
-        state.save(epoch + 1)
+        state.save(epoch + 1, callback_list)
         if remote:
             obs_utils.copy(csv_log, obs_utils.join(args.train_url, "training_log.csv"))
             if os.path.isdir(tensorboard_dir):
@@ -154,7 +154,8 @@ def train(args, data, augment_settings, work_dir, cache_root, strategy, chief=Tr
                                     progress=False)
 
     history = run_epochs(loop, train_iter, val_dist, steps, start_epoch, args.max_epochs,
-                         callbacks, after_epoch, phase_for_epoch)
+                         callbacks, after_epoch, phase_for_epoch,
+                         lambda: state.restore_callbacks(callback_list, start_epoch))
     final_weights = _host_weights(model)
     log.info("weights fingerprint %s (equal on every worker of a multi-node job)",
              fingerprint(final_weights))

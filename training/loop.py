@@ -176,13 +176,16 @@ def progress_bar(total, epoch, epochs):
 
 
 def run_epochs(loop, train_iter, val_dist, steps_per_epoch, start_epoch, epochs, callbacks,
-               on_epoch_saved=None, phase_for_epoch=None):
+               on_epoch_saved=None, phase_for_epoch=None, on_train_begin=None):
     """Train epochs start_epoch..epochs-1; callbacks see Keras-named logs (val_accuracy...).
 
     `phase_for_epoch(epoch)` may change what trains (returns True when it did, so the steps are
-    compiled again); `on_epoch_saved(epoch, logs)` runs after the callbacks, for checkpoints."""
+    compiled again); `on_epoch_saved(epoch, logs)` runs after the callbacks, for checkpoints;
+    `on_train_begin()` after the callbacks' own (which reset their state), to restore it."""
     history = []
     callbacks.on_train_begin()
+    if on_train_begin is not None:
+        on_train_begin()
     for epoch in range(start_epoch, epochs):
         if phase_for_epoch is not None and phase_for_epoch(epoch):
             loop.retrace()
