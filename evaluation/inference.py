@@ -47,7 +47,8 @@ class Predictor:
         self.class_names, self.probabilities, self.source = class_names, probabilities, source
 
 
-def _best_weights(folder):
+def best_weights(folder):
+    """The weights file of `folder` (a run's weights/) with the highest val_acc in its name."""
     names = [n for n in os.listdir(folder) if n.endswith(".weights.h5")]
     if not names:
         return None
@@ -98,7 +99,7 @@ def load(url, cache_root, batch_size=64):
             return Predictor(class_names, lambda samples, folder=folder: (
                 saved_model_probabilities(folder, [s.path for s in samples], batch_size)),
                 folder)
-    weights = _best_weights(os.path.join(local, "weights")) if os.path.isdir(
+    weights = best_weights(os.path.join(local, "weights")) if os.path.isdir(
         os.path.join(local, "weights")) else None
     if weights:
         return _from_weights(weights, batch_size)

@@ -23,18 +23,26 @@ class Batcher(object):
         self.run, self.max_batch, self.max_wait = run, max_batch, max_wait
         self.queue = queue.Queue()
         self.batches = self.images = 0  # counters, for /health and the benchmark
+        self.active, self.lock = 0, threading.Lock()  # requests submitted and not answered
         self.thread = threading.Thread(target=self._loop, name="batcher", daemon=True)
         self.thread.start()
 
     def submit(self, blobs):
         """Probabilities for `blobs` (one request's images); blocks until its batch ran."""
         future = Future()
-        self.queue.put((list(blobs), future))
-        return future.result()
+        with self.lock:
+            self.active += 1
+        try:
+            self.queue.put((list(blobs), future))
+            return future.result()
+        finally:
+            with self.lock:
+                self.active -= 1
 
     def _gather(self):
         """The next batch: every request already waiting, then more until max_wait has passed
-        since the first came (or the batch is full)."""
+        since the first came (or the batch is full); no wait when every request in progress is
+        in the batch already (a lone client pays nothing for batching)."""
         jobs = [self.queue.get()]
         count = len(jobs[0][0])
         deadline = time.monotonic() + self.max_wait
@@ -43,8 +51,8 @@ class Batcher(object):
                 job = self.queue.get_nowait()
             except queue.Empty:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
+                if remaining <= 0 or self.active <= len(jobs):
+                    break  # waited enough, or no other request is in progress to wait for
                 try:
                     job = self.queue.get(timeout=remaining)
                 except queue.Empty:

@@ -19,6 +19,7 @@ def class_names(demo_run):
 def test_eval_of_the_package_and_of_its_weights_agree(demo_run, class_names, tmp_path,
                                                       clean_storage_env):
     import train
+    from evaluation import inference
 
     # Folder layout with the demo's class names (Chinese, with a '/', so one folder level
     # each for category and item would be wrong: use a manifest), classes in another order.
@@ -33,7 +34,7 @@ def test_eval_of_the_package_and_of_its_weights_agree(demo_run, class_names, tmp
         csv.writer(f).writerows([("path", "label"), *rows])
 
     results = {}
-    best = sorted((demo_run.out / "weights").glob("*.weights.h5"))[-1]
+    best = inference.best_weights(str(demo_run.out / "weights"))  # what the package holds
     for kind, model in (("package", demo_run.out / "model"), ("weights", best)):
         out = tmp_path / kind
         assert train.main(["--mode=eval", f"--eval_model={model}",

@@ -49,7 +49,7 @@ def expected(demo_run, images, tmp_path_factory):
     from evaluation import inference
     from inputs.layouts import Sample
 
-    best = sorted((demo_run.out / "weights").glob("*.weights.h5"))[-1]
+    best = inference.best_weights(str(demo_run.out / "weights"))  # what the package holds
     predictor = inference.load(str(best), str(tmp_path_factory.mktemp("cache")))
     samples = [Sample(p.name, str(p), 0) for p in images]
     return predictor.class_names, predictor.probabilities(samples)
