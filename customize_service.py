@@ -151,7 +151,7 @@ def main(argv=None):
                   "train.py)", args.model_dir)
         return 2
     for problem in check.check_package(args.model_dir):
-        log.warning("package check: %s (ModelArts would refuse this package)", problem)
+        log.warning("package check: %s (ModelArts may refuse this package)", problem)
     from serving.batcher import Batcher
     from serving.server import App, serve
 

@@ -206,6 +206,25 @@ def work_dir_for(train_url, cache_root, tf_config):
     return folder
 
 
+def package_plan(args, package, checkpoints):
+    """(keep the package in train_url, overwrite it), decided before any training: an existing
+    package is refused now, not after hours, unless --overwrite_model; the same job restarted
+    after it finished (ModelArts' auto restart) keeps the one it wrote, or writes it again when
+    its upload was cut short. Every worker decides alike, so all stop together."""
+    if not args.export_model:
+        return False, False
+    if args.overwrite_model or not package.exists(args.train_url):
+        return False, args.overwrite_model
+    if checkpoints.job_finished(args.train_url, args.max_epochs):
+        if package.complete(args.train_url):
+            return True, False
+        log.warning("%s is incomplete (its upload was cut short?): this job writes it again",
+                    package.model_url(args.train_url))
+        return False, True
+    package.check_destination(args.train_url, overwrite=False)  # raises, saying what to do
+    return False, False
+
+
 def train_and_export(args, unknown, cache_root):
     """The training job: data, training, then (chief) evaluation of the best weights on the
     validation set and the model package. Returns the one-line summary."""
@@ -218,13 +237,7 @@ def train_and_export(args, unknown, cache_root):
     from export import package
     from training import checkpoints, job
 
-    # A package already in train_url is refused now, not after hours of training; unless this
-    # is the same job restarted after it finished (ModelArts' auto restart): that one keeps it.
-    keep_package = (chief and args.export_model and not args.overwrite_model
-                    and package.exists(args.train_url)
-                    and checkpoints.epochs_saved(args.train_url) >= args.max_epochs)
-    if chief and args.export_model and not keep_package:
-        package.check_destination(args.train_url, args.overwrite_model)
+    keep_package, overwrite = package_plan(args, package, checkpoints)
     settings = augment.resolve(args.augment, {
         name: getattr(args, name) for name in augment.DEFAULTS})
     data_dir = fetch.fetch_data(args.data_url, cache_root, threads=args.obs_threads)
@@ -261,8 +274,7 @@ def train_and_export(args, unknown, cache_root):
         where = f"the package this job wrote before, kept: {package.model_url(args.train_url)}"
     elif args.export_model:
         url = package.export(model, data.class_names, args.input_size, args.resize_mode,
-                             metrics, args.train_url, work_dir, args.runtime,
-                             args.overwrite_model)
+                             metrics, args.train_url, work_dir, args.runtime, overwrite)
         where = f"model package {url}"
     return (f"done in {time.time() - started:.0f} s: {len(result.history)} epochs run now; "
             f"best weights on validation: top-1 {metrics['top1_accuracy']:.4f}, macro F1 "

@@ -77,16 +77,37 @@ def _from_weights(path, batch_size):
         model, samples, flags["input_size"], flags["resize_mode"], batch_size), path)
 
 
+def _fetch_model(url, local):
+    """Copy what evaluating `url` needs into `local` (a mirror: nothing stale stays): a
+    package, a run's package or best weights with its run_config.json and labels.json."""
+    if not obs_utils.is_dir(url):
+        obs_utils.copy(url, local)  # a weights file: its run's files are two folders up
+        run_url = url.rstrip("/").rsplit("/", 2)[0]
+        run_dir = os.path.dirname(os.path.dirname(local))
+        for name in ("run_config.json", label_map.FILE_NAME):
+            if obs_utils.exists(obs_utils.join(run_url, name)):
+                obs_utils.copy(obs_utils.join(run_url, name), os.path.join(run_dir, name))
+        return
+    if obs_utils.exists(obs_utils.join(url, "saved_model.pb")):
+        obs_utils.copy_tree(url, local, progress=False, delete=True)
+        return
+    for name in ("model", "weights"):  # a train_url: not its checkpoints/ nor tensorboard/
+        if obs_utils.is_dir(obs_utils.join(url, name)):
+            obs_utils.copy_tree(obs_utils.join(url, name), os.path.join(local, name),
+                                progress=False, delete=True)
+    for name in ("run_config.json", label_map.FILE_NAME):
+        if obs_utils.exists(obs_utils.join(url, name)):
+            obs_utils.copy(obs_utils.join(url, name), os.path.join(local, name))
+
+
 def load(url, cache_root, batch_size=64):
     """--eval_model: a model/ package, a train_url holding one (or else its best weights), or
     a weights file; obs:// and s3:// are copied to the cache first."""
     local = url
     if obs_utils.is_remote(url):
-        local = os.path.join(cache_root, "models", obs_utils.parse(url).path.strip("/"))
-        if obs_utils.is_dir(url):
-            obs_utils.copy_tree(url, local, progress=False)
-        else:
-            obs_utils.copy(url, local)
+        where = obs_utils.parse(url)
+        local = os.path.join(cache_root, "models", where.bucket, where.path.strip("/"))
+        _fetch_model(url, local)
     if os.path.isfile(local) and local.endswith(".weights.h5"):
         return _from_weights(local, batch_size)
     if not os.path.isdir(local):

@@ -35,8 +35,14 @@ def model_url(train_url):
 
 
 def exists(train_url):
+    """model/ holds anything at all (a package, part of one, or a user's files)."""
     url = model_url(train_url)
     return obs_utils.is_dir(url) and bool(obs_utils.listdir(url))
+
+
+def complete(train_url):
+    """model/ holds a whole package: saved_model.pb is published last, so it is the mark."""
+    return obs_utils.exists(obs_utils.join(model_url(train_url), "saved_model.pb"))
 
 
 def check_destination(train_url, overwrite):
@@ -100,15 +106,25 @@ def build(model, class_names, input_size, resize_mode, metrics, runtime, folder)
 
 
 def publish(folder, train_url, overwrite):
-    """Put the checked package at {train_url}/model (replacing one only when `overwrite`)."""
+    """Put the checked package at {train_url}/model (replacing one only when `overwrite`).
+    saved_model.pb goes last, so a copy cut short is never taken for a whole package."""
     url = model_url(train_url)
     check_destination(train_url, overwrite)
     if obs_utils.is_remote(url):
-        obs_utils.copy_tree(folder, url, delete=True, progress=False)
-    elif os.path.abspath(folder) != os.path.abspath(url):
+        if obs_utils.is_dir(url):  # MoXing's copy cannot mirror: clear the old one first
+            obs_utils.remove(url, recursive=True)
+        marker = os.path.join(os.path.dirname(folder), "saved_model.pb")
+        os.replace(os.path.join(folder, "saved_model.pb"), marker)
+        obs_utils.copy_tree(folder, url, progress=False)
+        obs_utils.copy(marker, obs_utils.join(url, "saved_model.pb"))
+        os.replace(marker, os.path.join(folder, "saved_model.pb"))
+    else:
+        fresh = url.rstrip(os.sep) + ".new"
+        shutil.rmtree(fresh, ignore_errors=True)
+        shutil.copytree(folder, fresh)
         if os.path.exists(url):
             shutil.rmtree(url)
-        shutil.copytree(folder, url)
+        os.replace(fresh, url)
     log.info("model package written to %s (check: OK); serve it with: python "
              "customize_service.py --model_dir %s", url, url)
     return url

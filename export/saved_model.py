@@ -38,7 +38,10 @@ class ClassifierModule(tf.Module):
 def save(model, directory, input_size, resize_mode):
     """Write the SavedModel (saved_model.pb + variables/) into `directory`."""
     module = ClassifierModule(model, input_size, resize_mode)
+    # No saver function in the graph: its DisableCopyOnRead op (TF >= 2.12) would stop older
+    # runtimes from loading the model at all; variables still restore by the object graph.
     tf.saved_model.save(module, directory, signatures={
         "serving_default": module.serve.get_concrete_function(),
-        "pixels": module.serve_pixels.get_concrete_function()})
+        "pixels": module.serve_pixels.get_concrete_function()},
+        options=tf.saved_model.SaveOptions(experimental_skip_saver=True))
     return directory

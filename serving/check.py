@@ -66,15 +66,18 @@ def _check_saved_model(root, problems):
         problems.append("the SavedModel has no 'serving_default' signature (it has {})".format(
             sorted(graphs[0].signature_def) or "none"))
         return None
-    inputs = list(signature.inputs.values())
-    if len(inputs) != 1 or inputs[0].dtype != 7:  # DT_STRING
-        problems.append("serving_default must take one string tensor (encoded images); it "
-                        "takes {}".format(sorted(signature.inputs)))
-    outputs = list(signature.outputs.values())
-    if len(outputs) != 1 or len(outputs[0].tensor_shape.dim) != 2:
-        problems.append("serving_default must return one [batch, classes] tensor")
+    images = signature.inputs.get("images")
+    if len(signature.inputs) != 1 or images is None or images.dtype != 7:  # DT_STRING
+        problems.append("serving_default must take one string tensor 'images' (encoded "
+                        "images, what customize_service.py sends); it takes {}".format(
+                            sorted(signature.inputs)))
+    output = signature.outputs.get("probabilities")
+    if output is None or len(output.tensor_shape.dim) != 2:
+        problems.append("serving_default must return 'probabilities' [batch, classes] (what "
+                        "customize_service.py reads); it returns {}".format(
+                            sorted(signature.outputs)))
         return None
-    return outputs[0].tensor_shape.dim[1].size
+    return output.tensor_shape.dim[1].size
 
 
 def _check_apis(apis, problems):
@@ -82,13 +85,21 @@ def _check_apis(apis, problems):
         problems.append("config.json apis: exactly one API is allowed")
         return
     api = apis[0]
+    if not isinstance(api, dict):
+        problems.append("config.json apis: the API must be a JSON object")
+        return
     if api.get("url") != "/" or str(api.get("method", "")).lower() != "post":
         problems.append("config.json apis: the API must be url '/' with method 'post'")
-    request, response = api.get("request") or {}, api.get("response") or {}
+    request, response = api.get("request"), api.get("response")
+    if not isinstance(request, dict) or not isinstance(response, dict):
+        problems.append("config.json apis: 'request' and 'response' must be JSON objects")
+        return
     if request.get("Content-type") != "multipart/form-data":
         problems.append("config.json apis: request Content-type must be multipart/form-data")
-    images = (((request.get("data") or {}).get("properties") or {}).get("images") or {})
-    if images.get("type") != "file":
+    images = request.get("data")
+    for key in ("properties", "images"):
+        images = images.get(key) if isinstance(images, dict) else None
+    if not isinstance(images, dict) or images.get("type") != "file":
         problems.append("config.json apis: request data must have property 'images' of type "
                         "'file'")
     if response.get("Content-type") != "application/json":
@@ -107,7 +118,11 @@ def _check_dependencies(dependencies, problems):
         if not isinstance(entry, dict) or entry.get("installer") != "pip":
             problems.append("config.json dependencies: each entry needs installer 'pip'")
             continue
-        for package in entry.get("packages") or []:
+        packages = entry.get("packages")
+        if not isinstance(packages, list):
+            problems.append("config.json dependencies: 'packages' must be a list")
+            continue
+        for package in packages:
             if not isinstance(package, dict) or not package.get("package_name"):
                 problems.append("config.json dependencies: a package without package_name")
                 continue
@@ -145,7 +160,11 @@ def _imports(path, package):
     """Dotted names the module at `path` imports when loaded: not inside functions, and not
     those guarded by `except ImportError` (optional). `package` resolves relative imports."""
     with open(path, encoding="utf-8") as f:
-        tree = ast.parse(f.read(), path, feature_version=(3, 7))
+        source = f.read()
+    try:
+        tree = ast.parse(source, path, feature_version=(3, 7))
+    except TypeError:  # Python 3.7 itself has no feature_version, and needs none
+        tree = ast.parse(source, path)
     names = set()
 
     def visit(nodes, optional):
@@ -204,6 +223,9 @@ def _external_imports(root):
 def _check_service(root, installed, problems):
     try:
         imports = _external_imports(root)
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append("{} cannot be read: {}".format(SERVICE, exc))
+        return
     except SyntaxError as exc:
         problems.append("{} is not valid Python 3.7 (the runtimes' version): line {}: "
                         "{}".format(os.path.relpath(exc.filename, root), exc.lineno, exc.msg))
@@ -246,9 +268,8 @@ def check_package(model_dir):
         problems.append("labels.json is missing (class id -> name)")
     else:
         labels = _load_json(labels_path, problems)
-        if labels is not None and (not isinstance(labels, dict) or sorted(
-                labels, key=lambda k: int(k) if str(k).isdigit() else -1) != [
-                str(i) for i in range(len(labels))]):
+        if labels is not None and (not isinstance(labels, dict) or set(labels) != {
+                str(i) for i in range(len(labels))}):
             problems.append("labels.json must map ids \"0\"..\"N-1\" to names")
         elif labels is not None and classes and classes > 0 and len(labels) != classes:
             problems.append("labels.json names {} classes but the model outputs {}".format(

@@ -85,7 +85,11 @@ class App(object):
             raise BadRequest("expected a multipart/form-data body with field 'images' "
                              "(curl -F images=@x.jpg ...), got {!r}".format(
                                  request.mimetype or "no body"), status=415)
-        return _json(self.service.inference(_request_data(request)))
+        data = _request_data(request)
+        if not data and (request.content_length or 0) > 0:
+            raise BadRequest("the multipart body could not be parsed (a missing or wrong "
+                             "boundary?): send it as curl -F images=@x.jpg does")
+        return _json(self.service.inference(data))
 
 
 def serve(app, host="127.0.0.1", port=8080, threads=32):

@@ -76,3 +76,27 @@ def test_patience_counters_survive_a_restart(bucket, tmp_path):
         callback.on_train_begin()  # resets the counters, as a new run does
     resumed.restore_callbacks(again, done)
     assert (again[0].wait, again[0].best, again[1].wait, again[1].best) == (2, 0.8, 2, 0.8)
+
+
+def test_a_finished_or_early_stopped_job_is_known_from_train_url_alone(tmp_path):
+    train_url = str(tmp_path / "job")
+    model, optimizer = tiny(2)
+    state = checkpoints.ResumeState(model, optimizer, train_url, train_url, True)
+    state.save(1)
+    assert not checkpoints.job_finished(train_url, max_epochs=5)
+    state.save(2, stopped_early=True)  # EarlyStopping ended it after epoch 2
+    assert checkpoints.job_finished(train_url, max_epochs=5)
+    assert not checkpoints.job_finished(str(tmp_path / "other"), max_epochs=5)
+
+
+def test_weights_of_an_earlier_run_never_compete(tmp_path):
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    (folder / "epoch_009-val_acc_0.9900.weights.h5").write_bytes(b"an earlier run's")
+    model, _ = tiny(2)
+    best = checkpoints.BestWeights(str(folder), None, 2, True, earlier_run=True)
+    best.set_model(model)
+    assert best.best() is None
+    best.on_epoch_end(0, {"val_accuracy": 0.5})
+    assert best.best().endswith("epoch_001-val_acc_0.5000.weights.h5")
+    assert (folder / "epoch_009-val_acc_0.9900.weights.h5").exists()  # left where it was

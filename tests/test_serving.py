@@ -63,8 +63,8 @@ def server(package):
     running.stop()
 
 
-def post(server, files=None, token=TOKEN, **kwargs):
-    headers = {"X-Auth-Token": token} if token else {}
+def post(server, files=None, token=TOKEN, headers=None, **kwargs):
+    headers = headers or ({"X-Auth-Token": token} if token else {})
     return requests.post(server.url + "/", files=files, headers=headers, timeout=60, **kwargs)
 
 
@@ -81,6 +81,12 @@ def assert_matches(reply, probabilities, class_names):
 
 
 # --- the package check ------------------------------------------------------------------------
+
+def edit_config(folder, **fields):
+    config = json.load(open(folder / "config.json"))
+    config.update(fields)
+    (folder / "config.json").write_text(json.dumps(config))
+
 
 def broken_copy(package, tmp_path, name="model"):
     copy = tmp_path / "pkg" / name
@@ -106,6 +112,11 @@ def broken_copy(package, tmp_path, name="model"):
         (d / "serving" / "images.py").read_text() + "\nif (n := 1):\n    pass\n"),
      "serving/images.py is not valid Python 3.7"),
     (lambda d: os.remove(d / "saved_model.pb"), "saved_model.pb is missing"),
+    (lambda d: edit_config(d, apis=["x"]), "the API must be a JSON object"),
+    (lambda d: edit_config(d, dependencies=[{"installer": "pip", "packages": 5}]),
+     "'packages' must be a list"),
+    (lambda d: (d / "labels.json").write_text('{"\u00b2": "a", "1": "b"}'),
+     "labels.json must map ids"),
 ])
 def test_the_check_names_what_is_broken(package, tmp_path, breakage, reason):
     copy = broken_copy(package, tmp_path)
@@ -209,6 +220,11 @@ def bad_requests(images):
         ("bomb", {"files": {"images": ("huge.png", broken["huge.png"])}}, TOKEN, 413,
          "decompression bomb"),
         ("over 12 MB", {"files": {"images": ("big.jpg", big)}}, TOKEN, 413, "12 MB"),
+        ("1-bit BMP", {"files": {"images": ("b.bmp", encode(digit_image(1, 30)[0].convert(
+            "1"), "BMP"))}}, TOKEN, 415, "1-bit BMP"),
+        ("no boundary", {"data": b"--x\r\n", "headers": {
+            "Content-Type": "multipart/form-data", "X-Auth-Token": TOKEN}}, TOKEN, 400,
+         "could not be parsed"),
         ("no token", {"files": {"images": ("a.jpg", good)}}, None, 401, "X-Auth-Token"),
         ("wrong token", {"files": {"images": ("a.jpg", good)}}, "guess", 401, "X-Auth-Token"),
         ("one bad of two", {"files": [("images", ("a.jpg", good)),

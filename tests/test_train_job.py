@@ -81,10 +81,20 @@ def test_end_to_end_over_obs_with_weights_from_obs(bucket, tmp_path):
     metrics = json.loads(obs_utils.read_text(f"obs://{bucket}/out/evaluation/metrics.json"))
     assert package["metrics"]["accuracy"] == round(metrics["top1_accuracy"], 4)
 
+    # Evaluating a weights file on OBS brings its run's settings and labels along.
+    import train
+
+    best = sorted(n for n in names if n.startswith("weights/"))[-1]
+    assert train.main(["--mode=eval", f"--eval_model=obs://{bucket}/out/{best}",
+                       f"--test_data_url=obs://{bucket}/train_data/",
+                       f"--train_url=obs://{bucket}/test/",
+                       f"--local_data_root={tmp_path / 'cache'}"]) == 0
+    assert obs_utils.exists(f"obs://{bucket}/test/evaluation/metrics.json")
+
     # The same job started again (a ModelArts restart) finds its work done, and its package.
     again = run_train(*flags[:-2])
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "split: reusing" in again.stdout and "all 2 epochs were already done" in again.stdout
+    assert "split: reusing" in again.stdout and "already finished in" in again.stdout
     assert "the package this job wrote before, kept" in again.stdout
 
 
@@ -210,3 +220,30 @@ def test_oversampling_beats_no_balancing_on_a_10_to_1_set(tmp_path, clean_storag
         recall[policy] = float(re.findall(r"val_macro_recall ([\d.]+)", proc.stdout)[-1])
     print("macro recall by balance policy:", recall)
     assert recall["oversample"] > recall["none"], recall
+
+
+def test_the_package_plan_refuses_keeps_or_rewrites(tmp_path):
+    """Decided before training: a package in train_url is refused, unless asked to replace it,
+    or unless this same job had finished (kept; written again if its upload was cut short)."""
+    import pytest
+
+    import train
+    from export import package
+    from tests.test_checkpoints import tiny
+    from training import checkpoints
+
+    run = tmp_path / "run"
+    args, _ = train.parse_args(["--data_url=data", f"--train_url={run}", "--max_epochs=3"])
+    assert train.package_plan(args, package, checkpoints) == (False, False)
+    (run / "model").mkdir(parents=True)
+    (run / "model" / "config.json").write_text("{}")
+    with pytest.raises(package.PackageError, match="--overwrite_model=true"):
+        train.package_plan(args, package, checkpoints)
+
+    model, optimizer = tiny(2)
+    checkpoints.ResumeState(model, optimizer, str(run), str(run), True).save(3)
+    assert train.package_plan(args, package, checkpoints) == (False, True)  # cut short
+    (run / "model" / "saved_model.pb").write_bytes(b"the package's last file")
+    assert train.package_plan(args, package, checkpoints) == (True, False)
+    args.overwrite_model = True
+    assert train.package_plan(args, package, checkpoints) == (False, True)

@@ -39,14 +39,19 @@ def _mirror(local_dir, remote_dir):
         obs_utils.remove(obs_utils.join(remote_dir, name))
 
 
-def epochs_saved(train_url):
-    """Epochs done by the last checkpoint in {train_url}/checkpoints (0 if none): read from
-    the index alone, without building a model, so a finished job can be told apart early."""
+def job_finished(train_url, max_epochs):
+    """Whether the job of train_url has finished training (all of max_epochs, or stopped
+    early), from the checkpoint index and the state beside it alone: no model is built."""
     index = obs_utils.join(train_url, "checkpoints", INDEX)
     if not obs_utils.exists(index):
-        return 0
+        return False
     found = re.search(r'^model_checkpoint_path: "ckpt-(\d+)"', obs_utils.read_text(index), re.M)
-    return int(found.group(1)) if found else 0
+    if not found:
+        return False
+    done = int(found.group(1))
+    state = obs_utils.join(train_url, "checkpoints", f"callbacks-{done}.json")
+    return done >= max_epochs or (obs_utils.exists(state) and bool(
+        json.loads(obs_utils.read_text(state)).get("stopped_early")))
 
 
 class ResumeState:
@@ -84,17 +89,18 @@ class ResumeState:
                 f"cannot resume from {self.shared_dir}: its checkpoint was made by another "
                 f"model (another --backbone, number of classes or precision?): "
                 f"{str(exc).strip().splitlines()[0][:200]}. Use a new --train_url, or remove "
-                "its checkpoints/ to start over") from None
+                "its checkpoints/ and weights/ to start over") from None
         done = int(self.epochs_done.numpy())
         log.info("resuming from %s: %d epochs already done, optimizer at step %d", latest, done,
                  int(self.checkpoint.optimizer.iterations.numpy()))
         return done
 
-    def save(self, epochs_done, callbacks=()):
+    def save(self, epochs_done, callbacks=(), stopped_early=False):
         """Checkpoint after `epochs_done` epochs, with the patience counters of `callbacks`
-        (ReduceLROnPlateau, EarlyStopping) beside it, and mirror them to train_url."""
+        (ReduceLROnPlateau, EarlyStopping) and whether EarlyStopping ended training beside it,
+        and mirror them to train_url."""
         self.epochs_done.assign(epochs_done)
-        _write_callback_state(self.local_dir, epochs_done, callbacks)
+        _write_callback_state(self.local_dir, epochs_done, callbacks, stopped_early)
         self.manager.save(checkpoint_number=epochs_done)
         kept = {os.path.basename(c) for c in self.manager.checkpoints}
         for name in os.listdir(self.local_dir):  # the states of checkpoints no longer kept
@@ -107,23 +113,27 @@ class ResumeState:
         """Give `callbacks` back the counters they had after `epochs_done` epochs (call after
         their on_train_begin, which resets them): a resumed job waits and stops as the
         uninterrupted one would."""
+        for callback in callbacks:
+            for name, value in self.saved_state(epochs_done).get(
+                    type(callback).__name__, {}).items():
+                setattr(callback, name, value)
+
+    def saved_state(self, epochs_done):
+        """What save() wrote beside the checkpoint of `epochs_done` ({} if nothing)."""
         path = os.path.join(self.local_dir, f"callbacks-{epochs_done}.json")
         if epochs_done == 0 or not os.path.isfile(path):
-            return
+            return {}
         with open(path) as f:
-            saved = json.load(f)
-        for callback in callbacks:
-            for name, value in saved.get(type(callback).__name__, {}).items():
-                setattr(callback, name, value)
+            return json.load(f)
 
 
 STATEFUL = {"ReduceLROnPlateau": ("wait", "best", "cooldown_counter"),
             "EarlyStopping": ("wait", "best", "best_epoch")}
 
 
-def _write_callback_state(folder, epochs_done, callbacks):
+def _write_callback_state(folder, epochs_done, callbacks, stopped_early):
     """callbacks-<epochs>.json: a new name each epoch, as _mirror sends only new names."""
-    state = {}
+    state = {"stopped_early": bool(stopped_early)}
     for callback in callbacks:
         names = STATEFUL.get(type(callback).__name__, ())
         values = {n: getattr(callback, n) for n in names if hasattr(callback, n)}
@@ -139,14 +149,23 @@ class BestWeights(keras.callbacks.Callback):
     """Keep the `keep` best weight files by val_accuracy (`--keep_weights_file_num`), named
     epoch_NNN-val_acc_0.XXXX.weights.h5, under weights/ (mirrored to train_url)."""
 
-    def __init__(self, local_dir, remote_dir, keep, chief):
+    def __init__(self, local_dir, remote_dir, keep, chief, earlier_run=False):
+        """earlier_run=True: the files already in local_dir belong to another run (this one
+        starts at epoch 0): they are left there but never compete, nor are exported."""
         super().__init__()
         self.local_dir, self.remote_dir = local_dir, remote_dir
         self.keep, self.chief = keep, chief
         os.makedirs(local_dir, exist_ok=True)
+        self.ignored = set(self._files()) if earlier_run else set()
+        if self.ignored:
+            log.warning("%s holds %d weight files of an earlier run; they are left there and "
+                        "not used", local_dir, len(self.ignored))
+
+    def _files(self):
+        return [n for n in os.listdir(self.local_dir) if n.endswith(".weights.h5")]
 
     def _ranked(self):
-        files = [n for n in os.listdir(self.local_dir) if n.endswith(".weights.h5")]
+        files = [n for n in self._files() if n not in self.ignored]
         return sorted(files, key=lambda n: float(n.split("val_acc_")[1][:6]), reverse=True)
 
     def on_epoch_end(self, epoch, logs=None):

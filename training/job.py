@@ -105,9 +105,11 @@ def train(args, data, augment_settings, work_dir, cache_root, strategy, chief=Tr
     if remote:  # the best weights so far compete with the new ones
         pull("weights", folder=True)
     best = checkpoints.BestWeights(os.path.join(work_dir, "weights"), remote_weights,
-                                   args.keep_weights_file_num, chief)
-    if start_epoch >= args.max_epochs:
-        log.info("all %d epochs were already done in %s", args.max_epochs, args.train_url)
+                                   args.keep_weights_file_num, chief,
+                                   earlier_run=start_epoch == 0)
+    if start_epoch >= args.max_epochs or state.saved_state(start_epoch).get("stopped_early"):
+        log.info("training had already finished in %s, after %d epochs", args.train_url,
+                 start_epoch)
         return Result(_host_weights(model), [], best.best(), csv_log)
 
     counts = screening.class_counts(data.train, num_classes)
@@ -145,7 +147,8 @@ def train(args, data, augment_settings, work_dir, cache_root, strategy, chief=Tr
                                              epochs=args.max_epochs, steps=steps)
 
     def after_epoch(epoch, _logs):
-        state.save(epoch + 1, callback_list)
+        state.save(epoch + 1, callback_list,
+                   stopped_early=bool(getattr(model, "stop_training", False)))
         if remote:
             obs_utils.copy(csv_log, obs_utils.join(args.train_url, "training_log.csv"))
             if os.path.isdir(tensorboard_dir):
