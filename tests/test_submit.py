@@ -1,4 +1,5 @@
 """submit.py: the code folder it packs and uploads (to the moto S3 server)."""
+import json
 import shutil
 
 import pytest
@@ -48,3 +49,112 @@ def test_upload_sends_only_what_changed_and_mirrors_removals(bucket, tmp_path):
     assert second.copied == 1
     names = set(obs_utils.listdir(url, recursive=True))
     assert "inputs/demo.py" not in names and "train.py" in names
+
+
+@pytest.fixture
+def cloud(clean_storage_env, monkeypatch):
+    from tests.fake_modelarts import FakeModelArts
+
+    fake = FakeModelArts()
+    monkeypatch.setenv("MODELARTS_ENDPOINT", fake.url)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("HUAWEICLOUD_SDK_AK", "AKEXAMPLE")
+    monkeypatch.setenv("HUAWEICLOUD_SDK_SK", SECRET)
+    monkeypatch.setenv("HUAWEICLOUD_SDK_PROJECT_ID", "proj123")
+    yield fake
+    fake.stop()
+
+
+SECRET = "sk-very-secret-0123456789"
+
+
+def train_flags(bucket):
+    return ["train", f"--data_url=obs://{bucket}/data/", f"--train_url=obs://{bucket}/out/",
+            "--flavor=modelarts.vm.cpu.8u", "--engine=TensorFlow+tensorflow_2.6.0",
+            "--interval=0", "--max_epochs=3", "--backbone=resnet50"]
+
+
+def test_train_uploads_creates_and_follows_a_job_to_completion(cloud, bucket, capsys, caplog,
+                                                               moto_server, monkeypatch):
+    import submit
+    from tests.servers import point_at
+
+    point_at(monkeypatch, moto_server)
+    assert submit.main(train_flags(bucket)) == 0
+    out = capsys.readouterr().out + caplog.text
+    code = set(obs_utils.listdir(f"obs://{bucket}/code/", recursive=True))
+    assert "train.py" in code and not [n for n in code if n.startswith("tests/")]
+
+    created = [r for r in cloud.requests if r["method"] == "POST"]
+    assert [r["path"] for r in created] == ["/v2/proj123/training-jobs"]
+    body = created[0]["body"]
+    assert body["algorithm"]["boot_file"] == f"/{bucket}/code/train.py"
+    assert body["algorithm"]["engine"] == {"engine_name": "TensorFlow",
+                                           "engine_version": "tensorflow_2.6.0"}
+    assert body["algorithm"]["parameters"] == [{"name": "max_epochs", "value": "3"},
+                                               {"name": "backbone", "value": "resnet50"}]
+    assert body["algorithm"]["inputs"][0]["remote"]["obs"]["obs_url"] == f"/{bucket}/data/"
+    assert body["spec"]["resource"] == {"flavor_id": "modelarts.vm.cpu.8u", "node_count": 1}
+    for request in cloud.requests:  # signed by the SDK, never carrying the secret
+        assert request["headers"]["Authorization"].startswith(
+            "SDK-HMAC-SHA256 Access=AKEXAMPLE"), request
+        assert SECRET not in json.dumps(request)
+    assert SECRET not in out
+    for phase in ("Creating", "Pending", "Running", "Completed"):
+        assert out.count(f"[job-1] {phase}") == 1, out
+    logged = [line for line in out.splitlines() if line.startswith("log line")]
+    assert logged == [f"log line {i}" for i in range(len(logged))] and len(logged) >= 3
+
+
+def test_a_failed_job_exits_1_and_a_wrong_flavor_is_answered_with_the_list(cloud, capsys):
+    import submit
+
+    cloud.phases = ["Running", "Failed"]
+    assert submit.main(["logs", "job-1", "--follow", "--interval=0"]) == 1
+    assert "the job ended Failed (exit code 1)" in capsys.readouterr().out
+    assert submit.main(["train", "--data_url=obs://b/d/", "--train_url=obs://b/o/",
+                        "--flavor=huge", "--engine=eng-tf", "--dry-run"]) == 0  # not checked
+    assert submit.main(["train", "--data_url=obs://b/d/", "--train_url=obs://b/o/",
+                        "--flavor=huge", "--engine=eng-tf"]) == 2
+
+
+def test_status_stop_dry_run_and_refused_keys(cloud, capsys, caplog, monkeypatch):
+    import submit
+
+    assert submit.main(["status", "job-1"]) == 0
+    assert capsys.readouterr().out.strip() == "Creating"
+    assert submit.main(["stop", "job-1"]) == 0
+    assert cloud.requests[-1]["body"] == {"action_type": "terminate"}
+    assert submit.main(["status", "job-1"]) == 0 and "Terminated" in capsys.readouterr().out
+
+    sent = len(cloud.requests)
+    assert submit.main(["train", "--data_url=obs://b/d/", "--train_url=obs://b/o/",
+                        "--flavor=f", "--engine=e", "--dry-run", "--lr=0.1"]) == 0
+    out = capsys.readouterr().out
+    assert len(cloud.requests) == sent  # nothing sent
+    assert "POST " in out and "/training-jobs" in out and '"boot_file": "/b/code/train.py"' in out
+    assert '"name": "lr"' in out and "would upload" in out
+
+    monkeypatch.setenv("HUAWEICLOUD_SDK_AK", "BAD")
+    caplog.clear()
+    assert submit.main(["status", "job-1"]) == 2
+    assert "the keys were refused" in caplog.text and SECRET not in caplog.text
+    monkeypatch.delenv("HUAWEICLOUD_SDK_SK")
+    caplog.clear()
+    assert submit.main(["status", "job-1"]) == 2
+    assert "HUAWEICLOUD_SDK_SK not set" in caplog.text
+
+
+def test_ctrl_c_asks_whether_to_stop_the_job(cloud, monkeypatch, capsys):
+    import submit
+    from jobs import training_job
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training_job, "follow", interrupted)
+    for answer, stopped in (("n", False), ("y", True)):
+        monkeypatch.setattr("builtins.input", lambda prompt, a=answer: a)
+        assert submit.main(["logs", "job-1", "--follow"]) == 130
+        assert cloud.stopped is stopped
+    assert "stopping job-1" in capsys.readouterr().out

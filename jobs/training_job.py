@@ -1,0 +1,124 @@
+"""A ModelArts training job (the v2 API): its request body, and following it to the end with
+its status changes and new log lines, each line printed once."""
+import time
+
+JOBS = "/v2/{project_id}/training-jobs"
+JOB = "/v2/{project_id}/training-jobs/{training_job_id}"
+ENDED = {"Completed": 0, "Failed": 1, "Abnormal": 1, "Terminated": 3}
+
+
+def obs_path(url):
+    """obs://bucket/key/ or s3://bucket/key/ -> /bucket/key/ (the form the job API takes)."""
+    if "://" not in url or not url.split("://", 1)[0].lower() in ("obs", "s3"):
+        raise ValueError(f"{url!r} is not an OBS location: write it as obs://<bucket>/<path>/")
+    return "/" + url.split("://", 1)[1].lstrip("/")
+
+
+def engine_spec(engine):
+    """--engine: an engine id, or name+version (e.g. TensorFlow+tensorflow_2.6.0-cuda...)."""
+    if "+" in engine:
+        name, version = engine.split("+", 1)
+        return {"engine_name": name, "engine_version": version}
+    return {"engine_id": engine}
+
+
+def job_body(name, code_url, data_url, train_url, flavor, engine, node_count, parameters,
+             description=""):
+    """The JSON body of POST /v2/{project_id}/training-jobs: train.py from code_url, data_url
+    and train_url as the job's input and output, every other flag as a hyperparameter."""
+    code_dir = obs_path(code_url).rstrip("/") + "/"
+    return {
+        "kind": "job",
+        "metadata": {"name": name, "description": description},
+        "algorithm": {
+            "code_dir": code_dir,
+            "boot_file": code_dir + "train.py",
+            "engine": engine_spec(engine),
+            "parameters": [{"name": k, "value": str(v)} for k, v in parameters],
+            "inputs": [{"name": "data_url", "remote": {"obs": {"obs_url": obs_path(data_url)}}}],
+            "outputs": [{"name": "train_url",
+                         "remote": {"obs": {"obs_url": obs_path(train_url)}}}],
+        },
+        "spec": {"resource": {"flavor_id": flavor, "node_count": int(node_count)}},
+    }
+
+
+class LogTail:
+    """New lines of a log whose preview is its newest part: what was printed is never printed
+    again, also when the window moves on; a last line still being written waits for the next
+    poll (or the end)."""
+
+    def __init__(self):
+        self.head, self.printed, self.anchor = "", 0, ""
+
+    def new_lines(self, content, final=False):
+        content = content or ""
+        if self.head and content.startswith(self.head):
+            start = self.printed  # the same window, grown
+        else:  # the window moved (or first call): continue after the last lines printed
+            start = 0
+            lines = self.anchor.splitlines(keepends=True)
+            for count in (5, 3, 1):
+                anchor = "".join(lines[-count:])
+                at = content.rfind(anchor) if anchor else -1
+                if at >= 0:
+                    start = at + len(anchor)
+                    break
+        fresh = content[start:]
+        if not final:
+            fresh = fresh[:fresh.rfind("\n") + 1]  # whole lines only
+        self.head, self.printed = content[:200], start + len(fresh)
+        if fresh:
+            self.anchor = (self.anchor + fresh)[-2000:]
+        return fresh.splitlines()
+
+
+def check_choices(client, flavor, engine):
+    """A flavor or engine the API does not list is refused with the list (what is valid
+    differs by region and account); nothing to check in a dry run."""
+    flavors = client.call("GET", "/v2/{project_id}/training-job-flavors")
+    if flavors is None:
+        return
+    ids = [f.get("flavor_id") for f in flavors.get("flavors", [])]
+    if flavor not in ids:
+        raise ValueError(f"--flavor={flavor} is not offered here; the flavors are: "
+                         f"{', '.join(ids) or 'none'}")
+    engines = client.call("GET", "/v2/{project_id}/training-job-engines") or {}
+    items = engines.get("items", [])
+    known = {e.get("engine_id") for e in items} | {
+        f"{e.get('engine_name')}+{e.get('engine_version')}" for e in items}
+    if engine not in known:
+        listed = ", ".join(sorted(f"{e.get('engine_id')} ({e.get('engine_name')}+"
+                                  f"{e.get('engine_version')})" for e in items))
+        raise ValueError(f"--engine={engine} is not offered here; the engines are: "
+                         f"{listed or 'none'}")
+
+
+def status(client, job_id):
+    """(phase, the whole reply) of a job."""
+    reply = client.call("GET", JOB, training_job_id=job_id) or {}
+    return (reply.get("status") or {}).get("phase", "Unknown"), reply
+
+
+def log_text(client, job_id, task="worker-0"):
+    reply = client.call("GET", JOB + "/tasks/{task_id}/logs/preview", training_job_id=job_id,
+                        task_id=task) or {}
+    return reply.get("content", "")
+
+
+def follow(client, job_id, printer=print, interval=10.0, sleep=time.sleep):
+    """Print status changes and new log lines until the job ends; returns its exit code (0
+    only for Completed)."""
+    tail, last = LogTail(), None
+    while True:
+        phase, _ = status(client, job_id)
+        if phase != last:
+            printer(f"[{job_id}] {phase}")
+            last = phase
+        ended = phase in ENDED
+        if phase in ("Running",) or ended:
+            for line in tail.new_lines(log_text(client, job_id), final=ended):
+                printer(line)
+        if ended:
+            return ENDED[phase]
+        sleep(interval)

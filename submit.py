@@ -1,0 +1,165 @@
+"""Run this bundle on ModelArts from any machine: submit and follow a training job, then
+import and deploy its model, with Huawei's official SDK (pip install -r requirements-cloud.txt).
+
+    python submit.py train --data_url=obs://b/data/ --train_url=obs://b/out/ --flavor=<id> \\
+        --engine=<id, or name+version> [--max_epochs=30 ...]      # other flags go to train.py
+    python submit.py status JOB_ID | logs JOB_ID [--follow] | stop JOB_ID
+    python submit.py deploy --model_url=obs://b/out/ --flavor=<id>
+
+Credentials: HUAWEICLOUD_SDK_AK, HUAWEICLOUD_SDK_SK, HUAWEICLOUD_SDK_PROJECT_ID (and
+HUAWEICLOUD_SDK_SECURITY_TOKEN for temporary keys); --region, or --endpoint / MODELARTS_ENDPOINT.
+--dry-run prints every request (method, path, JSON body) and sends nothing.
+"""
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.realpath(__file__))
+sys.path.insert(0, HERE)
+
+import obs_utils  # noqa: E402
+from jobs import client as cloud  # noqa: E402
+from jobs import pack, training_job  # noqa: E402
+
+log = logging.getLogger("submit")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n", 2)[2])
+    parser.add_argument("command", choices=["train", "status", "logs", "stop", "deploy"])
+    parser.add_argument("job_id", nargs="?", default="", help="status, logs, stop")
+    add = parser.add_argument
+    add("--region", default=os.environ.get("HUAWEICLOUD_SDK_REGION", ""),
+        help="e.g. cn-north-4 (default: $HUAWEICLOUD_SDK_REGION)")
+    add("--endpoint", default="", help="ModelArts endpoint URL (default: from the region, or "
+                                       "$MODELARTS_ENDPOINT)")
+    add("--dry-run", "--dry_run", dest="dry_run", action="store_true",
+        help="print the requests, send nothing")
+    add("--data_url", default="")
+    add("--train_url", default="")
+    add("--code_url", default="", help="where the code goes (default: <train_url>/../code/)")
+    add("--code_dir", default=HERE, help="the bundle to submit")
+    add("--flavor", default="", help="resource flavor id (a wrong one is answered with the list)")
+    add("--engine", default="", help="engine id, or name+version")
+    add("--node_count", type=int, default=1)
+    add("--job_name", default="")
+    add("--detach", action="store_true", help="train: return the job id at once")
+    add("--follow", action="store_true", help="logs: until the job ends")
+    add("--interval", type=float, default=10.0, help="seconds between polls")
+    add("--model_url", default="", help="deploy: the OBS folder holding model/")
+    add("--name", default="", help="deploy: the service name")
+    add("--instances", type=int, default=1, help="deploy: instances")
+    return parser
+
+
+def hyperparameters(unknown):
+    """Every --key=value this command does not know, passed to train.py on the job."""
+    found = []
+    for flag in unknown:
+        if not flag.startswith("--") or "=" not in flag:
+            raise ValueError(f"{flag!r}: pass hyperparameters as --key=value")
+        name, value = flag[2:].split("=", 1)
+        found.append((name, value))
+    return found
+
+
+def default_code_url(train_url):
+    parent = train_url.rstrip("/").rsplit("/", 1)[0]
+    return parent + "/code/"
+
+
+def train(args, client, parameters):
+    for flag in ("data_url", "train_url", "flavor", "engine"):
+        if not getattr(args, flag):
+            raise ValueError(f"train needs --{flag}")
+    code_url = args.code_url or default_code_url(args.train_url)
+    files = pack.code_files(args.code_dir)
+    size = pack.check_limits(args.code_dir, files)
+    if size > pack.ADVISED_BYTES:
+        log.warning("the code folder holds %.0f MB: keep it under 50 MB (weights and data "
+                    "belong on OBS)", size / 2 ** 20)
+    training_job.check_choices(client, args.flavor, args.engine)
+    name = args.job_name or f"classifier-{time.strftime('%Y%m%d-%H%M%S')}"
+    body = training_job.job_body(name, code_url, args.data_url, args.train_url, args.flavor,
+                                 args.engine, args.node_count, parameters)
+    if args.dry_run:
+        print(f"would upload {len(files)} files ({size / 2 ** 20:.1f} MB) to {code_url}")
+    else:
+        with tempfile.TemporaryDirectory() as staging:
+            stats = pack.upload(args.code_dir, files, code_url, os.path.join(staging, "code"))
+        log.info("code: %d files in %s (%s sent)", len(files), code_url,
+                 "?" if stats.copied is None else stats.copied)
+    reply = client.call("POST", training_job.JOBS, body)
+    if reply is None:  # dry run
+        return 0
+    job_id = reply["metadata"]["id"]
+    log.info("training job %s created: %s", name, job_id)
+    if args.detach:
+        print(job_id)
+        return 0
+    return follow(args, client, job_id)
+
+
+def follow(args, client, job_id):
+    try:
+        code = training_job.follow(client, job_id, interval=args.interval)
+    except KeyboardInterrupt:
+        answer = input(f"\nstop the job {job_id} on ModelArts too? [y/N] ").strip().lower()
+        if answer in ("y", "yes"):
+            client.call("POST", training_job.JOB + "/actions", {"action_type": "terminate"},
+                        training_job_id=job_id)
+            print(f"stopping {job_id}")
+        else:
+            print(f"{job_id} goes on running: python submit.py status {job_id}")
+        return 130
+    if code:
+        print(f"the job ended {training_job.status(client, job_id)[0]} (exit code {code}); "
+              f"its log: python submit.py logs {job_id}")
+    return code
+
+
+def main(argv=None):
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    for chatty in obs_utils.CHATTY_LOGGERS:
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+    args, unknown = build_parser().parse_known_args(argv)
+    try:
+        parameters = hyperparameters(unknown)
+        if parameters and args.command != "train":
+            raise ValueError(f"unknown flags for {args.command}: {' '.join(unknown)}")
+        if args.command in ("status", "logs", "stop") and not args.job_id:
+            raise ValueError(f"{args.command} needs a job id: python submit.py "
+                             f"{args.command} JOB_ID")
+        client = cloud.Client(args.region, args.endpoint, args.dry_run)
+        if args.command == "train":
+            return train(args, client, parameters)
+        if args.command == "status":
+            phase, reply = training_job.status(client, args.job_id)
+            print(phase if reply else "")
+            return 0
+        if args.command == "logs":
+            if args.follow:
+                return follow(args, client, args.job_id)
+            print(training_job.log_text(client, args.job_id), end="")
+            return 0
+        if args.command == "stop":
+            client.call("POST", training_job.JOB + "/actions", {"action_type": "terminate"},
+                        training_job_id=args.job_id)
+            print(f"stopping {args.job_id}")
+            return 0
+        from jobs import deploy
+        return deploy.deploy(args, client)
+    except (cloud.CloudError, pack.PackError, obs_utils.ObsError, ValueError) as exc:
+        log.error("%s", exc)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
