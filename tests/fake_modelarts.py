@@ -13,6 +13,7 @@ class FakeModelArts:
         self.requests, self.phases, self.polls = [], list(phases), 0
         self.flavors, self.engines = flavors, engines
         self.stopped = False
+        self.model_polls = self.service_polls = 0
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -65,6 +66,19 @@ class FakeModelArts:
         if path.endswith("/tasks/worker-0/logs/preview"):
             lines = [f"log line {i}" for i in range(self.polls)]
             return 200, {"content": "".join(line + "\n" for line in lines)}
+        if method == "POST" and path.endswith("/v1/proj123/models"):
+            return 200, {"model_id": "m-1"}
+        if path.endswith("/models/m-1"):
+            self.model_polls += 1
+            return 200, {"model_id": "m-1", "model_status": "publishing"
+                         if self.model_polls < 2 else "published"}
+        if method == "POST" and path.endswith("/v1/proj123/services"):
+            return 200, {"service_id": "s-1"}
+        if path.endswith("/services/s-1"):
+            self.service_polls += 1
+            ready = self.service_polls >= 2
+            return 200, {"service_id": "s-1", "status": "running" if ready else "deploying",
+                         "access_address": "https://infer.example/v1/infers/s-1"}
         if "/training-jobs/" in path:
             return 404, {"error_code": "ModelArts.2758", "error_msg": "Training job not found"}
         return 404, {"error_code": "ModelArts.0001", "error_msg": f"no route {path}"}

@@ -158,3 +158,35 @@ def test_ctrl_c_asks_whether_to_stop_the_job(cloud, monkeypatch, capsys):
         assert submit.main(["logs", "job-1", "--follow"]) == 130
         assert cloud.stopped is stopped
     assert "stopping job-1" in capsys.readouterr().out
+
+
+def test_deploy_checks_imports_and_deploys_the_package(cloud, bucket, demo_run, capsys,
+                                                       caplog):
+    import submit
+
+    obs_utils.copy_tree(str(demo_run.out / "model"), f"obs://{bucket}/run/model/",
+                        progress=False)
+    assert submit.main(["deploy", f"--model_url=obs://{bucket}/run/",
+                        "--flavor=modelarts.vm.cpu.2u", "--interval=0", "--name=digits"]) == 0
+    posts = [r for r in cloud.requests if r["method"] == "POST"]
+    assert [r["path"] for r in posts] == ["/v1/proj123/models", "/v1/proj123/services"]
+    model = posts[0]["body"]
+    assert model["source_location"] == f"/{bucket}/run/model"
+    assert model["execution_code"] == f"/{bucket}/run/model/customize_service.py"
+    assert (model["model_type"], model["runtime"]) == ("TensorFlow", json.load(open(
+        demo_run.out / "model" / "config.json"))["runtime"])
+    assert posts[1]["body"]["config"] == [{"model_id": "m-1", "weight": 100,
+                                           "specification": "modelarts.vm.cpu.2u",
+                                           "instance_count": 1}]
+    out = capsys.readouterr().out
+    assert "runs at https://infer.example/v1/infers/s-1" in out
+    assert "curl -F images=@x.jpg" in out
+
+    # A broken package is refused before anything reaches ModelArts.
+    obs_utils.remove(f"obs://{bucket}/run/model/labels.json")
+    sent = len(cloud.requests)
+    caplog.clear()
+    assert submit.main(["deploy", f"--model_url=obs://{bucket}/run/",
+                        "--flavor=modelarts.vm.cpu.2u"]) == 2
+    assert "fails the package check: labels.json is missing" in caplog.text
+    assert len(cloud.requests) == sent

@@ -1,0 +1,100 @@
+"""Import a model package from OBS as a ModelArts model and deploy it as a real-time service
+(the v1 API, which a model/ folder with customize_service.py needs): the package check runs
+locally first, then each step is waited for, and the service's address is printed with a
+ready curl line."""
+import json
+import logging
+import os
+import tempfile
+import time
+
+import obs_utils
+from serving import check
+
+from .training_job import obs_path
+
+log = logging.getLogger("submit")
+MODELS = "/v1/{project_id}/models"
+SERVICES = "/v1/{project_id}/services"
+
+
+def check_package(model_url, folder):
+    """Run the package check on {model_url}/model; returns its config.json. The weight shards
+    are only listed, not downloaded (the check needs their names, not their bytes)."""
+    url = obs_utils.join(model_url, "model")
+    if not obs_utils.is_dir(url):
+        raise ValueError(f"{url} does not exist: --model_url is the folder holding model/ "
+                         "(a train.py --train_url)")
+    local = os.path.join(folder, "model")
+    for name in obs_utils.listdir(url, recursive=True):
+        target = os.path.join(local, *name.split("/"))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        if name.startswith("variables/variables.data-"):
+            open(target, "wb").close()
+        else:
+            obs_utils.copy(obs_utils.join(url, name), target)
+    problems = check.check_package(local)
+    if problems:
+        raise ValueError(f"{url} fails the package check: " + "; ".join(problems))
+    with open(os.path.join(local, "config.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def model_body(name, version, model_url, config):
+    location = obs_path(obs_utils.join(model_url, "model"))
+    return {"model_name": name, "model_version": version, "source_location": location,
+            "execution_code": location.rstrip("/") + "/customize_service.py",
+            "model_type": config["model_type"], "runtime": config["runtime"],
+            "model_algorithm": config["model_algorithm"], "install_type": ["real-time"],
+            "dependencies": config.get("dependencies", [])}
+
+
+def service_body(name, model_id, flavor, instances):
+    return {"service_name": name, "infer_type": "real-time",
+            "config": [{"model_id": model_id, "weight": 100, "specification": flavor,
+                        "instance_count": int(instances)}]}
+
+
+def wait(client, path, field, done, failed, interval, what, sleep=time.sleep, **ids):
+    """Poll `path` until `field` is in `done` (returns the reply) or in `failed` (raises)."""
+    last = None
+    while True:
+        reply = client.call("GET", path, **ids) or {}
+        state = reply.get(field, "unknown")
+        if state != last:
+            log.info("%s: %s", what, state)
+            last = state
+        if state in done:
+            return reply
+        if state in failed:
+            raise ValueError(f"{what} ended {state}: {reply.get('error_msg', '')}".rstrip(": "))
+        sleep(interval)
+
+
+def deploy(args, client, sleep=time.sleep):
+    """submit.py deploy: check, import, wait, deploy, wait, print the address."""
+    if not args.model_url or not args.flavor:
+        raise ValueError("deploy needs --model_url (the folder holding model/) and --flavor "
+                         "(e.g. modelarts.vm.cpu.2u)")
+    with tempfile.TemporaryDirectory() as folder:
+        config = check_package(args.model_url, folder)
+    name = args.name or f"classifier-{time.strftime('%Y%m%d-%H%M%S')}"
+    reply = client.call("POST", MODELS, model_body(name, "1.0.0", args.model_url, config))
+    reply = reply or {"model_id": "{model_id}"}  # a dry run prints the next request too
+    model_id = reply["model_id"]
+    if not args.dry_run:
+        wait(client, MODELS + "/{model_id}", "model_status", {"published"},
+             {"failed", "building_failed"}, args.interval, f"model {model_id}", sleep,
+             model_id=model_id)
+    reply = client.call("POST", SERVICES, service_body(name, model_id, args.flavor,
+                                                       args.instances))
+    if args.dry_run:
+        return 0
+    service_id = reply["service_id"]
+    service = wait(client, SERVICES + "/{service_id}", "status", {"running"},
+                   {"failed", "stopped"}, args.interval, f"service {service_id}", sleep,
+                   service_id=service_id)
+    address = service.get("access_address", "")
+    print(f"service {name} runs at {address}")
+    print(f"curl -F images=@x.jpg -H \"X-Auth-Token: $TOKEN\" -X POST {address}")
+    return 0
