@@ -54,12 +54,12 @@ def check_limits(root, files):
 
 
 def upload(root, files, code_url, staging):
-    """Copy `files` to a clean staging folder, then mirror it to `code_url` (files already
-    there unchanged are skipped; files no longer in the code are removed)."""
+    """Copy `files` to a clean staging folder, then to `code_url`: files already there
+    unchanged are skipped, and nothing else in code_url is deleted (it may be the user's)."""
     if os.path.exists(staging):
         shutil.rmtree(staging)
     for name in files:
         target = os.path.join(staging, *name.split("/"))
         os.makedirs(os.path.dirname(target), exist_ok=True)
         shutil.copy2(os.path.join(root, *name.split("/")), target)
-    return obs_utils.copy_tree(staging, code_url, progress=False, delete=True)
+    return obs_utils.copy_tree(staging, code_url, progress=False)
