@@ -2,7 +2,7 @@
 import and deploy its model, with Huawei's official SDK (pip install -r requirements-cloud.txt).
 
     python submit.py train --data_url=obs://b/data/ --train_url=obs://b/out/ --flavor=<id> \\
-        --engine=<id, or name+version> [--max_epochs=30 ...]      # other flags go to train.py
+        [--engine=<id, or name+version>] [--max_epochs=30 ...]    # other flags go to train.py
     python submit.py status JOB_ID | logs JOB_ID [--follow] | stop JOB_ID
     python submit.py deploy --model_url=obs://b/out/ --flavor=<id>
 
@@ -45,7 +45,8 @@ def build_parser():
     add("--code_url", default="", help="where the code goes (default: <train_url>/../code/)")
     add("--code_dir", default=HERE, help="the bundle to submit")
     add("--flavor", default="", help="resource flavor id (a wrong one is answered with the list)")
-    add("--engine", default="", help="engine id, or name+version")
+    add("--engine", default="", help="engine id, or name+version (default: the newest "
+                                      "TensorFlow engine the API lists)")
     add("--node_count", type=int, default=1)
     add("--job_name", default="")
     add("--detach", action="store_true", help="train: return the job id at once")
@@ -74,7 +75,7 @@ def default_code_url(train_url):
 
 
 def train(args, client, parameters):
-    for flag in ("data_url", "train_url", "flavor", "engine"):
+    for flag in ("data_url", "train_url", "flavor"):
         if not getattr(args, flag):
             raise ValueError(f"train needs --{flag}")
     code_url = args.code_url or default_code_url(args.train_url)
@@ -83,10 +84,10 @@ def train(args, client, parameters):
     if size > pack.ADVISED_BYTES:
         log.warning("the code folder holds %.0f MB: keep it under 50 MB (weights and data "
                     "belong on OBS)", size / 2 ** 20)
-    training_job.check_choices(client, args.flavor, args.engine)
+    engine = training_job.check_choices(client, args.flavor, args.engine)
     name = args.job_name or f"classifier-{time.strftime('%Y%m%d-%H%M%S')}"
     body = training_job.job_body(name, code_url, args.data_url, args.train_url, args.flavor,
-                                 args.engine, args.node_count, parameters)
+                                 engine, args.node_count, parameters)
     if args.dry_run:
         print(f"would upload {len(files)} files ({size / 2 ** 20:.1f} MB) to {code_url}")
     else:

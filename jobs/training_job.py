@@ -1,7 +1,10 @@
 """A ModelArts training job (the v2 API): its request body, and following it to the end with
 its status changes and new log lines, each line printed once."""
+import logging
+import re
 import time
 
+log = logging.getLogger("submit")
 JOBS = "/v2/{project_id}/training-jobs"
 JOB = "/v2/{project_id}/training-jobs/{training_job_id}"
 ENDED = {"Completed": 0, "Failed": 1, "Abnormal": 1, "Terminated": 3}
@@ -73,18 +76,30 @@ class LogTail:
         return fresh.splitlines()
 
 
+def _version(text):
+    return tuple(int(n) for n in re.findall(r"\d+", str(text))[:3])
+
+
 def check_choices(client, flavor, engine):
-    """A flavor or engine the API does not list is refused with the list (what is valid
-    differs by region and account); nothing to check in a dry run."""
+    """The engine to use: a flavor or engine the API does not list is refused with the list
+    (what is valid differs by region and account); no --engine takes the newest TensorFlow
+    engine listed. Nothing is checked in a dry run."""
     flavors = client.call("GET", "/v2/{project_id}/training-job-flavors")
     if flavors is None:
-        return
+        return engine or "TensorFlow+<the newest TensorFlow engine, chosen at submission>"
     ids = [f.get("flavor_id") for f in flavors.get("flavors", [])]
     if flavor not in ids:
         raise ValueError(f"--flavor={flavor} is not offered here; the flavors are: "
                          f"{', '.join(ids) or 'none'}")
     engines = client.call("GET", "/v2/{project_id}/training-job-engines") or {}
     items = engines.get("items", [])
+    if not engine:
+        tensorflow = [e for e in items if "tensorflow" in str(e.get("engine_name")).lower()]
+        if not tensorflow:
+            raise ValueError("no TensorFlow engine is listed here: pass --engine=<id>")
+        newest = max(tensorflow, key=lambda e: _version(e.get("engine_version")))
+        engine = f"{newest.get('engine_name')}+{newest.get('engine_version')}"
+        log.info("engine: %s (the newest TensorFlow listed; --engine to choose)", engine)
     known = {e.get("engine_id") for e in items} | {
         f"{e.get('engine_name')}+{e.get('engine_version')}" for e in items}
     if engine not in known:
@@ -92,6 +107,7 @@ def check_choices(client, flavor, engine):
                                   f"{e.get('engine_version')})" for e in items))
         raise ValueError(f"--engine={engine} is not offered here; the engines are: "
                          f"{listed or 'none'}")
+    return engine
 
 
 def status(client, job_id):

@@ -9,7 +9,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class FakeModelArts:
     def __init__(self, phases=("Creating", "Pending", "Running", "Running", "Completed"),
                  flavors=("modelarts.vm.cpu.8u", "modelarts.vm.gpu.p100"),
-                 engines=(("eng-tf", "TensorFlow", "tensorflow_2.6.0"),)):
+                 engines=(("eng-tf", "TensorFlow", "tensorflow_2.6.0"),
+                          ("eng-tf2", "TensorFlow", "tensorflow_2.16.1"),
+                          ("eng-pt", "PyTorch", "pytorch_2.1.0"))):
         self.requests, self.phases, self.polls = [], list(phases), 0
         self.flavors, self.engines = flavors, engines
         self.stopped = False

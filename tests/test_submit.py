@@ -105,6 +105,14 @@ def test_train_uploads_creates_and_follows_a_job_to_completion(cloud, bucket, ca
     logged = [line for line in out.splitlines() if line.startswith("log line")]
     assert logged == [f"log line {i}" for i in range(len(logged))] and len(logged) >= 3
 
+    # No --engine: the newest TensorFlow engine the API lists; --detach returns the id.
+    flags = [f for f in train_flags(bucket) if not f.startswith("--engine")]
+    assert submit.main([*flags, "--detach"]) == 0
+    body = [r for r in cloud.requests if r["method"] == "POST"][-1]["body"]
+    assert body["algorithm"]["engine"] == {"engine_name": "TensorFlow",
+                                           "engine_version": "tensorflow_2.16.1"}
+    assert capsys.readouterr().out.strip().endswith("job-1")
+
 
 def test_a_failed_job_exits_1_and_a_wrong_flavor_is_answered_with_the_list(cloud, capsys):
     import submit
@@ -112,6 +120,9 @@ def test_a_failed_job_exits_1_and_a_wrong_flavor_is_answered_with_the_list(cloud
     cloud.phases = ["Running", "Failed"]
     assert submit.main(["logs", "job-1", "--follow", "--interval=0"]) == 1
     assert "the job ended Failed (exit code 1)" in capsys.readouterr().out
+    assert submit.main(["train", "--data_url=obs://b/d/", "--train_url=obs://b/o/",
+                        "--flavor=modelarts.vm.cpu.8u", "--dry-run"]) == 0
+    assert "newest TensorFlow engine" in capsys.readouterr().out
     assert submit.main(["train", "--data_url=obs://b/d/", "--train_url=obs://b/o/",
                         "--flavor=huge", "--engine=eng-tf", "--dry-run"]) == 0  # not checked
     assert submit.main(["train", "--data_url=obs://b/d/", "--train_url=obs://b/o/",
