@@ -13,6 +13,7 @@ HUAWEICLOUD_SDK_SECURITY_TOKEN for temporary keys); --region, or --endpoint / MO
 import argparse
 import logging
 import os
+import re
 import sys
 import tempfile
 import time
@@ -70,14 +71,33 @@ def hyperparameters(unknown):
 
 
 def default_code_url(train_url):
-    parent = train_url.rstrip("/").rsplit("/", 1)[0]
-    return parent + "/code/"
+    """<train_url>/../code/, or <train_url>code/ when train_url is a bucket's root."""
+    where = obs_utils.parse(train_url)
+    key = where.path.strip("/")
+    scheme = train_url.split("://", 1)[0]
+    parent = key.rsplit("/", 1)[0] if "/" in key else ""
+    if not key:
+        return f"{scheme}://{where.bucket}/code/"
+    return f"{scheme}://{where.bucket}/" + (parent + "/" if parent else "") + "code/"
+
+
+def train_flags():
+    """The flag names train.py takes, read from its source (importing it loads TensorFlow)."""
+    with open(os.path.join(HERE, "train.py"), encoding="utf-8") as f:
+        source = f.read()
+    return (set(re.findall(r"""add(?:_argument)?\(\s*["']--(\w+)""", source))
+            | set(re.findall(r"""\(["'](\w+)["'], (?:str|float|int)\)""", source)))
 
 
 def train(args, client, parameters):
     for flag in ("data_url", "train_url", "flavor"):
         if not getattr(args, flag):
             raise ValueError(f"train needs --{flag}")
+    known = train_flags()
+    unknown = [name for name, _ in parameters if name not in known]
+    if known and unknown:  # found in the cloud only after the upload and the queue
+        raise ValueError(f"train.py has no flag {', '.join('--' + n for n in unknown)}: see "
+                         "python train.py --help")
     code_url = args.code_url or default_code_url(args.train_url)
     files = pack.code_files(args.code_dir)
     size = pack.check_limits(args.code_dir, files)
@@ -98,7 +118,9 @@ def train(args, client, parameters):
     reply = client.call("POST", training_job.JOBS, body)
     if reply is None:  # dry run
         return 0
-    job_id = reply["metadata"]["id"]
+    job_id = (reply.get("metadata") or {}).get("id")
+    if not job_id:
+        raise cloud.CloudError(f"ModelArts created no job id; it answered: {str(reply)[:300]}")
     log.info("training job %s created: %s", name, job_id)
     if args.detach:
         print(job_id)
@@ -107,10 +129,17 @@ def train(args, client, parameters):
 
 
 def follow(args, client, job_id):
+    if args.dry_run:  # one poll's requests: a dry run never ends otherwise
+        training_job.status(client, job_id)
+        training_job.log_text(client, job_id)
+        return 0
     try:
         code = training_job.follow(client, job_id, interval=args.interval)
     except KeyboardInterrupt:
-        answer = input(f"\nstop the job {job_id} on ModelArts too? [y/N] ").strip().lower()
+        try:
+            answer = input(f"\nstop the job {job_id} on ModelArts too? [y/N] ").strip().lower()
+        except (EOFError, KeyboardInterrupt):  # no terminal to ask, or a second Ctrl-C
+            answer = "n"
         if answer in ("y", "yes"):
             client.call("POST", training_job.JOB + "/actions", {"action_type": "terminate"},
                         training_job_id=job_id)
@@ -119,22 +148,28 @@ def follow(args, client, job_id):
             print(f"{job_id} goes on running: python submit.py status {job_id}")
         return 130
     if code:
-        print(f"the job ended {training_job.status(client, job_id)[0]} (exit code {code}); "
-              f"its log: python submit.py logs {job_id}")
+        phase, reply = training_job.status(client, job_id)
+        print(f"the job ended {phase}{training_job.exit_codes(reply)}; its log: python "
+              f"submit.py logs {job_id}")
     return code
 
 
 def main(argv=None):
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
+    # The log on stderr: stdout carries what scripts read (a job id, a status, log lines).
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     for chatty in obs_utils.CHATTY_LOGGERS:
         logging.getLogger(chatty).setLevel(logging.WARNING)
+    logging.getLogger("HuaweiCloud-SDK-ModelArtsClient").setLevel(logging.CRITICAL)  # ours say it
     args, unknown = build_parser().parse_known_args(argv)
+    if args.region:  # obs_utils talks to the same region's OBS unless told otherwise
+        os.environ.setdefault("OBS_ENDPOINT", f"https://obs.{args.region}.myhuaweicloud.com")
     try:
         parameters = hyperparameters(unknown)
-        if parameters and args.command != "train":
-            raise ValueError(f"unknown flags for {args.command}: {' '.join(unknown)}")
+        if unknown and args.command != "train":
+            raise ValueError(f"{args.command} takes no {' '.join(unknown)}: see python "
+                             "submit.py --help")
         if args.command in ("status", "logs", "stop") and not args.job_id:
             raise ValueError(f"{args.command} needs a job id: python submit.py "
                              f"{args.command} JOB_ID")
@@ -143,7 +178,8 @@ def main(argv=None):
             return train(args, client, parameters)
         if args.command == "status":
             phase, reply = training_job.status(client, args.job_id)
-            print(phase if reply else "")
+            if not args.dry_run:
+                print(phase + training_job.exit_codes(reply))
             return 0
         if args.command == "logs":
             if args.follow:
@@ -153,13 +189,18 @@ def main(argv=None):
         if args.command == "stop":
             client.call("POST", training_job.JOB + "/actions", {"action_type": "terminate"},
                         training_job_id=args.job_id)
-            print(f"stopping {args.job_id}")
+            if not args.dry_run:
+                print(f"stopping {args.job_id}")
             return 0
         from jobs import deploy
         return deploy.deploy(args, client)
     except (cloud.CloudError, pack.PackError, obs_utils.ObsError, ValueError) as exc:
         log.error("%s", exc)
         return 2
+    except KeyboardInterrupt:
+        log.error("interrupted; a job or service already created goes on: python submit.py "
+                  "status JOB_ID, or the ModelArts console")
+        return 130
 
 
 if __name__ == "__main__":

@@ -11,7 +11,12 @@ INSTALL = "pip install -r requirements-cloud.txt"
 
 
 class CloudError(RuntimeError):
-    """A ModelArts call failed; the message says what to do."""
+    """A ModelArts call failed; the message says what to do. `transient`: a 5xx or a lost
+    connection, worth another try."""
+
+    def __init__(self, message, transient=False):
+        super().__init__(message)
+        self.transient = transient
 
 
 def _words(status, code, message):
@@ -85,8 +90,9 @@ class Client:
                                        header_params={"Content-Type": "application/json"},
                                        response_type=RawResponse)
         except exceptions.ServiceResponseException as exc:
-            raise CloudError(_words(exc.status_code, exc.error_code, exc.error_msg)) from None
+            raise CloudError(_words(exc.status_code, exc.error_code, exc.error_msg),
+                             transient=exc.status_code >= 500) from None
         except (exceptions.SdkException, RequestException) as exc:
             raise CloudError(f"cannot reach ModelArts at {self.endpoint}: "
-                             f"{str(exc).splitlines()[0][:200]}") from None
+                             f"{str(exc).splitlines()[0][:200]}", transient=True) from None
         return reply.to_json_object() if reply.raw_content else None

@@ -11,6 +11,7 @@ import time
 import obs_utils
 from serving import check
 
+from .client import CloudError
 from .training_job import obs_path
 
 log = logging.getLogger("submit")
@@ -55,9 +56,13 @@ def service_body(name, model_id, flavor, instances):
                         "instance_count": int(instances)}]}
 
 
+WAIT_SECONDS = 3600  # an import or a deployment still not done after this is reported
+
+
 def wait(client, path, field, done, failed, interval, what, sleep=time.sleep, **ids):
-    """Poll `path` until `field` is in `done` (returns the reply) or in `failed` (raises)."""
-    last = None
+    """Poll `path` until `field` is in `done` (returns the reply) or in `failed` (raises);
+    after WAIT_SECONDS, raises saying where it stands."""
+    last, started = None, time.monotonic()
     while True:
         reply = client.call("GET", path, **ids) or {}
         state = reply.get(field, "unknown")
@@ -68,6 +73,9 @@ def wait(client, path, field, done, failed, interval, what, sleep=time.sleep, **
             return reply
         if state in failed:
             raise ValueError(f"{what} ended {state}: {reply.get('error_msg', '')}".rstrip(": "))
+        if time.monotonic() - started > WAIT_SECONDS:
+            raise ValueError(f"{what} is still {state} after {WAIT_SECONDS // 60} minutes; "
+                             "see the ModelArts console")
         sleep(interval)
 
 
@@ -80,8 +88,11 @@ def deploy(args, client, sleep=time.sleep):
         config = check_package(args.model_url, folder)
     name = args.name or f"classifier-{time.strftime('%Y%m%d-%H%M%S')}"
     reply = client.call("POST", MODELS, model_body(name, "1.0.0", args.model_url, config))
-    reply = reply or {"model_id": "{model_id}"}  # a dry run prints the next request too
-    model_id = reply["model_id"]
+    if args.dry_run:
+        reply = {"model_id": "{model_id}"}  # so the next request is printed too
+    model_id = (reply or {}).get("model_id")
+    if not model_id:
+        raise CloudError(f"ModelArts imported no model id; it answered: {str(reply)[:300]}")
     if not args.dry_run:
         wait(client, MODELS + "/{model_id}", "model_status", {"published"},
              {"failed", "building_failed"}, args.interval, f"model {model_id}", sleep,
@@ -90,7 +101,12 @@ def deploy(args, client, sleep=time.sleep):
                                                        args.instances))
     if args.dry_run:
         return 0
-    service_id = reply["service_id"]
+    service_id = (reply or {}).get("service_id")
+    if not service_id:
+        raise CloudError(f"model {model_id} is imported, but ModelArts created no service; "
+                         f"it answered: {str(reply)[:300]}")
+    log.info("service %s deploying (model %s); Ctrl-C leaves it deploying: stop it in the "
+             "console if you do not want it", service_id, model_id)
     service = wait(client, SERVICES + "/{service_id}", "status", {"running"},
                    {"failed", "stopped"}, args.interval, f"service {service_id}", sleep,
                    service_id=service_id)

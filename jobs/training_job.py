@@ -4,10 +4,14 @@ import logging
 import re
 import time
 
+from .client import CloudError
+
 log = logging.getLogger("submit")
 JOBS = "/v2/{project_id}/training-jobs"
 JOB = "/v2/{project_id}/training-jobs/{training_job_id}"
 ENDED = {"Completed": 0, "Failed": 1, "Abnormal": 1, "Terminated": 3}
+KERAS3 = (2, 16)  # the oldest TensorFlow train.py runs on
+RETRIES = 5       # transient errors in a row a follow rides out
 
 
 def obs_path(url):
@@ -18,7 +22,10 @@ def obs_path(url):
 
 
 def engine_spec(engine):
-    """--engine: an engine id, or name+version (e.g. TensorFlow+tensorflow_2.6.0-cuda...)."""
+    """--engine: an engine id, name+version (e.g. TensorFlow+tensorflow_2.16...), or a custom
+    image (swr.<region>.myhuaweicloud.com/org/image:tag)."""
+    if "/" in engine:
+        return {"image_url": engine}
     if "+" in engine:
         name, version = engine.split("+", 1)
         return {"engine_name": name, "engine_version": version}
@@ -53,9 +60,18 @@ class LogTail:
 
     def __init__(self):
         self.head, self.printed, self.anchor = "", 0, ""
+        self.offset = None  # bytes of the whole log printed, when the API gives full_size
 
-    def new_lines(self, content, final=False):
+    def new_lines(self, content, final=False, full_size=None):
         content = content or ""
+        if full_size is not None:  # exact: the preview is the last bytes of the whole log
+            data = content.encode()
+            start = max(0, (self.offset or 0) - (int(full_size) - len(data)))
+            fresh = data[start:]
+            if not final:
+                fresh = fresh[:fresh.rfind(b"\n") + 1]
+            self.offset = int(full_size) - len(data) + start + len(fresh)
+            return fresh.decode(errors="replace").splitlines()
         if self.head and content.startswith(self.head):
             start = self.printed  # the same window, grown
         else:  # the window moved (or first call): continue after the last lines printed
@@ -93,10 +109,15 @@ def check_choices(client, flavor, engine):
                          f"{', '.join(ids) or 'none'}")
     engines = client.call("GET", "/v2/{project_id}/training-job-engines") or {}
     items = engines.get("items", [])
+    if "/" in engine:  # a custom image: not in the engine list
+        return engine
     if not engine:
-        tensorflow = [e for e in items if "tensorflow" in str(e.get("engine_name")).lower()]
+        tensorflow = [e for e in items if "tensorflow" in str(e.get("engine_name")).lower()
+                      and _version(e.get("engine_version")) >= KERAS3]
         if not tensorflow:
-            raise ValueError("no TensorFlow engine is listed here: pass --engine=<id>")
+            raise ValueError("no TensorFlow >= 2.16 (Keras 3) engine is listed here, which "
+                             "train.py needs: pass --engine=<a custom image with TensorFlow "
+                             ">= 2.16, swr.../image:tag>, or a listed engine id")
         newest = max(tensorflow, key=lambda e: _version(e.get("engine_version")))
         engine = f"{newest.get('engine_name')}+{newest.get('engine_version')}"
         log.info("engine: %s (the newest TensorFlow listed; --engine to choose)", engine)
@@ -116,24 +137,52 @@ def status(client, job_id):
     return (reply.get("status") or {}).get("phase", "Unknown"), reply
 
 
-def log_text(client, job_id, task="worker-0"):
+def exit_codes(reply):
+    """' (worker-0 exit code 2: ...)' from a job's task statuses, or ''."""
+    tasks = (reply.get("status") or {}).get("task_statuses") or []
+    found = [f"{t.get('task')} exit code {t.get('exit_code')}" + (
+        f": {t.get('message')}" if t.get("message") else "")
+        for t in tasks if isinstance(t, dict) and t.get("exit_code") is not None]
+    return f" ({'; '.join(found)})" if found else ""
+
+
+def log_preview(client, job_id, task="worker-0"):
+    """The newest part of a task's log: (text, the whole log's size in bytes or None)."""
     reply = client.call("GET", JOB + "/tasks/{task_id}/logs/preview", training_job_id=job_id,
                         task_id=task) or {}
-    return reply.get("content", "")
+    return reply.get("content", ""), reply.get("full_size")
+
+
+def log_text(client, job_id, task="worker-0"):
+    return log_preview(client, job_id, task)[0]
 
 
 def follow(client, job_id, printer=print, interval=10.0, sleep=time.sleep):
     """Print status changes and new log lines until the job ends; returns its exit code (0
-    only for Completed)."""
-    tail, last = LogTail(), None
+    only for Completed). Up to RETRIES transient errors in a row (a 5xx, a dropped
+    connection) are ridden out: a job of hours must not lose its follower to one."""
+    tail, last, failures = LogTail(), None, 0
     while True:
-        phase, _ = status(client, job_id)
+        try:
+            phase, _ = status(client, job_id)
+            failures = 0
+        except CloudError as exc:
+            failures += 1
+            if not exc.transient or failures > RETRIES:
+                raise CloudError(f"{exc}; the job may still run: python submit.py logs "
+                                 f"{job_id} --follow") from None
+            sleep(interval * failures)
+            continue
         if phase != last:
             printer(f"[{job_id}] {phase}")
             last = phase
         ended = phase in ENDED
-        if phase in ("Running",) or ended:
-            for line in tail.new_lines(log_text(client, job_id), final=ended):
+        if phase == "Running" or ended:
+            try:
+                content, size = log_preview(client, job_id)
+            except CloudError:  # no log yet (a job that failed early has none): next poll
+                content, size = "", None
+            for line in tail.new_lines(content, final=ended, full_size=size):
                 printer(line)
         if ended:
             return ENDED[phase]

@@ -16,6 +16,7 @@ class FakeModelArts:
         self.flavors, self.engines = flavors, engines
         self.stopped = False
         self.model_polls = self.service_polls = 0
+        self.outages, self.no_log = 0, False
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -62,12 +63,22 @@ class FakeModelArts:
             self.stopped = True
             return 202, {"status": {"phase": "Terminating"}}
         if path.endswith("/training-jobs/job-1"):
+            if self.outages:  # a passing server error
+                self.outages -= 1
+                return 503, {"error_code": "ModelArts.0503", "error_msg": "busy"}
             phase = self.phase()
             self.polls += 1
-            return 200, {"metadata": {"id": "job-1"}, "status": {"phase": phase}}
+            status = {"phase": phase}
+            if phase == "Failed":
+                status["task_statuses"] = [{"task": "worker-0", "exit_code": 2,
+                                            "message": "data error"}]
+            return 200, {"metadata": {"id": "job-1"}, "status": status}
         if path.endswith("/tasks/worker-0/logs/preview"):
+            if self.no_log:
+                return 404, {"error_code": "ModelArts.2760", "error_msg": "no log"}
             lines = [f"log line {i}" for i in range(self.polls)]
-            return 200, {"content": "".join(line + "\n" for line in lines)}
+            content = "".join(line + "\n" for line in lines)
+            return 200, {"content": content, "full_size": len(content.encode())}
         if method == "POST" and path.endswith("/v1/proj123/models"):
             return 200, {"model_id": "m-1"}
         if path.endswith("/models/m-1"):

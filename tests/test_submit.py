@@ -117,9 +117,13 @@ def test_train_uploads_creates_and_follows_a_job_to_completion(cloud, bucket, ca
 def test_a_failed_job_exits_1_and_a_wrong_flavor_is_answered_with_the_list(cloud, capsys):
     import submit
 
-    cloud.phases = ["Running", "Failed"]
+    cloud.phases, cloud.outages = ["Running", "Failed"], 2  # two 503s are ridden out
     assert submit.main(["logs", "job-1", "--follow", "--interval=0"]) == 1
-    assert "the job ended Failed (exit code 1)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "the job ended Failed (worker-0 exit code 2: data error)" in out
+    assert "log line 1" in out  # the last lines, at the end
+    cloud.phases, cloud.no_log, cloud.polls = ["Failed"], True, 0  # failed before any log
+    assert submit.main(["logs", "job-1", "--follow", "--interval=0"]) == 1
     assert submit.main(["train", "--data_url=obs://b/d/", "--train_url=obs://b/o/",
                         "--flavor=modelarts.vm.cpu.8u", "--dry-run"]) == 0
     assert "newest TensorFlow engine" in capsys.readouterr().out
@@ -133,18 +137,25 @@ def test_status_stop_dry_run_and_refused_keys(cloud, capsys, caplog, monkeypatch
     import submit
 
     assert submit.main(["status", "job-1"]) == 0
-    assert capsys.readouterr().out.strip() == "Creating"
+    assert capsys.readouterr().out.strip() == "Creating"  # stdout: the status alone
     assert submit.main(["stop", "job-1"]) == 0
     assert cloud.requests[-1]["body"] == {"action_type": "terminate"}
     assert submit.main(["status", "job-1"]) == 0 and "Terminated" in capsys.readouterr().out
 
     sent = len(cloud.requests)
     assert submit.main(["train", "--data_url=obs://b/d/", "--train_url=obs://b/o/",
-                        "--flavor=f", "--engine=e", "--dry-run", "--lr=0.1"]) == 0
+                        "--flavor=f", "--engine=e", "--dry-run", "--learning_rate=0.1",
+                        "--flip=none"]) == 0
     out = capsys.readouterr().out
-    assert len(cloud.requests) == sent  # nothing sent
     assert "POST " in out and "/training-jobs" in out and '"boot_file": "/b/code/train.py"' in out
-    assert '"name": "lr"' in out and "would upload" in out
+    assert '"name": "learning_rate"' in out and '"name": "flip"' in out and "would upload" in out
+    for command in (["logs", "job-1", "--follow"], ["stop", "job-1"], ["status", "job-1"]):
+        assert submit.main([*command, "--dry-run", "--interval=0"]) == 0  # ends, sends nothing
+    assert len(cloud.requests) == sent
+    caplog.clear()
+    assert submit.main(["train", "--data_url=obs://b/d/", "--train_url=obs://b/o/",
+                        "--flavor=f", "--dry-run", "--lr=0.1"]) == 2  # a typo, caught here
+    assert "train.py has no flag --lr" in caplog.text
 
     monkeypatch.setenv("HUAWEICLOUD_SDK_AK", "BAD")
     caplog.clear()
@@ -201,3 +212,17 @@ def test_deploy_checks_imports_and_deploys_the_package(cloud, bucket, demo_run, 
                         "--flavor=modelarts.vm.cpu.2u"]) == 2
     assert "fails the package check: labels.json is missing" in caplog.text
     assert len(cloud.requests) == sent
+
+
+def test_log_tail_prints_each_line_once_as_the_window_moves():
+    from jobs.training_job import LogTail
+
+    full = "".join(f"line {i}\n" for i in range(200))
+    for sizes in (True, False):  # exact offsets from full_size, or anchors without it
+        tail, printed = LogTail(), []
+        for end in range(5, len(full) + 1, 37):  # grows, cut mid-line, window of 300
+            window = full[max(0, end - 300):end]
+            printed += tail.new_lines(window, full_size=end if sizes else None)
+        printed += tail.new_lines(full[-300:], final=True,
+                                  full_size=len(full) if sizes else None)
+        assert printed == [f"line {i}" for i in range(200)], sizes
