@@ -13,6 +13,7 @@ from tqdm import tqdm
 import obs_utils
 from inputs import label_map, pipeline
 from models import build
+from training import checkpoints
 
 log = logging.getLogger("evaluation")
 
@@ -49,11 +50,8 @@ class Predictor:
 
 def best_weights(folder):
     """The weights file of `folder` (a run's weights/) with the highest val_acc in its name."""
-    names = [n for n in os.listdir(folder) if n.endswith(".weights.h5")]
-    if not names:
-        return None
-    return os.path.join(folder, max(names, key=lambda n: float(n.split("val_acc_")[-1][:6])
-                                    if "val_acc_" in n else -1.0))
+    ranked = checkpoints.weights_files(folder)
+    return os.path.join(folder, ranked[0]) if ranked else None
 
 
 def _from_weights(path, batch_size):

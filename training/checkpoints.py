@@ -50,8 +50,14 @@ def job_finished(train_url, max_epochs):
         return False
     done = int(found.group(1))
     state = obs_utils.join(train_url, "checkpoints", f"callbacks-{done}.json")
-    return done >= max_epochs or (obs_utils.exists(state) and bool(
-        json.loads(obs_utils.read_text(state)).get("stopped_early")))
+    return finished(done, max_epochs, json.loads(obs_utils.read_text(state))
+                    if obs_utils.exists(state) else {})
+
+
+def finished(epochs_done, max_epochs, saved_state):
+    """Training is over: every epoch done, or EarlyStopping ended it (`saved_state`: what
+    ResumeState.save wrote beside the checkpoint)."""
+    return epochs_done >= max_epochs or bool(saved_state.get("stopped_early"))
 
 
 class ResumeState:
@@ -113,9 +119,9 @@ class ResumeState:
         """Give `callbacks` back the counters they had after `epochs_done` epochs (call after
         their on_train_begin, which resets them): a resumed job waits and stops as the
         uninterrupted one would."""
+        saved = self.saved_state(epochs_done)
         for callback in callbacks:
-            for name, value in self.saved_state(epochs_done).get(
-                    type(callback).__name__, {}).items():
+            for name, value in saved.get(type(callback).__name__, {}).items():
                 setattr(callback, name, value)
 
     def saved_state(self, epochs_done):
@@ -145,6 +151,17 @@ def _write_callback_state(folder, epochs_done, callbacks, stopped_early):
         json.dump(state, f)
 
 
+def val_accuracy_of(name):
+    """The val_accuracy a weights file's name records (-1 for a name without one)."""
+    return float(name.split("val_acc_")[1][:6]) if "val_acc_" in name else -1.0
+
+
+def weights_files(folder):
+    """The .weights.h5 files of `folder` (a run's weights/), best val_accuracy first."""
+    names = [n for n in os.listdir(folder) if n.endswith(".weights.h5")]
+    return sorted(names, key=val_accuracy_of, reverse=True)
+
+
 class BestWeights(keras.callbacks.Callback):
     """Keep the `keep` best weight files by val_accuracy (`--keep_weights_file_num`), named
     epoch_NNN-val_acc_0.XXXX.weights.h5, under weights/ (mirrored to train_url)."""
@@ -156,25 +173,21 @@ class BestWeights(keras.callbacks.Callback):
         self.local_dir, self.remote_dir = local_dir, remote_dir
         self.keep, self.chief = keep, chief
         os.makedirs(local_dir, exist_ok=True)
-        self.ignored = set(self._files()) if earlier_run else set()
+        self.ignored = set(weights_files(local_dir)) if earlier_run else set()
         if self.ignored:
             log.warning("%s holds %d weight files of an earlier run; they are left there and "
                         "not used", local_dir, len(self.ignored))
 
-    def _files(self):
-        return [n for n in os.listdir(self.local_dir) if n.endswith(".weights.h5")]
-
     def _ranked(self):
-        files = [n for n in self._files() if n not in self.ignored]
-        return sorted(files, key=lambda n: float(n.split("val_acc_")[1][:6]), reverse=True)
+        return [n for n in weights_files(self.local_dir) if n not in self.ignored]
 
     def on_epoch_end(self, epoch, logs=None):
         if not self.chief or self.keep <= 0:
             return
         name = f"epoch_{epoch + 1:03d}-val_acc_{logs['val_accuracy']:.4f}.weights.h5"
         ranked = self._ranked()
-        if len(ranked) >= self.keep and logs["val_accuracy"] <= float(
-                ranked[self.keep - 1].split("val_acc_")[1][:6]):
+        if len(ranked) >= self.keep and logs["val_accuracy"] <= val_accuracy_of(
+                ranked[self.keep - 1]):
             return
         self.model.save_weights(os.path.join(self.local_dir, name))
         for stale in self._ranked()[self.keep:]:

@@ -107,7 +107,7 @@ def train(args, data, augment_settings, work_dir, cache_root, strategy, chief=Tr
     best = checkpoints.BestWeights(os.path.join(work_dir, "weights"), remote_weights,
                                    args.keep_weights_file_num, chief,
                                    earlier_run=start_epoch == 0)
-    if start_epoch >= args.max_epochs or state.saved_state(start_epoch).get("stopped_early"):
+    if checkpoints.finished(start_epoch, args.max_epochs, state.saved_state(start_epoch)):
         log.info("training had already finished in %s, after %d epochs", args.train_url,
                  start_epoch)
         return Result(_host_weights(model), [], best.best(), csv_log)
@@ -193,8 +193,9 @@ def final_model(args, class_names, result):
     keras.mixed_precision.set_global_policy("float32")
     model, _ = build.build_classifier(args.backbone, len(class_names), args.input_size,
                                       args.dropout)
-    model.set_weights(result.weights)
     if result.best_weights:
         model.load_weights(result.best_weights)
         log.info("best weights restored: %s", os.path.basename(result.best_weights))
+    else:
+        model.set_weights(result.weights)
     return model
