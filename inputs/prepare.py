@@ -20,15 +20,17 @@ class PreparedData:
     report: dict         # the screening report of the training data
 
 
-def _screened(root, layout, manifest, cache_root, max_pixels, min_side, report_url, write):
-    index = layouts.read_index(root, layout, manifest)
+def _screened(index, cache_root, max_pixels, min_side, report_url, write,
+              drop_duplicates=True):
+    """Screen the images of `index`, report (written to report_url when `write`); returns
+    (usable samples, report)."""
     usable, problems = screening.screen(index, os.path.join(cache_root, "converted"),
-                                        max_pixels, min_side)
+                                        max_pixels, min_side, drop_duplicates=drop_duplicates)
     report = screening.summarize(index, usable, problems)
     if write:
         screening.write_report(report_url, report)
     screening.log_summary(report, report_url if write else None)
-    return index, usable, report
+    return usable, report
 
 
 def _same_classes(saved, found, where):
@@ -57,8 +59,8 @@ def prepare(data_dir, train_url, cache_root, layout="auto", manifest=None, val_d
     split already there is reused; write=False (the other workers of a multi-node job) reads
     but writes nothing, and reaches the same result from the same data and seed."""
     report_url = obs_utils.join(train_url, "screening_report.json")
-    index, usable, report = _screened(data_dir, layout, manifest, cache_root, max_pixels,
-                                      min_side, report_url, write)
+    index = layouts.read_index(data_dir, layout, manifest)
+    usable, report = _screened(index, cache_root, max_pixels, min_side, report_url, write)
     screening.check_enough(usable, index.class_names, report_url)
 
     labels_url = obs_utils.join(train_url, label_map.FILE_NAME)
@@ -69,8 +71,9 @@ def prepare(data_dir, train_url, cache_root, layout="auto", manifest=None, val_d
 
     if val_dir:
         val_report_url = obs_utils.join(train_url, "screening_report_val.json")
-        val_index, val_usable, _ = _screened(val_dir, layout, None, cache_root, max_pixels,
-                                             min_side, val_report_url, write)
+        val_index = layouts.read_index(val_dir, layout, None)
+        val_usable, _ = _screened(val_index, cache_root, max_pixels, min_side, val_report_url,
+                                  write)
         train = usable
         val = relabel(val_usable, val_index.class_names, index.class_names, val_dir)
         log.info("split: explicit validation set %s: %d images (%d train images)", val_dir,
@@ -90,8 +93,8 @@ def prepare_test(data_dir, class_names, report_url, cache_root, layout="auto", m
                  max_pixels=screening.MAX_PIXELS, min_side=screening.MIN_SIDE):
     """A labelled test set (any layout), screened, with labels mapped onto the model's
     `class_names` by name; its screening report goes to `report_url`."""
-    index, usable, _ = _screened(data_dir, layout, manifest, cache_root, max_pixels, min_side,
-                                 report_url, write=True)
+    index = layouts.read_index(data_dir, layout, manifest)
+    usable, _ = _screened(index, cache_root, max_pixels, min_side, report_url, write=True)
     if not usable:
         raise screening.DataError(f"no usable test images in {data_dir}; see {report_url}")
     return relabel(usable, index.class_names, class_names, data_dir, flag="--test_data_url")
@@ -100,12 +103,8 @@ def prepare_test(data_dir, class_names, report_url, cache_root, layout="auto", m
 def prepare_unlabelled(data_dir, report_url, cache_root, max_pixels=screening.MAX_PIXELS,
                        min_side=screening.MIN_SIDE):
     """Every image below `data_dir` (labels, if any, ignored), screened, in path order."""
-    index = layouts.read_unlabelled(data_dir)
-    usable, problems = screening.screen(index, os.path.join(cache_root, "converted"),
-                                        max_pixels, min_side, drop_duplicates=False)
-    report = screening.summarize(index, usable, problems)
-    screening.write_report(report_url, report)
-    screening.log_summary(report, report_url)
+    usable, _ = _screened(layouts.read_unlabelled(data_dir), cache_root, max_pixels, min_side,
+                          report_url, write=True, drop_duplicates=False)
     if not usable:
         raise screening.DataError(f"no usable images in {data_dir}; see {report_url}")
     return usable
