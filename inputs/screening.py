@@ -22,6 +22,7 @@ from PIL import Image
 from tqdm import tqdm
 
 import obs_utils
+from serving import images
 
 from .layouts import Problem
 from .preprocess import decode_image
@@ -36,16 +37,8 @@ class DataError(ValueError):
     """Too little usable data remains: training cannot start."""
 
 
-# File signatures: bytes that start a file of that format, even a cut-off one.
-SIGNATURES = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG", b"GIF87a": "GIF",
-              b"GIF89a": "GIF", b"BM": "BMP", b"II*\x00": "TIFF", b"MM\x00*": "TIFF"}
-
-
-def _sniff(data):
-    """The format a file's first bytes announce, or None."""
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "WEBP"
-    return next((fmt for magic, fmt in SIGNATURES.items() if data.startswith(magic)), None)
+# What serving's check recognises, and TIFF (converted for training, refused by the service).
+SIGNATURES = {**images.SIGNATURES, b"II*\x00": "TIFF", b"MM\x00*": "TIFF"}
 
 
 def _first_line(exc):
@@ -84,7 +77,7 @@ def _inspect(sample, convert_dir, max_pixels, min_side):
     except tf.errors.OpError as exc:
         tf_error = _first_line(exc).split("}}")[-1].strip()
     if header is None:
-        announced = _sniff(data)
+        announced = images.sniff(data, SIGNATURES)
         if announced:  # starts like an image, but not even its header reads: cut off early
             return None, Problem(sample.rel, "truncated or corrupt image",
                                  f"{announced}: {tf_error}"), digest

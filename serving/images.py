@@ -18,18 +18,20 @@ FORMATS = "JPEG, PNG, GIF, BMP or WebP"
 BMP_BITS = (8, 24, 32)             # what TensorFlow's BMP decoder reads
 
 
-def sniff(data):
-    """The format the model's decoder reads, from the first bytes; None for anything else."""
-    if data[:3] == b"\xff\xd8\xff":
-        return "JPEG"
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return "PNG"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "GIF"
-    if data[:2] == b"BM":
-        return "BMP"
+# File signatures of what the model's decoder reads: the bytes that start a file of that
+# format, even a cut-off one (WebP: "RIFF", a size, then "WEBP"; see sniff).
+SIGNATURES = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG", b"GIF87a": "GIF",
+              b"GIF89a": "GIF", b"BM": "BMP"}
+
+
+def sniff(data, signatures=None):
+    """The format `data`'s first bytes announce, among `signatures` (default: those the model
+    reads) and WebP; None for anything else."""
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "WebP"
+    for magic, kind in (signatures or SIGNATURES).items():
+        if data.startswith(magic):
+            return kind
     return None
 
 
