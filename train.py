@@ -206,11 +206,14 @@ def work_dir_for(train_url, cache_root, tf_config):
     return folder
 
 
-def package_plan(args, package, checkpoints):
+def package_plan(args):
     """(keep the package in train_url, overwrite it), decided before any training: an existing
     package is refused now, not after hours, unless --overwrite_model; the same job restarted
     after it finished (ModelArts' auto restart) keeps the one it wrote, or writes it again when
     its upload was cut short. Every worker decides alike, so all stop together."""
+    from export import package
+    from training import checkpoints
+
     if not args.export_model:
         return False, False
     if args.overwrite_model or not package.exists(args.train_url):
@@ -235,9 +238,9 @@ def train_and_export(args, unknown, cache_root):
     strategy = distribute.make_strategy(tf_config)
     from evaluation import inference, stage
     from export import package
-    from training import checkpoints, job
+    from training import job
 
-    keep_package, overwrite = package_plan(args, package, checkpoints)
+    keep_package, overwrite = package_plan(args)
     settings = augment.resolve(args.augment, {
         name: getattr(args, name) for name in augment.DEFAULTS})
     data_dir = fetch.fetch_data(args.data_url, cache_root, threads=args.obs_threads)

@@ -234,16 +234,16 @@ def test_the_package_plan_refuses_keeps_or_rewrites(tmp_path):
 
     run = tmp_path / "run"
     args, _ = train.parse_args(["--data_url=data", f"--train_url={run}", "--max_epochs=3"])
-    assert train.package_plan(args, package, checkpoints) == (False, False)
+    assert train.package_plan(args) == (False, False)
     (run / "model").mkdir(parents=True)
     (run / "model" / "config.json").write_text("{}")
     with pytest.raises(package.PackageError, match="--overwrite_model=true"):
-        train.package_plan(args, package, checkpoints)
+        train.package_plan(args)
 
     model, optimizer = tiny(2)
     checkpoints.ResumeState(model, optimizer, str(run), str(run), True).save(3)
-    assert train.package_plan(args, package, checkpoints) == (False, True)  # cut short
+    assert train.package_plan(args) == (False, True)  # cut short
     (run / "model" / "saved_model.pb").write_bytes(b"the package's last file")
-    assert train.package_plan(args, package, checkpoints) == (True, False)
+    assert train.package_plan(args) == (True, False)
     args.overwrite_model = True
-    assert train.package_plan(args, package, checkpoints) == (False, True)
+    assert train.package_plan(args) == (False, True)
