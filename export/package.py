@@ -55,8 +55,9 @@ def check_destination(train_url, overwrite):
 
 
 def fill_config(runtime, metrics):
-    """config.json: the template with the runtime (when given), the validation metrics (accuracy and macro
-    precision / recall / F1, as the model page shows them) and the dependencies filled in."""
+    """config.json: the template with the runtime (when given), the validation metrics
+    (accuracy and macro precision / recall / F1, as the model page shows them) and the
+    dependencies filled in."""
     with open(TEMPLATE, encoding="utf-8") as f:
         config = json.load(f)
     config["runtime"] = runtime or config.get("runtime", "")

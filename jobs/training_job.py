@@ -4,6 +4,8 @@ import logging
 import re
 import time
 
+import obs_utils
+
 from .client import CloudError
 
 log = logging.getLogger("submit")
@@ -16,9 +18,10 @@ RETRIES = 5       # transient errors in a row a follow rides out
 
 def obs_path(url):
     """obs://bucket/key/ or s3://bucket/key/ -> /bucket/key/ (the form the job API takes)."""
-    if "://" not in url or not url.split("://", 1)[0].lower() in ("obs", "s3"):
+    if not obs_utils.is_remote(url):
         raise ValueError(f"{url!r} is not an OBS location: write it as obs://<bucket>/<path>/")
-    return "/" + url.split("://", 1)[1].lstrip("/")
+    where = obs_utils.parse(url)
+    return f"/{where.bucket}/{where.path}"
 
 
 def engine_spec(engine):
