@@ -18,6 +18,23 @@ def median_seconds(fn, repeats):
     return statistics.median(times), times
 
 
+def interleaved_median_seconds(fns, repeats):
+    """{name: (median, times)} for several contenders, run in turn round by round: a machine
+    that slows down for a while slows every contender, so their ratios stay fair. A contender
+    is fn, or (prime, fn) with prime() run untimed before each fn() (e.g. to empty a prefetch
+    buffer that filled up while the others ran)."""
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, contender in fns.items():
+            prime, fn = contender if isinstance(contender, tuple) else (None, contender)
+            if prime is not None:
+                prime()
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: (statistics.median(t), t) for name, t in times.items()}
+
+
 def machine():
     return {"platform": platform.platform(), "cpus": os.cpu_count(),
             "python": platform.python_version()}

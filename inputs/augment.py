@@ -1,24 +1,26 @@
 """Augmentation by preset (`--augment none|light|standard|strong`) with per-op overrides.
 
-Each image gets its own random draw, inside the parallel per-image map: flip, zoom and shift
-(and rotation when asked) happen inside the resize, as one resampling; brightness, contrast,
-saturation and hue follow with TensorFlow's fused kernels. These are tf ops rather than Keras'
-preprocessing layers, which measured several times slower in tf.data (bench/input_pipeline.py:
-RandomFlip alone halved the pipeline's throughput). CutMix and
-MixUp are the Keras 3 layers; they act on a batch with one-hot labels and give soft labels
-that still sum to 1; per batch, CutMix runs with probability `cutmix_prob`, else MixUp with
-probability `mixup_prob`, else neither (the Keras layers have no probability of their own).
+Each image gets its own random draw (random_params, drawn 1,024 images at a time): flip, zoom
+and shift (and rotation when asked) happen inside the resize the pipeline needs anyway;
+contrast follows with TensorFlow's fused kernel, brightness, saturation and hue as one colour
+matrix. These are tf ops rather than Keras' preprocessing layers, which measured several
+times slower in tf.data (bench/input_pipeline.py: RandomFlip alone halved the pipeline's
+throughput). CutMix and MixUp are the Keras 3 layers; they act on a batch with one-hot labels
+and give soft labels that still sum to 1; per batch, CutMix runs with probability
+`cutmix_prob`, else MixUp with probability `mixup_prob`, else neither (the Keras layers have
+no probability of their own).
 """
 import math
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 PRESETS = {
     "none": {},
     "light": {"flip": "horizontal", "zoom": 0.1, "shift": 0.05},
-    # No rotation nor hue in 'standard': they cost more than the rest together (a projective
-    # warp and an HSV round trip per image); 'strong' and the per-op flags have them.
+    # No rotation in 'standard' (a projective warp per image costs more than all the rest)
+    # and no hue (colour tells some classes apart); 'strong' and the per-op flags have them.
     "standard": {"flip": "horizontal", "zoom": 0.15, "shift": 0.1,
                  "brightness": 0.2, "contrast": 0.2, "saturation": 0.2},
     "strong": {"flip": "horizontal", "rotation": 20.0, "zoom": 0.25, "shift": 0.15,
@@ -50,29 +52,30 @@ def resolve(preset, overrides=None):
     return settings
 
 
-def _uniform(seed, shape, low, high):
-    return tf.random.stateless_uniform(shape, seed, minval=low, maxval=high)
-
-
-def _warp_params(settings, seeds, batch, height, width):
-    """Per image, the affine map (a0, a1, a2, b0, b1, b2) from an augmented output pixel to the
-    pixel it reads in the un-augmented output: flips, then rotation and zoom about the centre,
-    then shift. Zoom > 1 magnifies."""
-    angle = _uniform(seeds[0], [batch], -1.0, 1.0) * settings["rotation"] * math.pi / 180
-    scale = 1.0 + _uniform(seeds[1], [batch], -1.0, 1.0) * settings["zoom"]
-    shift_x = _uniform(seeds[2], [batch], -1.0, 1.0) * settings["shift"] * width
-    shift_y = _uniform(seeds[3], [batch], -1.0, 1.0) * settings["shift"] * height
+def random_params(settings, seed, count):
+    """Every random choice for `count` images, as a dict of [count, ...] tensors. Drawn
+    vectorised ahead of the per-image map, where a few dozen tiny ops per image would cost a
+    sizeable share of the pipeline's CPU time. Factors are uniform within 1 +- their setting."""
+    u = tf.random.stateless_uniform([count, 10], seed, minval=-1.0, maxval=1.0)
     flip = FLIPS[settings["flip"]] or ""
-    flip_x = (tf.where(_uniform(seeds[4], [batch], 0.0, 1.0) < 0.5, -1.0, 1.0)
-              if "horizontal" in flip else tf.ones([batch]))
-    flip_y = (tf.where(_uniform(seeds[5], [batch], 0.0, 1.0) < 0.5, -1.0, 1.0)
-              if "vertical" in flip else tf.ones([batch]))
-    cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
-    a0, a1 = cos * flip_x, -sin * flip_y
-    b0, b1 = sin * flip_x, cos * flip_y
-    cx, cy = (width - 1) / 2, (height - 1) / 2
-    return (a0, a1, cx - (a0 * cx + a1 * cy) - shift_x,
-            b0, b1, cy - (b0 * cx + b1 * cy) - shift_y)
+    never = tf.zeros([count], tf.bool)
+    return {
+        "zoom": 1.0 + u[:, 0] * settings["zoom"],                       # > 1 magnifies
+        "shift": u[:, 1:3] * settings["shift"],                         # (y, x), share of side
+        "flip": tf.stack([u[:, 3] < 0 if "vertical" in flip else never,
+                          u[:, 4] < 0 if "horizontal" in flip else never], axis=1),  # (y, x)
+        "angle": u[:, 5] * (settings["rotation"] * math.pi / 180),
+        "contrast": 1.0 + u[:, 6] * settings["contrast"],
+        "colour": colour_matrix(1.0 + u[:, 7] * settings["brightness"],
+                                1.0 + u[:, 8] * settings["saturation"],
+                                u[:, 9] * settings["hue"]),
+    }
+
+
+def param_stream(settings, seed, chunk=1024):
+    """Endless dataset of one image's random_params per element, drawn `chunk` at a time."""
+    return (tf.data.Dataset.random(seed=seed).batch(2)
+            .map(lambda pair: random_params(settings, pair, chunk)).unbatch())
 
 
 def _resize_geometry(height, width, size, mode):
@@ -87,88 +90,119 @@ def _resize_geometry(height, width, size, mode):
     return out / width, out / height, 0.0, 0.0
 
 
-def warp_to_size(image, size, mode, settings, seed):
+def warp_to_size(image, size, mode, params):
     """Resize one decoded image to size x size AND flip / rotate / zoom / shift it, in a single
-    bilinear resampling: the resize a pipeline needs anyway carries the augmentation.
+    bilinear resampling (flips, then rotation and zoom about the centre, then shift): the
+    geometry of place_to_size, plus rotation.
 
     With no augmentation this is preprocess.resize_image's own geometry (letterbox bars
     included), so training sees what evaluation and serving see."""
     height = tf.cast(tf.shape(image)[0], tf.float32)
     width = tf.cast(tf.shape(image)[1], tf.float32)
     scale_x, scale_y, pad_x, pad_y = _resize_geometry(height, width, size, mode)
-    seeds = tf.unstack(tf.random.experimental.stateless_split(seed, 6))
-    a0, a1, a2, b0, b1, b2 = _warp_params(settings, seeds, 1, float(size), float(size))
+    sign_y, sign_x = tf.unstack(tf.where(params["flip"], -1.0, 1.0))
+    shift_y, shift_x = tf.unstack(params["shift"] * size)
+    cos = tf.cos(params["angle"]) / params["zoom"]
+    sin = tf.sin(params["angle"]) / params["zoom"]
+    # augmented output pixel -> un-augmented output pixel: (a0 x + a1 y + a2, b0 x + b1 y + b2),
+    # about the centre c, shifted in output pixels: u = A (x - c - shift) + c
+    a0, a1, b0, b1 = cos * sign_x, -sin * sign_y, sin * sign_x, cos * sign_y
+    centre = (size - 1) / 2
+    a2 = centre - a0 * (centre + shift_x) - a1 * (centre + shift_y)
+    b2 = centre - b0 * (centre + shift_x) - b1 * (centre + shift_y)
     # un-augmented output pixel q -> input pixel: (q - pad + 0.5) / scale - 0.5
     offset_x, offset_y = (0.5 - pad_x) / scale_x - 0.5, (0.5 - pad_y) / scale_y - 0.5
     transform = tf.stack([a0 / scale_x, a1 / scale_x, a2 / scale_x + offset_x,
-                          b0 / scale_y, b1 / scale_y, b2 / scale_y + offset_y,
-                          tf.zeros([1]), tf.zeros([1])], axis=1)
-    warped = tf.raw_ops.ImageProjectiveTransformV3(
-        images=tf.cast(image, tf.float32)[tf.newaxis], transforms=transform,
+                          b0 / scale_y, b1 / scale_y, b2 / scale_y + offset_y, 0.0, 0.0])
+    warped = tf.raw_ops.ImageProjectiveTransformV3(  # bilinear: stays within 0..255
+        images=tf.cast(image, tf.float32)[tf.newaxis], transforms=transform[tf.newaxis],
         output_shape=[size, size], fill_value=0.0, interpolation="BILINEAR",
         fill_mode="CONSTANT")[0]
-    warped = tf.clip_by_value(warped, 0.0, 255.0)
     warped.set_shape([size, size, 3])
     return warped
 
 
-def crop_to_size(image, size, mode, settings, seed):
-    """warp_to_size without rotation, through crop_and_resize (about 1.6x faster): the crop
-    box carries the letterbox bars, the zoom, the shift and the flips."""
-    height = tf.cast(tf.shape(image)[0], tf.float32)
-    width = tf.cast(tf.shape(image)[1], tf.float32)
-    scale_x, scale_y, pad_x, pad_y = _resize_geometry(height, width, size, mode)
-    seeds = tf.unstack(tf.random.experimental.stateless_split(seed, 6))
-    centre, last = (size - 1) / 2, float(size - 1)
-    zoom = 1.0 + _uniform(seeds[1], [], -1.0, 1.0) * settings["zoom"]
+def place_to_size(image, size, mode, settings, params):
+    """warp_to_size without rotation, from the plain bilinear resize (on CPU about 3x faster
+    than crop_and_resize, which samples pixel by pixel), returned as (the part that shows,
+    its [3, 2] padding to size x size). The image is flipped, scaled to its letterbox size
+    times the zoom and placed at the shifted centre of the canvas, to the whole pixel. Flips
+    and crops act on the small uint8 source, and the caller pads last, so that every float
+    pass (resize, colour) covers only the pixels that show."""
     flip = FLIPS[settings["flip"]] or ""
+    if "vertical" in flip:
+        image = tf.cond(params["flip"][0], lambda: tf.reverse(image, [0]), lambda: image)
+    if "horizontal" in flip:
+        image = tf.cond(params["flip"][1], lambda: tf.reverse(image, [1]), lambda: image)
+    # rows and columns travel together as (y, x) pairs
+    shape = tf.shape(image)[:2]
+    source = tf.cast(shape, tf.float32)
+    if mode == "letterbox":  # preprocess.resize_image's size, as tf.image.resize_with_pad
+        fitted = tf.floor(source / tf.reduce_max(source / size))
+    else:
+        fitted = tf.constant([size, size], tf.float32)
+    new = tf.maximum(1, tf.cast(tf.round(fitted * params["zoom"]), tf.int32))
+    shift = tf.cast(tf.round(params["shift"] * size), tf.int32)
+    start = tf.clip_by_value((size - new) // 2 + shift, 1 - new, size - 1)  # >= 1 row shows
+    first, last = tf.maximum(0, -start), tf.minimum(new, size - start)  # scaled rows that show
+    # the source rows behind them, to the whole pixel
+    per_row = source / tf.cast(new, tf.float32)
+    top_left = tf.cast(tf.floor(tf.cast(first, tf.float32) * per_row), tf.int32)
+    bottom_right = tf.minimum(shape, tf.cast(tf.math.ceil(tf.cast(last, tf.float32) * per_row),
+                                             tf.int32))
+    crop = tf.slice(image, tf.concat([top_left, [0]], 0),
+                    tf.concat([tf.maximum(1, bottom_right - top_left), [3]], 0))
+    shows = tf.image.resize(crop, last - first)
+    before = tf.maximum(0, start)
+    padding = tf.concat([tf.stack([before, size - before - (last - first)], axis=1), [[0, 0]]], 0)
+    return shows, padding
 
-    def edges(shift_seed, flip_seed, flips, scale, pad, extent):
-        """Input coordinates (normalised to 0..1) that output pixels 0 and size-1 read."""
-        sign = (tf.where(_uniform(flip_seed, [], 0.0, 1.0) < 0.5, -1.0, 1.0)
-                if flips else 1.0)
-        shift = _uniform(shift_seed, [], -1.0, 1.0) * settings["shift"] * size
-        plain = [centre + sign * (q - centre) / zoom - shift for q in (0.0, last)]
-        return [((q - pad + 0.5) / scale - 0.5) / tf.maximum(extent - 1, 1.0) for q in plain]
 
-    y1, y2 = edges(seeds[3], seeds[5], "vertical" in flip, scale_y, pad_y, height)
-    x1, x2 = edges(seeds[2], seeds[4], "horizontal" in flip, scale_x, pad_x, width)
-    box = tf.stack([y1, x1, y2, x2])[tf.newaxis]
-    crop = tf.image.crop_and_resize(image[tf.newaxis], box, [0], [size, size],
-                                    extrapolation_value=0.0)[0]
-    crop = tf.clip_by_value(crop, 0.0, 255.0)
-    crop.set_shape([size, size, 3])
-    return crop
-
-
-def resize_and_augment(image, size, mode, settings, seed):
-    """The geometric augmentation for one decoded image, folded into its resize."""
+def augment_image(image, size, mode, settings, params):
+    """One decoded image -> the float [size, size, 3] training input with its geometric and
+    colour augmentation. Colour leaves the letterbox bars black, as serving sees them."""
     if settings["rotation"]:
-        return warp_to_size(image, size, mode, settings, seed)
-    return crop_to_size(image, size, mode, settings, seed)
+        image = warp_to_size(image, size, mode, params)
+        return colour_jitter(image, settings, params) if has_colour(settings) else image
+    shows, padding = place_to_size(image, size, mode, settings, params)
+    if has_colour(settings):
+        shows = colour_jitter(shows, settings, params)
+    placed = tf.pad(shows, padding)
+    placed.set_shape([size, size, 3])
+    return placed
 
 
 def is_geometric(settings):
     return settings["flip"] != "none" or any(settings[k] for k in ("rotation", "zoom", "shift"))
 
 
-def colour_jitter(image, settings, seed):
-    """Brightness, contrast, saturation and hue of one float 0..255 image, each by a random
-    amount within its setting. TensorFlow's fused per-image kernels (AdjustContrast,
-    AdjustSaturation, AdjustHue) run several times faster than Keras' preprocessing layers,
-    which rebuild each adjustment from generic ops over the whole batch."""
-    seeds = tf.unstack(tf.random.experimental.stateless_split(seed, 4))
-    if settings["brightness"]:
-        image = tf.image.stateless_random_brightness(image, settings["brightness"] * 255.0,
-                                                     seeds[0])
+# NTSC YIQ: Y is the luma, I and Q carry the colour. Row vectors: yiq = rgb @ _RGB_TO_YIQ.
+_RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114],
+                        [0.596, -0.274, -0.322],
+                        [0.211, -0.523, 0.312]], dtype=np.float32).T
+_YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ).astype(np.float32)
+
+
+def colour_matrix(brightness, saturation, hue):
+    """[..., 3, 3] matrices (rgb_row @ matrix) scaling the luma by `brightness`, the colour by
+    `saturation` and turning the hue by `hue` turns: saturation 0 is grey, hue 0.5 opposite."""
+    angle = hue * 2.0 * math.pi
+    cos, sin = saturation * tf.cos(angle), saturation * tf.sin(angle)
+    zero, one = tf.zeros_like(cos), tf.ones_like(cos)
+    turn = tf.stack([tf.stack([one, zero, zero], -1), tf.stack([zero, cos, sin], -1),
+                     tf.stack([zero, -sin, cos], -1)], -2)
+    return _RGB_TO_YIQ @ (brightness[..., tf.newaxis, tf.newaxis] * turn) @ _YIQ_TO_RGB
+
+
+def colour_jitter(image, settings, params):
+    """Brightness, contrast, saturation and hue of one float 0..255 image, as torchvision's
+    ColorJitter defines them: contrast by TensorFlow's fused per-channel kernel, the rest as
+    one colour matrix in YIQ space (tf.image's HSV round trip for saturation alone costs 6x
+    more). Brightness scales, as ImageDataGenerator's brightness_range does."""
     if settings["contrast"]:
-        image = tf.image.stateless_random_contrast(image, 1 - settings["contrast"],
-                                                   1 + settings["contrast"], seeds[1])
-    if settings["saturation"]:  # saturation and hue are scale-free: 0..255 works as 0..1
-        image = tf.image.stateless_random_saturation(image, 1 - settings["saturation"],
-                                                     1 + settings["saturation"], seeds[2])
-    if settings["hue"]:
-        image = tf.image.stateless_random_hue(image, settings["hue"], seeds[3])
+        image = tf.image.adjust_contrast(image, params["contrast"])
+    if settings["brightness"] or settings["saturation"] or settings["hue"]:
+        image = tf.reshape(tf.reshape(image, [-1, 3]) @ params["colour"], tf.shape(image))
     return tf.clip_by_value(image, 0.0, 255.0)
 
 

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import tensorflow as tf
+from scipy import ndimage
 
 from inputs import augment, balance, layouts, pipeline, preprocess, screening
 from inputs.preprocess import bytes_to_input
@@ -143,6 +144,23 @@ def gradient_image(height=30, width=50):
                                        (height, width, 3)).astype(np.uint8))
 
 
+def smooth_image(height=30, width=50):
+    """Ramps in x (red) and y (green) that never wrap past 255: a misplaced pixel shows."""
+    y, x = np.mgrid[0:height, 0:width]
+    return tf.constant(np.stack([x * 4 + 20, y * 4 + 20, np.full_like(x, 100)], -1)
+                       .astype(np.uint8))
+
+
+def fixed_params(zoom=1.0, shift=(0.0, 0.0), flip=(False, False)):
+    """One image's augment.random_params, chosen by hand (no rotation, no colour change)."""
+    return {"zoom": tf.constant(zoom), "shift": tf.constant(shift), "flip": tf.constant(flip),
+            "angle": tf.constant(0.0), "contrast": tf.constant(1.0), "colour": tf.eye(3)}
+
+
+def one_image(params, k):
+    return {name: value[k] for name, value in params.items()}
+
+
 @pytest.mark.parametrize("mode", ["letterbox", "stretch"])
 def test_augmented_resize_without_augmentation_is_the_plain_resize(mode):
     """Training folds augmentation into the resize; with nothing to add it must be the resize
@@ -150,27 +168,81 @@ def test_augmented_resize_without_augmentation_is_the_plain_resize(mode):
     image = gradient_image()
     plain = preprocess.resize_image(image, 32, mode).numpy()
     still = augment.resolve("none", {"flip": "none"})
-    for fn in (augment.crop_to_size, augment.warp_to_size):
-        got = fn(image, 32, mode, still, tf.constant([1, 2], tf.int64)).numpy()
-        inner = (slice(8, 24), slice(2, 30)) if mode == "letterbox" else (slice(2, 30),) * 2
-        np.testing.assert_allclose(got[inner], plain[inner], atol=2.0, err_msg=fn.__name__)
-        if mode == "letterbox":  # the black bars are where the plain resize puts them
-            assert got[:5].max() < 1 and got[-5:].max() < 1, fn.__name__
+    params = one_image(augment.random_params(still, tf.constant([1, 2], tf.int64), 1), 0)
+    placed = augment.augment_image(image, 32, mode, still, params).numpy()
+    np.testing.assert_allclose(placed, plain, atol=1e-3)
+    warped = augment.warp_to_size(image, 32, mode, params).numpy()
+    inner = (slice(8, 24), slice(2, 30)) if mode == "letterbox" else (slice(2, 30),) * 2
+    np.testing.assert_allclose(warped[inner], plain[inner], atol=2.0)
+    if mode == "letterbox":  # the black bars are where the plain resize puts them
+        assert warped[:5].max() < 1 and warped[-5:].max() < 1
+
+
+@pytest.mark.parametrize("mode", ["letterbox", "stretch"])
+@pytest.mark.parametrize("zoom, shift, flip", [
+    (1.5, (0.0, 0.0), (False, False)), (0.7, (0.2, -0.3), (False, False)),
+    (1.0, (0.0, 0.0), (True, False)), (1.3, (0.1, 0.1), (True, True)),
+    (0.6, (-0.3, 0.35), (False, True))])
+def test_fast_placement_draws_what_the_projective_warp_draws(mode, zoom, shift, flip):
+    """Without rotation the pipeline resizes and pads (3x faster) instead of warping; both
+    must put the same picture in the same place, to the pixel."""
+    image = smooth_image()
+    settings = augment.resolve("none", {"flip": "both", "zoom": 0.5, "shift": 0.5})
+    params = fixed_params(zoom, shift, flip)
+    placed = augment.augment_image(image, 32, mode, settings, params).numpy()
+    warped = augment.warp_to_size(image, 32, mode, params).numpy()
+    shown_p, shown_w = placed.max(-1) > 0, warped.max(-1) > 0
+    assert (shown_p != shown_w).mean() <= 0.07      # at most a row or column of the edge
+    inner = ndimage.binary_erosion(shown_p & shown_w)
+    assert inner.sum() >= 50
+    # the ramps climb 4 to 7 per output pixel: a mean under 6 is within a pixel
+    assert np.abs(placed - warped)[inner].mean() < 6
 
 
 def test_flip_mirrors_about_half_the_images():
     image = gradient_image()
     plain = preprocess.resize_image(image, 32, "stretch").numpy()
     flip = augment.resolve("none", {"flip": "horizontal"})
+    params = augment.random_params(flip, tf.constant([7, 7], tf.int64), 16)
     outcomes = []
     for k in range(16):
-        got = augment.crop_to_size(image, 32, "stretch", flip,
-                                   tf.constant([k, 7], tf.int64)).numpy()
-        inner = (slice(2, 30), slice(2, 30))  # edges: crop_and_resize extrapolates black
-        if np.allclose(got[inner], plain[inner], atol=2):
+        got = augment.augment_image(image, 32, "stretch", flip, one_image(params, k)).numpy()
+        if np.allclose(got, plain, atol=1e-3):
             outcomes.append("same")
-        elif np.allclose(got[inner], plain[:, ::-1][inner], atol=2):
+        elif np.allclose(got, plain[:, ::-1], atol=1e-3):
             outcomes.append("mirrored")
         else:
             outcomes.append("other")
     assert "other" not in outcomes and 3 <= outcomes.count("mirrored") <= 13, outcomes
+
+
+def test_colour_matrix_keeps_luma_and_turns_colour():
+    rgb = tf.constant([[200.0, 60.0, 30.0], [10.0, 120.0, 240.0]])
+    luma = rgb @ tf.constant([[0.299], [0.587], [0.114]])
+    same = augment.colour_matrix(tf.constant(1.0), tf.constant(1.0), tf.constant(0.0))
+    np.testing.assert_allclose(same.numpy(), np.eye(3), atol=1e-5)
+    grey = (rgb @ augment.colour_matrix(tf.constant(1.0), tf.constant(0.0), tf.constant(0.0)))
+    np.testing.assert_allclose(grey.numpy(), np.repeat(luma.numpy(), 3, axis=1), atol=1e-3)
+    darker = rgb @ augment.colour_matrix(tf.constant(0.5), tf.constant(1.0), tf.constant(0.0))
+    np.testing.assert_allclose(darker.numpy(), rgb.numpy() * 0.5, atol=1e-3)
+    turned = rgb @ augment.colour_matrix(tf.constant(1.0), tf.constant(1.0), tf.constant(0.5))
+    np.testing.assert_allclose((turned @ tf.constant([[0.299], [0.587], [0.114]])).numpy(),
+                               luma.numpy(), atol=1e-3)   # a hue turn keeps the luma
+    assert turned[0, 0] < turned[0, 2]                   # and makes the red pixel blue
+    batch = augment.colour_matrix(tf.ones([4]), tf.ones([4]), tf.constant([0.0, 0.125, 0.5, 1.0]))
+    assert batch.shape == (4, 3, 3)
+    np.testing.assert_allclose(batch[3].numpy(), np.eye(3), atol=1e-5)  # a full turn
+    eighth = batch[1].numpy()                                           # eight 1/8 turns
+    np.testing.assert_allclose(np.linalg.matrix_power(eighth, 8), np.eye(3), atol=1e-4)
+
+
+def test_colour_jitter_leaves_the_letterbox_bars_black():
+    strong = augment.resolve("strong", {"rotation": 0.0, "zoom": 0.0, "shift": 0.0})
+    params = augment.random_params(strong, tf.constant([3, 4], tf.int64), 8)
+    for k in range(8):
+        got = augment.augment_image(smooth_image(), 32, "letterbox", strong,
+                                    one_image(params, k)).numpy()
+        assert got[:5].max() == 0 and got[-5:].max() == 0
+        assert 0 <= got.min() and got.max() <= 255 and got[8:24].max() > 0
+
+
