@@ -3,7 +3,7 @@ import and deploy its model, with Huawei's official SDK (pip install -r requirem
 
     python submit.py train --data_url=obs://b/data/ --train_url=obs://b/out/ --flavor=<id> \\
         [--engine=<id, or name+version>] [--max_epochs=30 ...]    # other flags go to train.py
-    python submit.py status JOB_ID | logs JOB_ID [--follow] | stop JOB_ID
+    python submit.py status JOB_ID | logs JOB_ID [--follow] [--task=worker-1] | stop JOB_ID
     python submit.py deploy --model_url=obs://b/out/ --flavor=<id>
 
 Credentials: HUAWEICLOUD_SDK_AK, HUAWEICLOUD_SDK_SK, HUAWEICLOUD_SDK_PROJECT_ID (and
@@ -52,6 +52,8 @@ def build_parser():
     add("--job_name", default="")
     add("--detach", action="store_true", help="train: return the job id at once")
     add("--follow", action="store_true", help="logs: until the job ends")
+    add("--task", default="worker-0", help="logs: whose log on a multi-node job (worker-0, "
+                                          "the chief, prints the progress)")
     add("--interval", type=float, default=10.0, help="seconds between polls")
     add("--model_url", default="", help="deploy: the OBS folder holding model/")
     add("--name", default="", help="deploy: the service name")
@@ -131,10 +133,10 @@ def train(args, client, parameters):
 def follow(args, client, job_id):
     if args.dry_run:  # one poll's requests: a dry run never ends otherwise
         training_job.status(client, job_id)
-        training_job.log_text(client, job_id)
+        training_job.log_text(client, job_id, args.task)
         return 0
     try:
-        code = training_job.follow(client, job_id, interval=args.interval)
+        code = training_job.follow(client, job_id, interval=args.interval, task=args.task)
     except KeyboardInterrupt:
         try:
             answer = input(f"\nstop the job {job_id} on ModelArts too? [y/N] ").strip().lower()
@@ -184,7 +186,7 @@ def main(argv=None):
         if args.command == "logs":
             if args.follow:
                 return follow(args, client, args.job_id)
-            print(training_job.log_text(client, args.job_id), end="")
+            print(training_job.log_text(client, args.job_id, args.task), end="")
             return 0
         if args.command == "stop":
             client.call("POST", training_job.JOB + "/actions", {"action_type": "terminate"},

@@ -17,6 +17,7 @@ from .training_job import obs_path
 log = logging.getLogger("submit")
 MODELS = "/v1/{project_id}/models"
 SERVICES = "/v1/{project_id}/services"
+SPECIFICATIONS = "/v1/{project_id}/services/specifications"
 
 
 def check_package(model_url, folder):
@@ -39,6 +40,30 @@ def check_package(model_url, folder):
         raise ValueError(f"{url} fails the package check: " + "; ".join(problems))
     with open(os.path.join(local, "config.json"), encoding="utf-8") as f:
         return json.load(f)
+
+
+def check_flavor(client, flavor):
+    """A --flavor that the API does not list for real-time services, or lists as sold out or
+    closed, is refused with the usable list (it differs by region and account). Nothing is
+    checked in a dry run."""
+    reply = client.call("GET", SPECIFICATIONS, query=[("infer_type", "real-time")])
+    if reply is None:
+        return
+    specs = {s.get("specification"): s for s in reply.get("specifications", [])}
+    usable = sorted(name for name, s in specs.items()
+                    if s.get("spec_status", "normal") == "normal" and s.get("is_open", True))
+    spec = specs.get(flavor)
+    if spec is None:
+        problem = "is not offered for real-time services here"
+    elif spec.get("spec_status", "normal") != "normal":
+        status = spec.get("spec_status")
+        problem = "is sold out here" if status == "sellout" else f"is {status} here"
+    elif not spec.get("is_open", True):
+        problem = "needs a service ticket before it can be used"
+    else:
+        return
+    raise ValueError(f"--flavor={flavor} {problem}; the usable flavors are: "
+                     + (", ".join(usable) or "none"))
 
 
 def model_body(name, version, model_url, config):
@@ -80,12 +105,14 @@ def wait(client, path, field, done, failed, interval, what, sleep=time.sleep, **
 
 
 def deploy(args, client, sleep=time.sleep):
-    """submit.py deploy: check, import, wait, deploy, wait, print the address."""
+    """submit.py deploy: check the package and the flavor, import, wait, deploy, wait, print
+    the address."""
     if not args.model_url or not args.flavor:
         raise ValueError("deploy needs --model_url (the folder holding model/) and --flavor "
                          "(e.g. modelarts.vm.cpu.2u)")
     with tempfile.TemporaryDirectory() as folder:
         config = check_package(args.model_url, folder)
+    check_flavor(client, args.flavor)
     name = args.name or f"classifier-{time.strftime('%Y%m%d-%H%M%S')}"
     reply = client.call("POST", MODELS, model_body(name, "1.0.0", args.model_url, config))
     if args.dry_run:

@@ -160,7 +160,7 @@ def log_text(client, job_id, task="worker-0"):
     return log_preview(client, job_id, task)[0]
 
 
-def follow(client, job_id, printer=print, interval=10.0, sleep=time.sleep):
+def follow(client, job_id, printer=print, interval=10.0, sleep=time.sleep, task="worker-0"):
     """Print status changes and new log lines until the job ends; returns its exit code (0
     only for Completed). Up to RETRIES transient errors in a row (a 5xx, a dropped
     connection) are ridden out: a job of hours must not lose its follower to one."""
@@ -182,7 +182,7 @@ def follow(client, job_id, printer=print, interval=10.0, sleep=time.sleep):
         ended = phase in ENDED
         if phase == "Running" or ended:
             try:
-                content, size = log_preview(client, job_id)
+                content, size = log_preview(client, job_id, task)
             except CloudError:  # no log yet (a job that failed early has none): next poll
                 content, size = "", None
             for line in tail.new_lines(content, final=ended, full_size=size):

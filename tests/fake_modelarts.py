@@ -79,6 +79,12 @@ class FakeModelArts:
             lines = [f"log line {i}" for i in range(self.polls)]
             content = "".join(line + "\n" for line in lines)
             return 200, {"content": content, "full_size": len(content.encode())}
+        if path.endswith("/v1/proj123/services/specifications"):
+            return 200, {"specifications": [
+                {"specification": "modelarts.vm.cpu.2u", "spec_status": "normal",
+                 "is_open": True},
+                {"specification": "modelarts.vm.gpu.t4", "spec_status": "sellout",
+                 "is_open": True}]}
         if method == "POST" and path.endswith("/v1/proj123/models"):
             return 200, {"model_id": "m-1"}
         if path.endswith("/models/m-1"):

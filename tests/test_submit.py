@@ -152,6 +152,9 @@ def test_status_stop_dry_run_and_refused_keys(cloud, capsys, caplog, monkeypatch
     for command in (["logs", "job-1", "--follow"], ["stop", "job-1"], ["status", "job-1"]):
         assert submit.main([*command, "--dry-run", "--interval=0"]) == 0  # ends, sends nothing
     assert len(cloud.requests) == sent
+    capsys.readouterr()
+    assert submit.main(["logs", "job-1", "--task=worker-1", "--dry-run"]) == 0
+    assert "/training-jobs/job-1/tasks/worker-1/logs/preview" in capsys.readouterr().out
     caplog.clear()
     assert submit.main(["train", "--data_url=obs://b/d/", "--train_url=obs://b/o/",
                         "--flavor=f", "--dry-run", "--lr=0.1"]) == 2  # a typo, caught here
@@ -203,6 +206,17 @@ def test_deploy_checks_imports_and_deploys_the_package(cloud, bucket, demo_run, 
     out = capsys.readouterr().out
     assert "runs at https://infer.example/v1/infers/s-1" in out
     assert "curl -F images=@x.jpg" in out
+
+    # A flavor that is not offered, or sold out, is refused with the list before any import.
+    sent = len(cloud.requests)
+    for flavor, words in (("modelarts.vm.cpu.64u", "is not offered"),
+                          ("modelarts.vm.gpu.t4", "is sold out here")):
+        caplog.clear()
+        assert submit.main(["deploy", f"--model_url=obs://{bucket}/run/",
+                            f"--flavor={flavor}"]) == 2
+        assert f"--flavor={flavor} {words}" in caplog.text
+        assert "the usable flavors are: modelarts.vm.cpu.2u" in caplog.text
+    assert [r["method"] for r in cloud.requests[sent:]] == ["GET", "GET"]
 
     # A broken package is refused before anything reaches ModelArts.
     obs_utils.remove(f"obs://{bucket}/run/model/labels.json")
