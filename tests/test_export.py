@@ -1,5 +1,6 @@
 """The SavedModel: bytes in, the same probabilities as the in-process model on the evaluation
 pipeline, after a reload in a fresh TensorFlow function graph."""
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -27,7 +28,17 @@ def test_saved_model_on_bytes_equals_the_model_on_the_eval_pipeline(tmp_path):
     got = serve(images=data)["probabilities"].numpy()
     np.testing.assert_allclose(got, expected, atol=1e-5)
     assert (got.argmax(1) == expected.argmax(1)).all()
-    assert set(loaded.signatures) == {"serving_default", "pixels"}
+    assert set(loaded.signatures) == {"serving_default", "pixels", "embed", "info"}
+    # embed: the pooled pre-classifier feature of the same pictures, L2-normalised
+    pooled = keras.Model(model.inputs, model.get_layer("pool").output)
+    features = np.concatenate([pooled(x, training=False).numpy()
+                               for x, _ in pipeline.eval_dataset(samples, 2, 4, 32)])
+    embeddings = loaded.signatures["embed"](images=data)["embeddings"].numpy()
+    np.testing.assert_allclose(embeddings, features / np.linalg.norm(features, axis=1,
+                                                                      keepdims=True), atol=1e-5)
+    info = {k: v.numpy() for k, v in loaded.signatures["info"]().items()}
+    assert (info["backbone"], info["input_size"], info["resize_mode"], info["dim"]) == (
+        b"mobilenetv3small", 32, b"letterbox", features.shape[1])
     # The default runtime is TensorFlow 2.6: every op of the graph must exist there. A new op
     # here must be checked against TF 2.6's op list before it is added to this one.
     assert op_types(tmp_path / "model") <= TF_2_6_OPS, op_types(tmp_path / "model") - TF_2_6_OPS
@@ -39,7 +50,7 @@ TF_2_6_OPS = {
     "ExtractJpegShape", "Floor", "FloorDiv", "GreaterEqual", "Identity", "Less", "LogicalAnd",
     "MatMul", "Max", "Maximum", "Mean", "Minimum", "Mul", "NoOp", "Pack", "Pad", "Placeholder",
     "Range", "ReadVariableOp", "RealDiv", "Relu", "Relu6", "Reshape", "ResizeBilinear", "Rsqrt",
-    "SelectV2", "Shape", "Softmax", "Squeeze", "StatefulPartitionedCall", "StatelessCase",
+    "SelectV2", "Shape", "Softmax", "Squeeze", "PartitionedCall", "StatefulPartitionedCall", "StatelessCase",
     "StatelessIf", "StridedSlice", "Sub", "Substr", "TensorListFromTensor", "TensorListGetItem",
     "TensorListReserve", "TensorListSetItem", "TensorListStack", "Unpack", "VarHandleOp",
     "VarIsInitializedOp", "While", "IdentityN",

@@ -1,0 +1,1 @@
+"""Image retrieval: embeddings, the HDF5 feature base, search and the contest's metrics."""

@@ -1,0 +1,168 @@
+"""The feature base: one HDF5 file (h5py) holding a gallery's embeddings.
+
+Datasets: `features` [N, D] (float32, or float16 by flag; rows L2-normalised), `names`
+(UTF-8 paths relative to the gallery, with /), `digests` (sha1 of each image's bytes: an
+unchanged image is never embedded twice) and `labels` (class ids, -1 where unknown; the
+names are in the `label_names` attribute). Attributes say which model made it: `fingerprint`
+(of its weights), `backbone`, `input_size`, `dim`, plus `created` and `version`.
+
+A base is written to `<path>.partial` and renamed into place when complete, so an
+interrupted index leaves the previous base intact and a re-run reuses what the partial
+file already holds.
+"""
+import json
+import os
+import time
+
+import h5py
+import numpy as np
+
+FORMAT_VERSION = "1"
+MODEL_KEYS = ("fingerprint", "backbone", "input_size", "dim")
+_TEXT = h5py.string_dtype("utf-8")
+
+
+class BaseError(ValueError):
+    """A feature base that cannot be used as asked; the message says what to do."""
+
+
+def _partial(path):
+    return path + ".partial"
+
+
+class FeatureBase:
+    """An open feature base (read-only unless made by `writer`)."""
+
+    def __init__(self, path, mode="r"):
+        try:
+            self.file = h5py.File(path, mode)
+        except (OSError, ValueError) as exc:
+            raise BaseError(f"{path} is not a feature base (an HDF5 file) this tool can read: "
+                            f"{exc}; make one with: python retrieve.py index") from None
+        self.path = path
+        if "features" not in self.file:
+            self.file.close()
+            raise BaseError(f"{path} has no features dataset: not a feature base; make one "
+                            "with: python retrieve.py index")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        self.file.close()
+
+    def __len__(self):
+        return int(self.file["features"].shape[0])
+
+    @property
+    def meta(self):
+        return {key: (value.decode() if isinstance(value, bytes) else value)
+                for key, value in self.file.attrs.items()}
+
+    @property
+    def names(self):
+        return [n.decode("utf-8") if isinstance(n, bytes) else n
+                for n in self.file["names"][:]]
+
+    @property
+    def digests(self):
+        return [d.decode("ascii") if isinstance(d, bytes) else d
+                for d in self.file["digests"][:]]
+
+    @property
+    def labels(self):
+        return self.file["labels"][:]
+
+    @property
+    def label_names(self):
+        return json.loads(self.file.attrs.get("label_names", "[]"))
+
+    def blocks(self, size=16384):
+        """(first row, float32 [n, D]) blocks in order: a base larger than memory streams."""
+        features = self.file["features"]
+        for first in range(0, len(self), size):
+            yield first, np.asarray(features[first:first + size], dtype=np.float32)
+
+    def check_model(self, model_meta):
+        """Raise BaseError naming what differs when `model_meta` is not the base's model."""
+        mine = self.meta
+        differs = [f"{key} {mine.get(key)!r} in the base, {model_meta.get(key)!r} in the model"
+                   for key in MODEL_KEYS if str(mine.get(key)) != str(model_meta.get(key))]
+        if differs:
+            raise BaseError(f"{self.path} was made by another model ({'; '.join(differs)}): "
+                            "its features cannot be compared with this model's. Rebuild it: "
+                            "python retrieve.py index --rebuild=true ...")
+
+
+def open_base(path):
+    if not os.path.exists(path):
+        raise BaseError(f"{path} does not exist: make it with python retrieve.py index")
+    return FeatureBase(path)
+
+
+class Writer:
+    """Appends rows to `<path>.partial`; `commit()` renames it to `path`."""
+
+    def __init__(self, path, model_meta, label_names=(), float16=False):
+        self.path, self.partial = path, _partial(path)
+        with h5py.File(self.partial, "w") as f:
+            dim = int(model_meta["dim"])
+            f.create_dataset("features", (0, dim), maxshape=(None, dim),
+                             dtype=np.float16 if float16 else np.float32,
+                             chunks=(min(1024, max(1, 2 ** 22 // (dim * 4))), dim))
+            for name, dtype in (("names", _TEXT), ("digests", _TEXT), ("labels", np.int64)):
+                f.create_dataset(name, (0,), maxshape=(None,), dtype=dtype, chunks=(4096,))
+            for key in MODEL_KEYS:
+                f.attrs[key] = str(model_meta[key])
+            f.attrs["label_names"] = json.dumps(list(label_names), ensure_ascii=False)
+            f.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            f.attrs["version"] = FORMAT_VERSION
+        self.file = h5py.File(self.partial, "a")
+
+    def append(self, features, names, digests, labels):
+        """Add rows; flushed at once, so an interruption loses at most this call."""
+        count = len(names)
+        if not count:
+            return
+        start = self.file["features"].shape[0]
+        for name, values in (("features", features), ("names", names), ("digests", digests),
+                             ("labels", labels)):
+            data = self.file[name]
+            data.resize(start + count, axis=0)
+            data[start:] = values
+        self.file.flush()
+
+    def commit(self):
+        self.file.close()
+        os.replace(self.partial, self.path)
+
+    def close(self):
+        if self.file.id.valid:
+            self.file.close()
+
+
+def reusable_rows(path, model_meta):
+    """{(name, digest): (features, label)} already embedded by this model, from the base at
+    `path` and from an interrupted run's partial file. A base of another model raises."""
+    rows = {}
+    for candidate in (path, _partial(path)):
+        if not os.path.exists(candidate):
+            continue
+        try:
+            base = FeatureBase(candidate)
+        except BaseError:
+            if candidate == path:
+                raise
+            continue  # a partial file cut short before its first flush
+        with base:
+            if candidate == path:
+                base.check_model(model_meta)
+            elif any(str(base.meta.get(k)) != str(model_meta.get(k)) for k in MODEL_KEYS):
+                continue
+            features = base.file["features"][:]
+            for i, key in enumerate(zip(base.names, base.digests)):
+                rows[key] = features[i]
+    return rows

@@ -1,0 +1,116 @@
+"""Retrieval: the contest's metrics on hand-made rankings, exact search against numpy, the
+HDF5 feature base."""
+import os
+
+import numpy as np
+import pytest
+
+from retrieval import base, metrics, search
+
+
+def test_metrics_on_hand_made_rankings():
+    gallery = ["a"] * 2 + ["b"] * 12 + ["c"]
+    queries = ["a", "a", "b", "b", "z"]
+    ranked = [["a", "a", "b", "b"],    # perfect, R = 2 < 10
+              ["b", "a", "b", "a"],    # R = 2: (1/2 + 2/4) / 2 = 0.5
+              ["b"] * 10,              # R = 12 > 10: all ten right
+              ["a", "c", "a", "c"] + ["a"] * 6,  # worst: nothing right
+              ["a", "b", "c", "a"]]    # R = 0: scores 0, counted
+    ranked = [(r + ["-"] * 10)[:10] for r in ranked]
+    ap = metrics.average_precision(np.array(ranked) == np.array(queries)[:, None],
+                                   [2, 2, 12, 12, 0])
+    np.testing.assert_allclose(ap, [1.0, 0.5, 1.0, 0.0, 0.0])
+    scores = metrics.retrieval_scores(queries, ranked, gallery)
+    assert scores["top1_accuracy"] == pytest.approx(2 / 5)
+    assert scores["map_at_10"] == pytest.approx(2.5 / 5)
+    assert scores["score"] == pytest.approx(0.5 * 0.4 + 0.5 * 0.5)
+    assert scores["queries_without_match"] == 1
+    assert "1 queries have no match" in metrics.summary_line(scores)
+
+
+def test_metrics_with_fewer_results_than_k_and_bad_shapes():
+    # a gallery of 3: P(1) = 1, P(3) = 2/3 over min(R, 10) = 2
+    scores = metrics.retrieval_scores(["a"], [["a", "b", "a"]], ["a", "b", "a"])
+    assert scores["map_at_10"] == pytest.approx((1 + 2 / 3) / 2)
+    with pytest.raises(ValueError, match="ranked_labels must be"):
+        metrics.retrieval_scores(["a", "b"], [["a"]], ["a"])
+
+
+def clustered(n, dim, clusters, rng):
+    centres = rng.normal(size=(clusters, dim))
+    labels = rng.integers(0, clusters, n)
+    return search.l2_normalise(centres[labels] + 0.8 * rng.normal(size=(n, dim))), labels
+
+
+def test_exact_search_equals_numpy_argsort_across_blocks(monkeypatch):
+    rng = np.random.default_rng(0)
+    gallery, _ = clustered(2000, 32, 20, rng)
+    queries, _ = clustered(150, 32, 20, rng)
+    monkeypatch.setattr(search, "QUERY_BLOCK", 64)      # several blocks each way
+    monkeypatch.setattr(search, "GALLERY_BLOCK", 300)
+    scores, indices = search.exact_search(queries, gallery, k=10)
+    truth = np.argsort(-(queries @ gallery.T), axis=1, kind="stable")[:, :10]
+    np.testing.assert_array_equal(indices, truth)
+    np.testing.assert_allclose(scores, np.take_along_axis(queries @ gallery.T, truth, 1),
+                               rtol=1e-5)
+
+
+def test_ties_rank_the_lower_gallery_index_first(monkeypatch):
+    monkeypatch.setattr(search, "GALLERY_BLOCK", 3)
+    gallery = np.repeat(np.eye(4, dtype=np.float32), 3, axis=0)  # 12 rows, 3 copies of each
+    scores, indices = search.exact_search(np.eye(4, dtype=np.float32)[[2]], gallery, k=5)
+    assert indices.tolist() == [[6, 7, 8, 0, 1]]
+    assert scores[0].tolist() == [1, 1, 1, 0, 0]
+    _, few = search.exact_search(np.eye(4, dtype=np.float32)[[0]], gallery[:2], k=10)
+    assert few.tolist() == [[0, 1]]                 # a gallery under k gives what it has
+    with pytest.raises(ValueError, match="same model"):
+        search.exact_search(np.ones((1, 5), np.float32), gallery, k=3)
+
+
+MODEL = {"fingerprint": "abc123", "backbone": "resnet50", "input_size": 224, "dim": 4}
+
+
+def write_base(path, names, float16=False, commit=True):
+    writer = base.Writer(path, MODEL, label_names=["猫", "狗"], float16=float16)
+    features = search.l2_normalise(np.arange(len(names) * 4).reshape(-1, 4) + 1.0)
+    writer.append(features, names, [f"d{i}" for i in range(len(names))],
+                  np.arange(len(names)) % 2)
+    if commit:
+        writer.commit()
+    else:
+        writer.close()
+    return features
+
+
+def test_feature_base_round_trip_with_chinese_names(tmp_path):
+    path = str(tmp_path / "gallery.h5")
+    names = ["猫/一.jpg", "狗/二.jpg", "plain/3.png"]
+    features = write_base(path, names, float16=True)
+    with base.open_base(path) as fb:
+        assert fb.names == names and fb.label_names == ["猫", "狗"]
+        assert fb.labels.tolist() == [0, 1, 0] and len(fb) == 3
+        assert fb.file["features"].dtype == np.float16
+        got = np.concatenate([block for _, block in fb.blocks(size=2)])
+        np.testing.assert_allclose(got, features, atol=1e-3)
+        assert {k: str(v) for k, v in MODEL.items()} == {k: fb.meta[k] for k in MODEL}
+        fb.check_model(MODEL)
+        with pytest.raises(base.BaseError, match="fingerprint 'abc123' in the base, 'zzz' "
+                                                 "in the model.*--rebuild"):
+            fb.check_model({**MODEL, "fingerprint": "zzz"})
+
+
+def test_an_interrupted_index_keeps_the_old_base_and_its_rows_are_reused(tmp_path):
+    path = str(tmp_path / "gallery.h5")
+    write_base(path, ["a.jpg", "b.jpg"])
+    write_base(path, ["a.jpg", "b.jpg", "c.jpg"], commit=False)   # cut short before commit
+    with base.open_base(path) as fb:
+        assert fb.names == ["a.jpg", "b.jpg"]                       # the old base, intact
+    rows = base.reusable_rows(path, MODEL)
+    assert set(rows) == {("a.jpg", "d0"), ("b.jpg", "d1"), ("c.jpg", "d2")}
+    with pytest.raises(base.BaseError, match="another model"):
+        base.reusable_rows(path, {**MODEL, "dim": 8})
+    open(tmp_path / "junk.h5", "w").write("not hdf5")
+    with pytest.raises(base.BaseError, match="not a feature base"):
+        base.open_base(str(tmp_path / "junk.h5"))
+    with pytest.raises(base.BaseError, match="does not exist"):
+        base.open_base(os.path.join(str(tmp_path), "none.h5"))
