@@ -26,6 +26,7 @@ sys.path.insert(0, HERE)  # ModelArts runs the boot file from another working di
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ chatter, not our log
 
 import obs_utils  # noqa: E402
+from cli import boolean, positive, setup_logging  # noqa: E402
 from inputs import augment, balance, fetch, layouts, prepare, screening  # noqa: E402
 from models import backbones, weights  # noqa: E402
 from training import distribute, optim  # noqa: E402
@@ -37,23 +38,6 @@ log = logging.getLogger("train")
 DEMO = {"backbone": "mobilenetv3small", "input_size": 32, "batch_size": 32, "max_epochs": 8,
         "learning_rate": 2e-3, "freeze_epochs": 0, "flip": "none", "augment": "light",
         "train_url": os.path.join("outputs", "demo")}
-
-
-def _bool(text):
-    """ModelArts passes every hyperparameter as text: accept true/false, 1/0, yes/no."""
-    value = str(text).strip().lower()
-    if value in ("1", "true", "yes", "y", "on"):
-        return True
-    if value in ("0", "false", "no", "n", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-def _positive(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
 
 
 def _mode_default_train_url(args, given):
@@ -76,7 +60,7 @@ def build_parser():
         help="where the outputs go: obs://, s3:// or a local folder (demo: outputs/demo)")
     add("--local_data_root", default="", help="local cache (default: /cache if writable, "
                                               "else ~/.cache/modelarts-classifier)")
-    add("--obs_threads", type=_positive, default=16, help="parallel transfers when syncing with OBS")
+    add("--obs_threads", type=positive, default=16, help="parallel transfers when syncing with OBS")
 
     data = parser.add_argument_group("data")
     data.add_argument("--data_format", default="auto",
@@ -90,13 +74,13 @@ def build_parser():
     data.add_argument("--min_image_side", type=int, default=screening.MIN_SIDE)
 
     feed = parser.add_argument_group("input pipeline")
-    feed.add_argument("--input_size", type=_positive, default=224)
+    feed.add_argument("--input_size", type=positive, default=224)
     feed.add_argument("--resize_mode", default="letterbox", choices=["letterbox", "stretch"])
-    feed.add_argument("--batch_size", type=_positive, default=32, help="per GPU (replica)")
+    feed.add_argument("--batch_size", type=positive, default=32, help="per GPU (replica)")
     feed.add_argument("--balance", default="oversample", choices=list(balance.POLICIES))
     feed.add_argument("--augment", default="standard", choices=list(augment.PRESETS))
-    feed.add_argument("--cache_images", type=_bool, default=False)
-    feed.add_argument("--deterministic", type=_bool, default=False)
+    feed.add_argument("--cache_images", type=boolean, default=False)
+    feed.add_argument("--deterministic", type=boolean, default=False)
     for name, kind in (("flip", str), ("rotation", float), ("zoom", float), ("shift", float),
                        ("brightness", float), ("contrast", float), ("saturation", float),
                        ("hue", float), ("cutmix_prob", float), ("cutmix_alpha", float),
@@ -115,7 +99,7 @@ def build_parser():
     model.add_argument("--label_smoothing", type=float, default=0.1)
 
     fit = parser.add_argument_group("training")
-    fit.add_argument("--max_epochs", type=_positive, default=30)
+    fit.add_argument("--max_epochs", type=positive, default=30)
     fit.add_argument("--learning_rate", type=float, default=1e-3)
     fit.add_argument("--freeze_epochs", type=int, default=1,
                      help="head-only warm-up epochs before every layer trains")
@@ -148,10 +132,10 @@ def build_parser():
                      "train_url holding one, or a .weights.h5 file of a run")
     out.add_argument("--test_data_url", default="", help="eval: labelled images (any layout); "
                                                          "predict: a folder of images")
-    out.add_argument("--top_k", type=_positive, default=5, help="predict: classes per image")
-    out.add_argument("--export_model", type=_bool, default=True,
+    out.add_argument("--top_k", type=positive, default=5, help="predict: classes per image")
+    out.add_argument("--export_model", type=boolean, default=True,
                      help="write the ModelArts model package to {train_url}/model")
-    out.add_argument("--overwrite_model", type=_bool, default=False,
+    out.add_argument("--overwrite_model", type=boolean, default=False,
                      help="replace an existing {train_url}/model")
     out.add_argument("--runtime", default="",
                      help="config.json runtime, the ModelArts inference image to deploy on "
@@ -171,14 +155,6 @@ def parse_args(argv=None):
             if name not in given:
                 setattr(args, name, value)
     return args, unknown
-
-
-def setup_logging():
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
-    for chatty in (*obs_utils.CHATTY_LOGGERS, "absl", "tensorflow"):
-        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 def versions():

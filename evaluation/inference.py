@@ -98,14 +98,20 @@ def _fetch_model(url, local):
             obs_utils.copy(obs_utils.join(url, name), os.path.join(local, name))
 
 
+def local_copy(url, cache_root):
+    """A local path to the model at `url`: itself, or (obs://, s3://) its copy in the cache."""
+    if not obs_utils.is_remote(url):
+        return obs_utils.parse(url).path
+    where = obs_utils.parse(url)
+    local = os.path.join(cache_root, "models", where.bucket, where.path.strip("/"))
+    _fetch_model(url, local)
+    return local
+
+
 def load(url, cache_root, batch_size=64):
     """--eval_model: a model/ package, a train_url holding one (or else its best weights), or
     a weights file; obs:// and s3:// are copied to the cache first."""
-    local = url
-    if obs_utils.is_remote(url):
-        where = obs_utils.parse(url)
-        local = os.path.join(cache_root, "models", where.bucket, where.path.strip("/"))
-        _fetch_model(url, local)
+    local = local_copy(url, cache_root)
     if os.path.isfile(local) and local.endswith(".weights.h5"):
         return _from_weights(local, batch_size)
     if not os.path.isdir(local):

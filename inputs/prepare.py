@@ -108,3 +108,24 @@ def prepare_unlabelled(data_dir, report_url, cache_root, max_pixels=screening.MA
     if not usable:
         raise screening.DataError(f"no usable images in {data_dir}; see {report_url}")
     return usable
+
+
+def prepare_images(data_dir, report_url, cache_root, layout="auto", manifest=None,
+                   max_pixels=screening.MAX_PIXELS, min_side=screening.MIN_SIDE):
+    """Every usable image below `data_dir`, screened, for retrieval: (samples, class names)
+    when the folder is in a labelled layout, else (samples, None) with every image below it.
+    --data_format=unlabelled ignores any labels."""
+    if layout == "unlabelled":
+        index = layouts.read_unlabelled(data_dir)
+    else:
+        try:
+            index = layouts.read_index(data_dir, layout, manifest)
+        except layouts.LayoutError:
+            if layout != "auto":
+                raise
+            index = layouts.read_unlabelled(data_dir)  # a plain folder of images
+    usable, _ = _screened(index, cache_root, max_pixels, min_side, report_url, write=True,
+                          drop_duplicates=False)
+    if not usable:
+        raise screening.DataError(f"no usable images in {data_dir}; see {report_url}")
+    return usable, (None if index.layout == "unlabelled" else index.class_names)

@@ -1,0 +1,151 @@
+"""The two jobs of retrieve.py: index a gallery into a feature base, and search it with
+queries (results.csv, the contest's one-line-per-query file, and metrics when labels are
+known). Every URL may be local, obs:// or s3://; remote bases are worked on in the cache and
+uploaded when complete."""
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+
+import numpy as np
+
+import obs_utils
+from inputs import fetch, prepare
+
+from . import base, metrics, search
+from .embed import Embedder, find_package
+
+log = logging.getLogger("retrieval")
+CHUNK = 1024  # images embedded between two flushes of the base: what an interruption costs
+
+
+def _digest(path):
+    with open(path, "rb") as f:
+        return hashlib.sha1(f.read()).hexdigest()
+
+
+def _local_base(index_url, cache_root, download=True):
+    """A local path for the base at `index_url` (remote: its cache copy, fetched if asked)."""
+    if not obs_utils.is_remote(index_url):
+        path = obs_utils.parse(index_url).path
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        return path
+    where = obs_utils.parse(index_url)
+    path = os.path.join(cache_root, "index", where.bucket, *where.path.strip("/").split("/"))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if download and obs_utils.exists(index_url):
+        obs_utils.copy(index_url, path)
+    return path
+
+
+def _images(data_url, cache_root, report_url, data_format, manifest):
+    folder = fetch.fetch_data(data_url, cache_root) if data_url else None
+    if folder is None:
+        raise ValueError("--data_url is required: the folder of images to embed")
+    return prepare.prepare_images(folder, report_url, cache_root, data_format, manifest)
+
+
+def _embed_named(embedder, samples, batch_size, desc):
+    """Features of `samples` and the positions that embedded (a broken image is named in the
+    log and skipped)."""
+    features, failed = embedder.embed([s.path for s in samples], batch_size, desc)
+    for position, reason in sorted(failed.items()):
+        log.warning("skipped %s: %s", samples[position].rel, reason)
+    keep = [i for i in range(len(samples)) if i not in failed]
+    return features[keep], keep
+
+
+def index(args, cache_root):
+    """retrieve.py index: embed the gallery into the base at --index_url (only images the base
+    does not hold yet, unless --rebuild); returns the summary line."""
+    embedder = Embedder(find_package(args.model_dir, cache_root))
+    path = _local_base(args.index_url, cache_root, download=not args.rebuild)
+    report_url = os.path.splitext(args.index_url)[0] + "_screening.json"
+    samples, class_names = _images(args.data_url, cache_root, report_url, args.data_format,
+                                   args.manifest)
+    reusable = {} if args.rebuild else base.reusable_rows(path, embedder.meta)
+    digests = [_digest(s.path) for s in samples]
+    old = [i for i, s in enumerate(samples) if (s.rel, digests[i]) in reusable]
+    new = [i for i, s in enumerate(samples) if (s.rel, digests[i]) not in reusable]
+    log.info("gallery: %d images, %d already embedded by this model, %d to embed",
+             len(samples), len(old), len(new))
+
+    def labels(rows):
+        return [samples[i].label if class_names else -1 for i in rows]
+
+    writer = base.Writer(path, embedder.meta, class_names or [], float16=args.float16)
+    try:
+        if old:
+            writer.append(np.stack([reusable[(samples[i].rel, digests[i])] for i in old]),
+                          [samples[i].rel for i in old], [digests[i] for i in old], labels(old))
+        skipped = 0
+        for start in range(0, len(new), CHUNK):
+            rows = new[start:start + CHUNK]
+            features, done = _embed_named(embedder, [samples[i] for i in rows],
+                                          args.batch_size, "embedding gallery")
+            kept = [rows[j] for j in done]
+            skipped += len(rows) - len(kept)
+            writer.append(features, [samples[i].rel for i in kept],
+                          [digests[i] for i in kept], labels(kept))
+        writer.commit()
+    finally:
+        writer.close()
+    if obs_utils.is_remote(args.index_url):
+        obs_utils.copy(path, args.index_url)
+    with base.open_base(path) as fb:
+        total = len(fb)
+    if not total:
+        raise ValueError(f"no image of {args.data_url} could be embedded: the base is empty")
+    return (f"indexed {total} images into {args.index_url} ({len(new) - skipped} embedded, "
+            f"{len(old)} kept, {skipped} skipped; {embedder.meta['dim']}-d, "
+            f"{embedder.meta['backbone']} {embedder.meta['fingerprint']})")
+
+
+def _csv_text(rows, header):
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def search_queries(args, cache_root):
+    """retrieve.py search: the top-k gallery images per query into --output_url; returns the
+    summary line (the metrics when queries and gallery carry labels)."""
+    embedder = Embedder(find_package(args.model_dir, cache_root))
+    if obs_utils.is_remote(args.index_url) and not obs_utils.exists(args.index_url):
+        raise base.BaseError(f"{args.index_url} does not exist: make it with python "
+                             "retrieve.py index")
+    path = _local_base(args.index_url, cache_root)
+    with base.open_base(path) as fb:
+        fb.check_model(embedder.meta)
+        if not len(fb):
+            raise base.BaseError(f"{args.index_url} holds no images: index a gallery first")
+        samples, class_names = _images(args.data_url, cache_root, obs_utils.join(
+            args.output_url, "screening_report.json"), args.data_format, args.manifest)
+        queries, done = _embed_named(embedder, samples, args.batch_size, "embedding queries")
+        samples = [samples[i] for i in done]
+        if not samples:
+            raise ValueError(f"no query image of {args.data_url} could be embedded")
+        scores, ranked = search.exact_search(queries, fb.blocks(), args.top_k)
+        names, gallery_labels, label_names = fb.names, fb.labels, fb.label_names
+    rows = [(s.rel, rank + 1, names[g], f"{score:.6f}")
+            for s, gs, ss in zip(samples, ranked, scores)
+            for rank, (g, score) in enumerate(zip(gs, ss))]
+    obs_utils.write_text(obs_utils.join(args.output_url, "results.csv"),
+                         _csv_text(rows, ["query", "rank", "gallery", "score"]))
+    contest = "".join(f"{s.rel},{{{','.join(names[g] for g in gs)}}}\n"
+                      for s, gs in zip(samples, ranked))
+    obs_utils.write_text(obs_utils.join(args.output_url, "submission.csv"), contest)
+    summary = f"top-{args.top_k} of {len(samples)} queries written to {args.output_url}"
+    if class_names and label_names:
+        by_name = {name: i for i, name in enumerate(label_names)}
+        query_labels = np.array([by_name.get(class_names[s.label], -2) for s in samples])
+        scores_ = metrics.retrieval_scores(query_labels, gallery_labels[ranked],
+                                           gallery_labels, k=10)
+        obs_utils.write_text(obs_utils.join(args.output_url, "metrics.json"),
+                             json.dumps(scores_, indent=2))
+        summary = metrics.summary_line(scores_) + "; " + summary
+    return summary

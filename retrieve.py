@@ -1,0 +1,79 @@
+"""Image retrieval, the second boot file: embed a gallery into an HDF5 feature base, then
+find each query's nearest gallery images (the DIGIX system).
+
+    python retrieve.py index  --model_dir=<model/ or train_url> --data_url=<gallery> --index_url=<base.h5>
+    python retrieve.py search --model_dir=... --index_url=<base.h5> --data_url=<queries> \\
+        --top_k=10 --output_url=<folder>
+
+Flags in train.py's style (--key=value; unknown ones are logged and ignored). Every URL may be
+local, obs:// or s3://. search writes results.csv (query,rank,gallery,score), submission.csv
+(the contest's line per query) and, when queries and gallery carry labels, metrics.json.
+"""
+import argparse
+import logging
+import os
+import sys
+
+HERE = os.path.dirname(os.path.realpath(__file__))
+sys.path.insert(0, HERE)  # ModelArts runs the boot file from another working directory
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import obs_utils  # noqa: E402
+from cli import boolean, positive, setup_logging  # noqa: E402
+from inputs import fetch, layouts, screening  # noqa: E402
+
+log = logging.getLogger("retrieve")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n", 2)[2])
+    parser.add_argument("command", choices=["index", "search"])
+    parser.add_argument("--model_dir", default="", help="a model package (model/) or a "
+                        "train_url holding one")
+    parser.add_argument("--data_url", default="", help="index: the gallery; search: the queries")
+    parser.add_argument("--index_url", default="", help="the feature base (.h5)")
+    parser.add_argument("--data_format", default="auto",
+                        choices=["auto", "garbage", "folders", "manifest", "unlabelled"],
+                        help="auto: a labelled layout if the folder is one, else every image")
+    parser.add_argument("--manifest", default=None)
+    parser.add_argument("--batch_size", type=positive, default=64)
+    parser.add_argument("--local_data_root", default=None, help="the local cache")
+    parser.add_argument("--rebuild", type=boolean, default=False,
+                        help="index: embed everything again instead of only new images")
+    parser.add_argument("--float16", type=boolean, default=False,
+                        help="index: store features as float16 (half the size)")
+    parser.add_argument("--top_k", type=positive, default=10)
+    parser.add_argument("--output_url", default=os.path.join("outputs", "retrieval"))
+    return parser
+
+
+def main(argv=None):
+    setup_logging()
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:
+        log.warning("ignoring flags retrieve.py does not know: %s", " ".join(unknown))
+    from retrieval import base, embed, stage  # TensorFlow loads here, after the flags parse
+    try:
+        for flag in ("model_dir", "data_url", "index_url"):
+            if not getattr(args, flag):
+                raise ValueError(f"{args.command} needs --{flag}: python retrieve.py --help")
+        cache_root = fetch.resolve_cache_root(args.local_data_root)
+        if args.command == "index":
+            summary = stage.index(args, cache_root)
+        else:
+            summary = stage.search_queries(args, cache_root)
+    except (obs_utils.ObsError, layouts.LayoutError, screening.DataError, embed.ModelError,
+            base.BaseError, ValueError) as exc:
+        log.error("%s", exc)
+        return 2
+    except OSError as exc:
+        log.error("%s: %s", type(exc).__name__, exc)
+        return 2
+    log.info("%s", summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
