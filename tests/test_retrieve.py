@@ -1,0 +1,71 @@
+"""retrieve.py end to end over obs:// on the moto server: a model trained on digits 0-6 indexes
+and searches digits 7-9, classes it never saw."""
+import json
+import logging
+
+import h5py
+
+import obs_utils
+from tests.images import digit_image, encode, write
+from tests.test_train_job import SMALL, run_train
+
+
+def test_retrieval_of_classes_never_trained_over_obs(bucket, tmp_path, caplog):
+    import retrieve
+
+    caplog.set_level(logging.INFO)
+    for i in range(700):
+        image, label = digit_image(i, 28)
+        if label <= 6:
+            write(tmp_path / "train" / f"digit_{label}" / f"{i}.png", encode(image, "PNG"))
+        else:
+            side = "gallery" if i % 2 else "queries"
+            write(tmp_path / side / f"数字{label}" / f"{i}.jpg", encode(image))
+    write(tmp_path / "queries" / "数字7" / "broken.jpg", b"not an image at all")
+    for side in ("gallery", "queries"):
+        obs_utils.copy_tree(str(tmp_path / side), f"obs://{bucket}/{side}/", progress=False)
+    proc = run_train(f"--data_url={tmp_path / 'train'}", f"--train_url=obs://{bucket}/run/",
+                     f"--local_data_root={tmp_path / 'cache'}", *SMALL, "--max_epochs=6",
+                     "--learning_rate=2e-3", "--freeze_epochs=0")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    common = [f"--model_dir=obs://{bucket}/run/", f"--index_url=obs://{bucket}/base/digits.h5",
+              f"--local_data_root={tmp_path / 'cache'}", "--batch_size=32"]
+    assert retrieve.main(["index", f"--data_url=obs://{bucket}/gallery/", *common]) == 0
+    assert retrieve.main(["search", f"--data_url=obs://{bucket}/queries/", *common,
+                          f"--output_url=obs://{bucket}/found/", "--unknown_flag=1"]) == 0
+    assert "ignoring flags retrieve.py does not know: --unknown_flag=1" in caplog.text
+    assert "数字7/broken.jpg" in obs_utils.read_text(f"obs://{bucket}/found/screening_report.json")
+    scores = json.loads(obs_utils.read_text(f"obs://{bucket}/found/metrics.json"))
+    print("retrieval of unseen digits:", scores)
+    assert scores["queries"] > 80 and scores["queries_without_match"] == 0
+    assert scores["top1_accuracy"] > 0.6, scores   # 3 unseen classes: chance is about 1/3
+    assert scores["score"] == 0.5 * scores["top1_accuracy"] + 0.5 * scores["map_at_10"]
+    rows = obs_utils.read_text(f"obs://{bucket}/found/results.csv").splitlines()
+    assert rows[0] == "query,rank,gallery,score" and len(rows) == 1 + 10 * scores["queries"]
+    query, rank, gallery, _ = rows[1].split(",")
+    assert query.startswith("数字") and rank == "1" and gallery.startswith("数字")
+
+    # Two more gallery images: only they are embedded; the base grows by two.
+    for name in ("new_a.jpg", "new_b.jpg"):
+        obs_utils.write_bytes(f"obs://{bucket}/gallery/数字8/{name}",
+                              encode(digit_image(8, 28)[0]))
+    caplog.clear()
+    assert retrieve.main(["index", f"--data_url=obs://{bucket}/gallery/", *common]) == 0
+    assert "already embedded by this model, 2 to embed" in caplog.text
+    obs_utils.copy(f"obs://{bucket}/base/digits.h5", str(tmp_path / "digits.h5"))
+    with h5py.File(tmp_path / "digits.h5") as f:
+        names = [n.decode() for n in f["names"][:]]
+        assert "数字8/new_a.jpg" in names and len(names) == len(set(names))
+
+    # Searching with another model's base is one clear error, exit 2.
+    caplog.clear()
+    other = tmp_path / "other.h5"
+    with h5py.File(tmp_path / "digits.h5") as f, h5py.File(other, "w") as g:
+        for key in f:
+            f.copy(key, g)
+        g.attrs.update({**f.attrs, "fingerprint": "0123456789abcdef"})
+    assert retrieve.main(["search", f"--data_url=obs://{bucket}/queries/", *common[:1],
+                          f"--index_url={other}", *common[2:],
+                          f"--output_url={tmp_path / 'x'}"]) == 2
+    assert "was made by another model (fingerprint '0123456789abcdef' in the base" in caplog.text
