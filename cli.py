@@ -28,5 +28,5 @@ def setup_logging():
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
-    for chatty in (*obs_utils.CHATTY_LOGGERS, "absl", "tensorflow", "h5py"):
+    for chatty in (*obs_utils.CHATTY_LOGGERS, "absl", "tensorflow", "h5py", "faiss"):
         logging.getLogger(chatty).setLevel(logging.WARNING)

@@ -45,6 +45,17 @@ def build_parser():
     parser.add_argument("--float16", type=boolean, default=False,
                         help="index: store features as float16 (half the size)")
     parser.add_argument("--top_k", type=positive, default=10)
+    parser.add_argument("--search", default="exact", choices=["exact", "hnsw", "ivf"],
+                        help="search: exact, or approximate through faiss (its recall@10 "
+                             "against exact is logged)")
+    parser.add_argument("--query_expansion", type=int, default=0,
+                        help="search: average each query with its first N results and search "
+                             "again (alpha-QE; 0: off)")
+    parser.add_argument("--qe_alpha", type=float, default=3.0)
+    parser.add_argument("--database_augmentation", type=int, default=0,
+                        help="search: average each gallery feature with its N nearest gallery "
+                             "neighbours first (DBA; holds the gallery in memory; 0: off)")
+    parser.add_argument("--dba_alpha", type=float, default=3.0)
     parser.add_argument("--output_url", default=os.path.join("outputs", "retrieval"))
     return parser
 

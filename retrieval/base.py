@@ -86,6 +86,13 @@ class FeatureBase:
         for first in range(0, len(self), size):
             yield first, np.asarray(features[first:first + size], dtype=np.float32)
 
+    def rows(self, indices):
+        """float32 features of the rows `indices` (any shape), read in sorted order."""
+        indices = np.asarray(indices)
+        unique, inverse = np.unique(indices, return_inverse=True)
+        found = np.asarray(self.file["features"][unique], dtype=np.float32)
+        return found[inverse].reshape(*indices.shape, -1)
+
     def check_model(self, model_meta):
         """Raise BaseError naming what differs when `model_meta` is not the base's model."""
         mine = self.meta

@@ -74,3 +74,69 @@ def exact_search(queries, gallery_blocks, k=10):
     if best_indices.shape[1] == 0:
         raise ValueError("the gallery is empty: nothing to search")
     return best_scores, best_indices
+
+
+APPROXIMATE = ("hnsw", "ivf")
+
+
+def _faiss():
+    try:
+        import faiss
+    except ImportError:
+        raise ValueError("approximate search needs faiss: pip install faiss-cpu (on ModelArts, "
+                         "add faiss-cpu to pip-requirements.txt), or use --search=exact") from None
+    return faiss
+
+
+def approximate_index(gallery_blocks, dim, kind="hnsw", neighbours=32, lists=None):
+    """A faiss index over the gallery (held in memory, unlike exact search): HNSW (a graph;
+    no training) or IVF (k-means lists of a flat inner-product index; `lists` defaults to
+    4 x sqrt(N))."""
+    faiss = _faiss()
+    blocks = [np.ascontiguousarray(block, dtype=np.float32) for _, block in gallery_blocks]
+    gallery = np.concatenate(blocks) if blocks else np.zeros((0, dim), np.float32)
+    if kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, neighbours, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = 80
+    elif kind == "ivf":
+        lists = lists or max(1, min(len(gallery) // 39, int(4 * np.sqrt(len(gallery)))))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists,
+                                   faiss.METRIC_INNER_PRODUCT)
+        index.train(gallery)
+    else:
+        raise ValueError(f"--search={kind!r}: use exact or one of {', '.join(APPROXIMATE)}")
+    index.add(gallery)
+    return index
+
+
+def approximate_search(index, queries, k=10, effort=64):
+    """(scores, indices) from a faiss index; `effort` is HNSW's efSearch or IVF's nprobe
+    (more: slower and closer to exact)."""
+    faiss = _faiss()
+    if isinstance(index, faiss.IndexHNSWFlat):
+        index.hnsw.efSearch = max(effort, k)
+    else:
+        index.nprobe = max(1, effort // 4)
+    scores, indices = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+    return scores, indices
+
+
+def recall_at_k(found, exact):
+    """The share of the exact top-k that the approximate top-k found, over all queries."""
+    found, exact = np.asarray(found), np.asarray(exact)
+    hits = sum(len(set(f) & set(e)) for f, e in zip(found.tolist(), exact.tolist()))
+    return hits / exact.size
+
+
+def query_expansion(queries, neighbours, scores, alpha=3.0):
+    """alpha-QE (Radenovic et al.): each query plus its top-n results weighted by
+    similarity^alpha, re-normalised (alpha 0: average QE). neighbours [Q, n, D], scores [Q, n]."""
+    weights = np.clip(scores, 0.0, None) ** alpha
+    return l2_normalise(queries + np.einsum("qn,qnd->qd", weights, neighbours))
+
+
+def database_augmentation(gallery, count=5, alpha=3.0):
+    """DBA: every gallery feature replaced by alpha-QE over its own top-`count` gallery
+    neighbours (itself first), so near-duplicates pull together. Holds the gallery in memory."""
+    scores, indices = exact_search(gallery, gallery, count)
+    return query_expansion(np.zeros_like(gallery), gallery[indices], scores, alpha)

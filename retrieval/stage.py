@@ -103,6 +103,42 @@ def index(args, cache_root):
             f"{embedder.meta['backbone']} {embedder.meta['fingerprint']})")
 
 
+def _ranked(args, fb, queries):
+    """(scores, gallery rows) [Q, top_k] by --search, with the re-ranking asked for:
+    --database_augmentation (the gallery, in memory, averaged with its own neighbours) and
+    --query_expansion (each query averaged with its first results, then searched again)."""
+    k = max(args.top_k, args.query_expansion)
+    if args.database_augmentation:
+        log.info("database-side augmentation over %d neighbours (the gallery in memory)",
+                 args.database_augmentation)
+        gallery = search.database_augmentation(
+            np.concatenate([block for _, block in fb.blocks()]), args.database_augmentation,
+            args.dba_alpha)
+        blocks, rows = (lambda: [(0, gallery)]), (lambda idx: gallery[idx])
+    else:
+        blocks, rows = fb.blocks, fb.rows
+    if args.search == "exact":
+        def find(q, count):
+            return search.exact_search(q, blocks(), count)
+    else:
+        index = search.approximate_index(blocks(), queries.shape[1], args.search)
+
+        def find(q, count):
+            return search.approximate_search(index, q, count)
+        sample = queries[:200]
+        recall = search.recall_at_k(find(sample, 10)[1], search.exact_search(
+            sample, blocks(), 10)[1])
+        log.info("approximate search (%s): recall@10 %.4f against exact on %d queries",
+                 args.search, recall, len(sample))
+    scores, ranked = find(queries, k)
+    if args.query_expansion:
+        n = args.query_expansion
+        queries = search.query_expansion(queries, rows(ranked[:, :n]), scores[:, :n],
+                                         args.qe_alpha)
+        scores, ranked = find(queries, args.top_k)
+    return scores[:, :args.top_k], ranked[:, :args.top_k]
+
+
 def _csv_text(rows, header):
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -129,14 +165,14 @@ def search_queries(args, cache_root):
         samples = [samples[i] for i in done]
         if not samples:
             raise ValueError(f"no query image of {args.data_url} could be embedded")
-        scores, ranked = search.exact_search(queries, fb.blocks(), args.top_k)
+        scores, ranked = _ranked(args, fb, queries)
         names, gallery_labels, label_names = fb.names, fb.labels, fb.label_names
     rows = [(s.rel, rank + 1, names[g], f"{score:.6f}")
             for s, gs, ss in zip(samples, ranked, scores)
-            for rank, (g, score) in enumerate(zip(gs, ss))]
+            for rank, (g, score) in enumerate(zip(gs, ss)) if g >= 0]
     obs_utils.write_text(obs_utils.join(args.output_url, "results.csv"),
                          _csv_text(rows, ["query", "rank", "gallery", "score"]))
-    contest = "".join(f"{s.rel},{{{','.join(names[g] for g in gs)}}}\n"
+    contest = "".join(f"{s.rel},{{{','.join(names[g] for g in gs if g >= 0)}}}\n"
                       for s, gs in zip(samples, ranked))
     obs_utils.write_text(obs_utils.join(args.output_url, "submission.csv"), contest)
     summary = f"top-{args.top_k} of {len(samples)} queries written to {args.output_url}"

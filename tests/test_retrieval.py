@@ -114,3 +114,37 @@ def test_an_interrupted_index_keeps_the_old_base_and_its_rows_are_reused(tmp_pat
         base.open_base(str(tmp_path / "junk.h5"))
     with pytest.raises(base.BaseError, match="does not exist"):
         base.open_base(os.path.join(str(tmp_path), "none.h5"))
+
+
+def test_approximate_search_reports_its_recall():
+    assert search.recall_at_k([[1, 2, 3], [4, 5, 9]], [[3, 2, 1], [4, 5, 6]]) == 5 / 6
+    rng = np.random.default_rng(1)
+    gallery, _ = clustered(3000, 32, 30, rng)
+    queries, _ = clustered(100, 32, 30, rng)
+    _, exact = search.exact_search(queries, gallery, k=10)
+    for kind in search.APPROXIMATE:
+        index = search.approximate_index([(0, gallery[:1000]), (1000, gallery[1000:])], 32, kind)
+        _, found = search.approximate_search(index, queries, k=10, effort=128)
+        assert search.recall_at_k(found, exact) > 0.9, kind
+    with pytest.raises(ValueError, match="use exact or one of hnsw, ivf"):
+        search.approximate_index([(0, gallery)], 32, "annoy")
+
+
+def test_query_expansion_and_database_augmentation():
+    q = np.array([[1.0, 0.0, 0.0]], np.float32)
+    near = np.array([[[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]], np.float32)
+    # alpha 0: the plain average of the query and its results
+    np.testing.assert_allclose(search.query_expansion(q, near, np.ones((1, 2)), alpha=0),
+                               [[1 / np.sqrt(3)] * 3], rtol=1e-6)
+    # a weaker result counts less (similarity ** alpha); a negative one not at all
+    weighted = search.query_expansion(q, near, np.array([[0.5, -0.2]]), alpha=3)
+    assert weighted[0, 1] > 0 and weighted[0, 2] == 0
+    # DBA pulls near-duplicates together and leaves a lone item where it was
+    rng = np.random.default_rng(2)
+    base_vector = search.l2_normalise(rng.normal(size=(1, 16)))
+    twins = search.l2_normalise(base_vector + 0.3 * rng.normal(size=(2, 16)))
+    lone = search.l2_normalise(rng.normal(size=(1, 16)))
+    gallery = np.concatenate([twins, lone])
+    augmented = search.database_augmentation(gallery, count=2, alpha=1)
+    assert augmented[0] @ augmented[1] > twins[0] @ twins[1]
+    assert augmented[2] @ lone[0] > 0.9

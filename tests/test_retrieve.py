@@ -2,6 +2,7 @@
 and searches digits 7-9, classes it never saw."""
 import json
 import logging
+import re
 
 import h5py
 
@@ -45,6 +46,16 @@ def test_retrieval_of_classes_never_trained_over_obs(bucket, tmp_path, caplog):
     assert rows[0] == "query,rank,gallery,score" and len(rows) == 1 + 10 * scores["queries"]
     query, rank, gallery, _ = rows[1].split(",")
     assert query.startswith("数字") and rank == "1" and gallery.startswith("数字")
+
+    # Approximate search with both re-rankings: its recall against exact is in the log.
+    caplog.clear()
+    assert retrieve.main(["search", f"--data_url=obs://{bucket}/queries/", *common,
+                          f"--output_url={tmp_path / 'approx'}", "--search=hnsw",
+                          "--query_expansion=3", "--database_augmentation=3"]) == 0
+    assert re.search(r"approximate search \(hnsw\): recall@10 (0\.9\d*|1\.0+) against exact",
+                     caplog.text), caplog.text
+    approx = json.loads((tmp_path / "approx" / "metrics.json").read_text())
+    assert approx["top1_accuracy"] > 0.6
 
     # Two more gallery images: only they are embedded; the base grows by two.
     for name in ("new_a.jpg", "new_b.jpg"):
