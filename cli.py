@@ -30,3 +30,19 @@ def setup_logging():
                         datefmt="%H:%M:%S")
     for chatty in (*obs_utils.CHATTY_LOGGERS, "absl", "tensorflow", "h5py", "faiss"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
+
+
+def run_job(job, user_errors, log):
+    """Run job() -> its summary line, logged; exit status 0. An error the user can fix (one
+    of `user_errors`, or an OSError: an unwritable cache, permissions, a full disk) is one log
+    line naming the file or the flag, and exit status 2 instead of a traceback."""
+    try:
+        summary = job()
+    except user_errors as exc:
+        log.error("%s", exc)
+        return 2
+    except OSError as exc:
+        log.error("%s: %s", type(exc).__name__, exc)
+        return 2
+    log.info("%s", summary)
+    return 0

@@ -19,7 +19,7 @@ sys.path.insert(0, HERE)  # ModelArts runs the boot file from another working di
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import obs_utils  # noqa: E402
-from cli import boolean, positive, setup_logging  # noqa: E402
+from cli import boolean, positive, run_job, setup_logging  # noqa: E402
 from inputs import fetch, layouts, screening  # noqa: E402
 
 log = logging.getLogger("retrieve")
@@ -66,24 +66,18 @@ def main(argv=None):
     if unknown:
         log.warning("ignoring flags retrieve.py does not know: %s", " ".join(unknown))
     from retrieval import base, embed, stage  # TensorFlow loads here, after the flags parse
-    try:
+
+    def job():
         for flag in ("model_dir", "data_url", "index_url"):
             if not getattr(args, flag):
                 raise ValueError(f"{args.command} needs --{flag}: python retrieve.py --help")
         cache_root = fetch.resolve_cache_root(args.local_data_root)
         if args.command == "index":
-            summary = stage.index(args, cache_root)
-        else:
-            summary = stage.search_queries(args, cache_root)
-    except (obs_utils.ObsError, layouts.LayoutError, screening.DataError, embed.ModelError,
-            base.BaseError, ValueError) as exc:
-        log.error("%s", exc)
-        return 2
-    except OSError as exc:
-        log.error("%s: %s", type(exc).__name__, exc)
-        return 2
-    log.info("%s", summary)
-    return 0
+            return stage.index(args, cache_root)
+        return stage.search_queries(args, cache_root)
+
+    return run_job(job, (obs_utils.ObsError, layouts.LayoutError, screening.DataError,
+                         embed.ModelError, base.BaseError, ValueError), log)
 
 
 if __name__ == "__main__":

@@ -26,9 +26,9 @@ sys.path.insert(0, HERE)  # ModelArts runs the boot file from another working di
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ chatter, not our log
 
 import obs_utils  # noqa: E402
-from cli import boolean, positive, setup_logging  # noqa: E402
+from cli import boolean, positive, run_job, setup_logging  # noqa: E402
 from inputs import augment, balance, fetch, layouts, prepare, screening  # noqa: E402
-from models import backbones, weights  # noqa: E402
+from models import backbones, heads, weights  # noqa: E402
 from training import distribute, optim  # noqa: E402
 
 log = logging.getLogger("train")
@@ -97,6 +97,13 @@ def build_parser():
     model.add_argument("--dropout", type=float, default=0.3)
     model.add_argument("--loss", default="categorical_crossentropy")
     model.add_argument("--label_smoothing", type=float, default=0.1)
+    model.add_argument("--head", default="softmax", choices=list(heads.HEADS),
+                       help="cosine heads (normface, cosface, arcface) give the better "
+                            "embedding for retrieve.py")
+    model.add_argument("--head_scale", type=float, default=30.0,
+                       help="cosine heads: the scale s of softmax(s x cos)")
+    model.add_argument("--head_margin", type=float, default=None,
+                       help="cosface / arcface margin (default 0.35 / 0.5), in the loss only")
 
     fit = parser.add_argument_group("training")
     fit.add_argument("--max_epochs", type=positive, default=30)
@@ -295,21 +302,15 @@ def main(argv=None):
     if unknown:
         log.warning("ignoring flags this job does not know (the platform adds some): %s",
                     " ".join(unknown))
-    try:
+
+    def job():
         cache_root = fetch.resolve_cache_root(args.local_data_root)
         if args.mode == "train":
-            summary = train_and_export(args, unknown, cache_root)
-        else:
-            summary = evaluate_or_predict(args, cache_root)
-    except (obs_utils.ObsError, layouts.LayoutError, screening.DataError,
-            weights.WeightsError, ValueError) as exc:
-        log.error("%s", exc)
-        return 2
-    except OSError as exc:  # unwritable cache, permissions, a full disk: say which file
-        log.error("%s: %s", type(exc).__name__, exc)
-        return 2
-    log.info("%s", summary)
-    return 0
+            return train_and_export(args, unknown, cache_root)
+        return evaluate_or_predict(args, cache_root)
+
+    return run_job(job, (obs_utils.ObsError, layouts.LayoutError, screening.DataError,
+                         weights.WeightsError, ValueError), log)
 
 
 if __name__ == "__main__":

@@ -67,7 +67,8 @@ def _from_weights(path, batch_size):
         flags = json.load(f)["flags"]
     class_names = label_map.load(labels_path)
     model, _ = build.build_classifier(flags["backbone"], len(class_names), flags["input_size"],
-                                      flags["dropout"])
+                                      flags["dropout"], flags.get("head", "softmax"),
+                                      flags.get("head_scale", 30.0))
     model.load_weights(path)
     log.info("evaluating %s (%s, input %d, from %s)", path, flags["backbone"],
              flags["input_size"], config_path)

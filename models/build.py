@@ -1,15 +1,19 @@
 """Build the classifier: 0..255 images -> backbone normalisation -> backbone -> global average
-pooling -> dropout -> dense softmax (float32, also under mixed precision)."""
+pooling -> dropout -> dense softmax, or a cosine head (models/heads.py) -> softmax of the
+scaled cosines; the output runs in float32, also under mixed precision."""
 import math
 
 import keras
 
 from . import backbones
+from .heads import HEADS, CosineHead, ScaledSoftmax
 from .layers import BackboneNormalization
 
 
-def build_classifier(backbone_name, num_classes, input_size, dropout=0.3):
-    """(model, backbone): the backbone is returned too, to freeze it or load weights into it."""
+def build_classifier(backbone_name, num_classes, input_size, dropout=0.3, head="softmax",
+                     head_scale=30.0):
+    """(model, backbone): the backbone is returned too, to freeze it or load weights into it.
+    The model's output is always `probabilities`; a cosine head's are softmax(scale x cos)."""
     if num_classes < 2:
         raise ValueError(f"num_classes={num_classes}: a classifier needs at least 2 classes")
     backbone = backbones.build(backbone_name, input_size)
@@ -19,9 +23,23 @@ def build_classifier(backbone_name, num_classes, input_size, dropout=0.3):
     x = backbone(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     x = keras.layers.Dropout(dropout, name="dropout")(x)
-    probabilities = keras.layers.Dense(num_classes, activation="softmax", dtype="float32",
-                                       name="probabilities")(x)
+    if head == "softmax":
+        probabilities = keras.layers.Dense(num_classes, activation="softmax", dtype="float32",
+                                           name="probabilities")(x)
+    elif head in HEADS:
+        cosines = CosineHead(num_classes, name="cosines")(x)
+        probabilities = ScaledSoftmax(head_scale, name="probabilities")(cosines)
+    else:
+        raise ValueError(f"--head={head!r}: use one of {', '.join(HEADS)}")
     return keras.Model(images, probabilities, name=f"{backbone_name}_classifier"), backbone
+
+
+def training_outputs(model, head):
+    """What the training loop's loss reads: the probabilities for the softmax head, the
+    cosines for a cosine head (its margin loss needs them; the weights are the same)."""
+    if head == "softmax":
+        return model
+    return keras.Model(model.inputs, model.get_layer("cosines").output)
 
 
 def set_backbone_trainable(backbone, trainable):

@@ -4,6 +4,7 @@ import h5py
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import obs_utils
 from models import backbones, build, losses, weights
@@ -149,3 +150,65 @@ def test_binary_crossentropy_is_refused_and_smoothing_works():
     y = np.array([[0.0, 1.0, 0.0]], "float32")
     p = np.array([[0.05, 0.9, 0.05]], "float32")
     assert float(smooth(y, p)) > float(hard(y, p))
+
+
+def test_a_cosine_head_serves_the_softmax_of_its_scaled_cosines():
+    from models import heads
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model, _ = build.build_classifier("mobilenetv3small", 5, 32, head="arcface",
+                                          head_scale=16.0)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    head = model.get_layer("cosines")
+    assert [w.name for w in head.weights] == ["kernel"]               # no bias
+    assert head.kernel.dtype == "float32" and model.output.dtype == "float32"
+    images = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(model(images).numpy().sum(axis=1), 1.0, rtol=1e-5)
+    # the head on features of a real scale: softmax(scale x cosines), by hand
+    features = np.random.default_rng(1).normal(size=(4, 6)).astype("float32")
+    layer, softmax = heads.CosineHead(5), heads.ScaledSoftmax(16.0)
+    cos = layer(features).numpy()
+    kernel = layer.kernel.numpy()
+    by_hand = (features / np.linalg.norm(features, axis=1, keepdims=True)) @ (
+        kernel / np.linalg.norm(kernel, axis=0, keepdims=True))
+    np.testing.assert_allclose(cos, by_hand, atol=1e-5)
+    expected = np.exp(16 * by_hand) / np.exp(16 * by_hand).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(softmax(cos).numpy(), expected, atol=1e-5)
+    assert build.training_outputs(model, "arcface").output.name != model.output.name
+    assert build.training_outputs(model, "softmax") is model
+    with pytest.raises(ValueError, match="--head='angular'"):
+        build.build_classifier("mobilenetv3small", 5, 32, head="angular")
+    assert isinstance(losses.make_loss(head="cosface"), heads.MarginLoss)
+
+
+def test_margins_apply_to_the_target_class_only_and_stay_finite():
+    from models import heads
+
+    cos = np.array([[0.5, 0.2, -0.95]], np.float32)
+    target = np.array([[1.0, 0.0, 0.0]], np.float32)
+    cosface = heads.margin_logits(cos, target, "cosface", 10.0, 0.35).numpy()
+    np.testing.assert_allclose(cosface, [[10 * (0.5 - 0.35), 2.0, -9.5]], rtol=1e-5)
+    arcface = heads.margin_logits(cos, target, "arcface", 10.0, 0.5).numpy()
+    np.testing.assert_allclose(arcface[0, 0], 10 * np.cos(np.arccos(0.5) + 0.5), rtol=1e-5)
+    np.testing.assert_allclose(arcface[0, 1:], [2.0, -9.5], rtol=1e-5)
+    # past theta = pi - m the angle cannot grow: the linear fallback keeps the logit falling
+    last = heads.margin_logits(cos, np.array([[0, 0, 1.0]], np.float32), "arcface", 10.0, 0.5)
+    np.testing.assert_allclose(last.numpy()[0, 2], 10 * (-0.95 - 0.5 * np.sin(0.5)), rtol=1e-5)
+    # a soft label (MixUp) carries its share of the margin
+    half = heads.margin_logits(cos, np.array([[0.5, 0.5, 0]], np.float32), "cosface", 10.0, 0.2)
+    np.testing.assert_allclose(half.numpy()[0, :2], [10 * (0.5 - 0.1), 10 * (0.2 - 0.1)],
+                               rtol=1e-5)
+    np.testing.assert_allclose(heads.margin_logits(cos, target, "normface", 10.0, 0.3), 10 * cos)
+    # at cos = +-1 the gradient stays finite (sqrt(1 - cos^2) is kept away from 0)
+    for value in (1.0, -1.0):
+        edge = tf.constant([[value, 0.0, 0.0]])
+        with tf.GradientTape() as tape:
+            tape.watch(edge)
+            loss = heads.MarginLoss("arcface", scale=1.0)(tf.constant([[1.0, 0, 0]]), edge)
+        assert np.isfinite(tape.gradient(loss, edge).numpy()).all() and np.isfinite(loss)
+    with pytest.raises(ValueError, match="--head_margin=2.0"):
+        heads.MarginLoss("arcface", margin=2.0)
+    with pytest.raises(ValueError, match="--head_scale=0"):
+        heads.MarginLoss("cosface", scale=0)

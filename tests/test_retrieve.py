@@ -27,7 +27,8 @@ def test_retrieval_of_classes_never_trained_over_obs(bucket, tmp_path, caplog):
         obs_utils.copy_tree(str(tmp_path / side), f"obs://{bucket}/{side}/", progress=False)
     proc = run_train(f"--data_url={tmp_path / 'train'}", f"--train_url=obs://{bucket}/run/",
                      f"--local_data_root={tmp_path / 'cache'}", *SMALL, "--max_epochs=6",
-                     "--learning_rate=2e-3", "--freeze_epochs=0")
+                     "--learning_rate=2e-3", "--freeze_epochs=0", "--head=arcface",
+                     "--head_scale=16")
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
     common = [f"--model_dir=obs://{bucket}/run/", f"--index_url=obs://{bucket}/base/digits.h5",

@@ -63,7 +63,7 @@ def train(args, data, augment_settings, work_dir, cache_root, strategy, chief=Tr
 
     with strategy.scope():
         model, backbone = build.build_classifier(args.backbone, num_classes, args.input_size,
-                                                 args.dropout)
+                                                 args.dropout, args.head, args.head_scale)
         weights_path = weights.resolve(args.backbone, args.pretrained_weights, cache_root)
         if weights_path:
             weights.load(backbone, weights_path, args.backbone)
@@ -81,7 +81,9 @@ def train(args, data, augment_settings, work_dir, cache_root, strategy, chief=Tr
         if mixed:
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(model.trainable_variables)  # every layer, before any freezing
-        loss_fn = losses.make_loss(args.loss, args.label_smoothing, reduction=None)
+        loss_fn = losses.make_loss(args.loss, args.label_smoothing, reduction=None,
+                                   head=args.head, head_scale=args.head_scale,
+                                   head_margin=args.head_margin)
     model.optimizer = optimizer  # what ReduceLROnPlateau adjusts
 
     state = checkpoints.ResumeState(model, optimizer, work_dir, args.train_url, chief)
@@ -115,7 +117,7 @@ def train(args, data, augment_settings, work_dir, cache_root, strategy, chief=Tr
     counts = screening.class_counts(data.train, num_classes)
     config = StepConfig(global_batch, args.clipnorm,
                         balance.loss_weights(counts, args.balance), xla)
-    loop = Loop(strategy, model, optimizer, loss_fn, config)
+    loop = Loop(strategy, build.training_outputs(model, args.head), optimizer, loss_fn, config)
     train_iter, val_dist = _datasets(strategy, data, args, augment_settings, args.batch_size,
                                      args.seed + 1000 * start_epoch)
 
@@ -192,7 +194,7 @@ def final_model(args, class_names, result):
     weights by val_accuracy, else the last epoch's."""
     keras.mixed_precision.set_global_policy("float32")
     model, _ = build.build_classifier(args.backbone, len(class_names), args.input_size,
-                                      args.dropout)
+                                      args.dropout, args.head, args.head_scale)
     if result.best_weights:
         model.load_weights(result.best_weights)
         log.info("best weights restored: %s", os.path.basename(result.best_weights))
