@@ -1,7 +1,9 @@
 """The deployed predictor, as ModelArts runs it, and the same predictor on your machine.
 
 ModelArts imports this file from model/ and builds ImageClassifierService(model_name,
-model_path) once; each request is {"images": {"<file name>": <file>}}. Run directly:
+model_path) once; each request is {"images": {"<file name>": <file>}}. A retrieval package
+(`retrieve.py package` put a gallery in it) answers with the nearest gallery images instead
+of classes. Run directly:
 
     python customize_service.py --model_dir outputs/demo/model            # serve on 127.0.0.1:8080
     curl -F images=@x.jpg http://127.0.0.1:8080/
@@ -22,7 +24,7 @@ if HERE not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from serving import images  # noqa: E402
+from serving import gallery, images  # noqa: E402
 from serving.errors import BadRequest  # noqa: E402
 
 try:
@@ -52,12 +54,22 @@ class ImageClassifierService(TfServingBaseService):
 
         self.model_name, self.model_path = model_name, model_path
         self.model = tf.saved_model.load(model_path)
-        self.signature = self.model.signatures["serving_default"]
         self.class_names = load_labels(model_path)
         self.batcher = None  # the local server sets a serving.batcher.Batcher
+        with open(os.path.join(model_path, "config.json"), encoding="utf-8") as f:
+            retrieval = json.load(f).get(gallery.CONFIG_KEY)
+        if retrieval:  # embeddings out, then the gallery's nearest images
+            self.gallery = gallery.Gallery(os.path.join(model_path, retrieval["index"]))
+            self.top_k = int(retrieval.get("top_k", 10))
+            self.signature, self.output = self.model.signatures["embed"], "embeddings"
+        else:
+            self.gallery = None
+            self.signature = self.model.signatures["serving_default"]
+            self.output = "probabilities"
 
     def predict(self, blobs):
-        """Encoded image bytes [n] -> probabilities, numpy [n, classes]."""
+        """Encoded image bytes [n] -> probabilities, numpy [n, classes] (a retrieval package:
+        embeddings [n, D])."""
         import tensorflow as tf
 
         try:
@@ -65,7 +77,7 @@ class ImageClassifierService(TfServingBaseService):
         except tf.errors.InvalidArgumentError:
             raise BadRequest("an image could not be decoded: it is cut short or corrupt") \
                 from None
-        return outputs["probabilities"].numpy()
+        return outputs[self.output].numpy()
 
     def _preprocess(self, data):
         return images.files_of(data)
@@ -87,7 +99,11 @@ class ImageClassifierService(TfServingBaseService):
 
     def reply(self, probabilities):
         """One file's answer: the top class (`result` is what the 2019 contest scored) and the
-        top-5 [name, probability] pairs."""
+        top-5 [name, probability] pairs; from a retrieval package, the nearest gallery image
+        and the top-k [gallery image, cosine similarity] pairs."""
+        if self.gallery is not None:
+            neighbors = self.gallery.nearest(probabilities[np.newaxis], self.top_k)[0]
+            return {"result": neighbors[0][0], "neighbors": neighbors}
         order = np.argsort(-probabilities, kind="stable")[:TOP_K]
         best = self.class_names[order[0]]
         return {"result": best, "predicted_label": best,
@@ -105,6 +121,8 @@ class ImageClassifierService(TfServingBaseService):
 
     def health(self):
         status = {"status": "ok", "model": self.model_name, "classes": len(self.class_names)}
+        if self.gallery is not None:
+            status["gallery"] = len(self.gallery)
         if self.batcher is not None:
             status.update(batches=self.batcher.batches, images=self.batcher.images)
         return status

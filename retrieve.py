@@ -4,6 +4,7 @@ find each query's nearest gallery images (the DIGIX system).
     python retrieve.py index  --model_dir=<model/ or train_url> --data_url=<gallery> --index_url=<base.h5>
     python retrieve.py search --model_dir=... --index_url=<base.h5> --data_url=<queries> \\
         --top_k=10 --output_url=<folder>
+    python retrieve.py package --model_dir=<model/> --index_url=<base.h5>   # serve the gallery
 
 Flags in train.py's style (--key=value; unknown ones are logged and ignored). Every URL may be
 local, obs:// or s3://. search writes results.csv (query,rank,gallery,score), submission.csv
@@ -29,7 +30,7 @@ def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n", 2)[2])
-    parser.add_argument("command", choices=["index", "search"])
+    parser.add_argument("command", choices=["index", "search", "package"])
     parser.add_argument("--model_dir", default="", help="a model package (model/) or a "
                         "train_url holding one")
     parser.add_argument("--data_url", default="", help="index: the gallery; search: the queries")
@@ -44,7 +45,10 @@ def build_parser():
                         help="index: embed everything again instead of only new images")
     parser.add_argument("--float16", type=boolean, default=False,
                         help="index: store features as float16 (half the size)")
-    parser.add_argument("--top_k", type=positive, default=10)
+    parser.add_argument("--top_k", type=positive, default=10,
+                        help="search: results per query; package: what the service returns")
+    parser.add_argument("--overwrite", type=boolean, default=False,
+                        help="package: replace the gallery a package already serves")
     parser.add_argument("--search", default="exact", choices=["exact", "hnsw", "ivf"],
                         help="search: exact, or approximate through faiss (its recall@10 "
                              "against exact is logged)")
@@ -68,12 +72,16 @@ def main(argv=None):
     from retrieval import base, embed, stage  # TensorFlow loads here, after the flags parse
 
     def job():
-        for flag in ("model_dir", "data_url", "index_url"):
+        needed = ("model_dir", "index_url") if args.command == "package" else (
+            "model_dir", "data_url", "index_url")
+        for flag in needed:
             if not getattr(args, flag):
                 raise ValueError(f"{args.command} needs --{flag}: python retrieve.py --help")
         cache_root = fetch.resolve_cache_root(args.local_data_root)
         if args.command == "index":
             return stage.index(args, cache_root)
+        if args.command == "package":
+            return stage.package(args, cache_root)
         return stage.search_queries(args, cache_root)
 
     return run_job(job, (obs_utils.ObsError, layouts.LayoutError, screening.DataError,

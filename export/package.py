@@ -82,6 +82,19 @@ def _warn_runtime(runtime):
                     "image> (or a custom image)", runtime, tf.__version__)
 
 
+def copy_service(folder):
+    """Put this bundle's customize_service.py and serving/ into the package `folder`
+    (replacing older copies)."""
+    for name in SERVICE_FILES:
+        source, target = os.path.join(ROOT, name), os.path.join(folder, name)
+        if os.path.isdir(source):
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(source, target,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(source, folder)
+
+
 def build(model, class_names, input_size, resize_mode, metrics, runtime, folder):
     """Write the whole package into local `folder` (made anew) and check it."""
     if os.path.exists(folder):
@@ -93,13 +106,7 @@ def build(model, class_names, input_size, resize_mode, metrics, runtime, folder)
     _warn_runtime(config["runtime"])
     with open(os.path.join(folder, check.CONFIG), "w", encoding="utf-8") as f:
         json.dump(config, f, indent=2, ensure_ascii=False)
-    for name in SERVICE_FILES:
-        source = os.path.join(ROOT, name)
-        if os.path.isdir(source):
-            shutil.copytree(source, os.path.join(folder, name),
-                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        else:
-            shutil.copy2(source, folder)
+    copy_service(folder)
     problems = check.check_package(folder)
     if problems:  # a bug of ours, not the user's: stop before anything is published
         raise RuntimeError("the exported package fails the check: " + "; ".join(problems))

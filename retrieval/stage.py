@@ -4,6 +4,7 @@ known). Every URL may be local, obs:// or s3://; remote bases are worked on in t
 uploaded when complete."""
 import csv
 import hashlib
+import shutil
 import io
 import json
 import logging
@@ -12,7 +13,10 @@ import os
 import numpy as np
 
 import obs_utils
+from export import package as export_package
 from inputs import fetch, prepare
+from serving import check
+from serving.gallery import CONFIG_KEY
 
 from . import base, metrics, search
 from .embed import Embedder, find_package
@@ -185,3 +189,59 @@ def search_queries(args, cache_root):
                              json.dumps(scores_, indent=2))
         summary = metrics.summary_line(scores_) + "; " + summary
     return summary
+
+
+GALLERY_FILE = "gallery.h5"
+NEIGHBORS_RESPONSE = {  # config.json's reply schema for a retrieval package
+    "Content-type": "application/json",
+    "data": {"type": "object", "properties": {
+        "result": {"type": "string"},
+        "neighbors": {"type": "array", "items": {
+            "type": "array", "minItems": 2, "maxItems": 2,
+            "items": [{"type": "string"}, {"type": "number"}]}}}}}
+
+
+def package(args, cache_root):
+    """retrieve.py package: put the base at --index_url into the model package, record it in
+    its config.json and bring its customize_service.py and serving/ up to date, so the
+    deployed service answers with the nearest gallery images. A package already serving a
+    gallery is changed only with --overwrite."""
+    folder = find_package(args.model_dir, cache_root)
+    embedder = Embedder(folder)
+    path = _local_base(args.index_url, cache_root)
+    with base.open_base(path) as fb:
+        fb.check_model(embedder.meta)
+        images = len(fb)
+    config_path = os.path.join(folder, check.CONFIG)
+    with open(config_path, encoding="utf-8") as f:
+        config = json.load(f)
+    if config.get(CONFIG_KEY) and not args.overwrite:
+        raise ValueError(f"{args.model_dir} already serves a gallery "
+                         f"({config[CONFIG_KEY].get('images')} images); pass --overwrite=true "
+                         "to replace it")
+    shutil.copyfile(path, os.path.join(folder, GALLERY_FILE))
+    export_package.copy_service(folder)  # a service that knows galleries
+    config[CONFIG_KEY] = {"index": GALLERY_FILE, "top_k": args.top_k, "images": images,
+                          "fingerprint": embedder.meta["fingerprint"]}
+    config["model_algorithm"] = "image_retrieval"
+    config["apis"][0]["response"] = NEIGHBORS_RESPONSE
+    with open(config_path, "w", encoding="utf-8") as f:
+        json.dump(config, f, indent=2, ensure_ascii=False)
+    problems = check.check_package(folder)
+    if problems:
+        raise ValueError("the package fails the check after adding the gallery: "
+                         + "; ".join(problems))
+    if obs_utils.is_remote(args.model_dir):  # the gallery first: config.json switches it on
+        remote = args.model_dir
+        if not obs_utils.exists(obs_utils.join(remote, "saved_model.pb")):
+            remote = obs_utils.join(remote, "model")
+        obs_utils.copy(os.path.join(folder, GALLERY_FILE), obs_utils.join(remote, GALLERY_FILE))
+        for name in export_package.SERVICE_FILES:
+            if os.path.isdir(os.path.join(folder, name)):
+                obs_utils.copy_tree(os.path.join(folder, name), obs_utils.join(remote, name),
+                                    progress=False)
+            else:
+                obs_utils.copy(os.path.join(folder, name), obs_utils.join(remote, name))
+        obs_utils.copy(config_path, obs_utils.join(remote, check.CONFIG))
+    return (f"{args.model_dir} now serves the {args.top_k} nearest of {images} gallery images "
+            f"(check: OK); try it: python customize_service.py --model_dir {folder}")

@@ -7,6 +7,8 @@ import os
 import re
 import sys
 
+from .gallery import CONFIG_KEY as RETRIEVAL
+
 SERVICE = "customize_service.py"
 CONFIG = "config.json"
 LABELS = "labels.json"
@@ -33,9 +35,10 @@ def _load_json(path, problems):
         return None
 
 
-def _check_saved_model(root, problems):
+def _check_saved_model(root, problems, signatures):
     """Tag `serve`, a `serving_default` signature taking one string tensor; returns the number
-    of classes its output has (None when unknown)."""
+    of classes its output has (None when unknown) and adds the signature names to
+    `signatures`."""
     pb = os.path.join(root, "saved_model.pb")
     if not os.path.isfile(pb):
         problems.append("saved_model.pb is missing: export the model again")
@@ -61,6 +64,7 @@ def _check_saved_model(root, problems):
     if not graphs:
         problems.append("saved_model.pb has no graph tagged 'serve'")
         return None
+    signatures.extend(graphs[0].signature_def)
     signature = graphs[0].signature_def.get("serving_default")
     if signature is None:
         problems.append("the SavedModel has no 'serving_default' signature (it has {})".format(
@@ -154,6 +158,39 @@ def check_config(config, problems):
     if "apis" in config:
         _check_apis(config["apis"], problems)
     return _check_dependencies(config.get("dependencies", []), problems)
+
+
+def _check_retrieval(root, retrieval, signatures, problems):
+    """A retrieval package: its gallery file is in model/ and readable, and the SavedModel
+    can embed (what customize_service.py then calls)."""
+    if not isinstance(retrieval, dict) or not isinstance(retrieval.get("index"), str):
+        problems.append("config.json retrieval must be an object naming its 'index' file "
+                        "(e.g. gallery.h5): run retrieve.py package again")
+        return
+    top_k = retrieval.get("top_k", 10)
+    if not isinstance(top_k, int) or top_k < 1:
+        problems.append("config.json retrieval top_k must be a whole number >= 1")
+    if signatures and "embed" not in signatures:
+        problems.append("config.json asks for retrieval, but the SavedModel has no 'embed' "
+                        "signature: export the model again, then run retrieve.py package")
+    path = os.path.join(root, retrieval["index"])
+    if not os.path.isfile(path):
+        problems.append("config.json retrieval index {} is not in model/: run retrieve.py "
+                        "package again".format(retrieval["index"]))
+        return
+    try:
+        import h5py
+    except ImportError:  # the content is checked where h5py is installed
+        return
+    try:
+        with h5py.File(path, "r") as f:
+            if "features" not in f or "names" not in f or len(f["names"]) != len(
+                    f["features"]) or not len(f["names"]):
+                problems.append("{} is not a feature base with features and names of one "
+                                "length (retrieve.py index writes one)".format(
+                                    retrieval["index"]))
+    except (OSError, ValueError) as exc:
+        problems.append("{} cannot be read as HDF5: {}".format(retrieval["index"], exc))
 
 
 def _imports(path, package):
@@ -250,7 +287,8 @@ def check_package(model_dir):
     if os.path.basename(os.path.normpath(model_dir)) != "model":
         problems.append("the folder must be named model/ (ModelArts imports <parent>/model); "
                         "it is named {!r}".format(os.path.basename(os.path.normpath(model_dir))))
-    classes = _check_saved_model(model_dir, problems)
+    signatures = []
+    classes = _check_saved_model(model_dir, problems, signatures)
     installed = set()
     for name in (CONFIG, SERVICE):
         found = _files_named(model_dir, name)
@@ -261,6 +299,8 @@ def check_package(model_dir):
         config = _load_json(os.path.join(model_dir, CONFIG), problems)
         if config is not None:
             installed = check_config(config, problems)
+            if isinstance(config, dict) and RETRIEVAL in config:
+                _check_retrieval(model_dir, config[RETRIEVAL], signatures, problems)
     if os.path.isfile(os.path.join(model_dir, SERVICE)):
         _check_service(model_dir, installed, problems)
     labels_path = os.path.join(model_dir, LABELS)

@@ -5,9 +5,12 @@ import logging
 import re
 
 import h5py
+import numpy as np
+import requests
 
 import obs_utils
 from tests.images import digit_image, encode, write
+from tests.servers import PredictorServer
 from tests.test_train_job import SMALL, run_train
 
 
@@ -47,6 +50,31 @@ def test_retrieval_of_classes_never_trained_over_obs(bucket, tmp_path, caplog):
     assert rows[0] == "query,rank,gallery,score" and len(rows) == 1 + 10 * scores["queries"]
     query, rank, gallery, _ = rows[1].split(",")
     assert query.startswith("数字") and rank == "1" and gallery.startswith("数字")
+
+    # Served: the package answers with the same neighbours as retrieve.py search.
+    assert retrieve.main(["package", f"--model_dir=obs://{bucket}/run/",
+                          f"--index_url=obs://{bucket}/base/digits.h5",
+                          f"--local_data_root={tmp_path / 'cache'}"]) == 0
+    obs_utils.copy_tree(f"obs://{bucket}/run/model/", str(tmp_path / "served" / "model"),
+                        progress=False)
+    expected = {}
+    for line in rows[1:]:
+        query, _, gallery, score = line.split(",")
+        expected.setdefault(query, []).append((gallery, float(score)))
+    server = PredictorServer(str(tmp_path / "served" / "model"))
+    try:
+        for query in sorted(expected)[:6]:
+            with open(tmp_path / "queries" / query, "rb") as f:
+                reply = requests.post(server.url, files={"images": (query, f.read())}).json()
+            got = [(name, score) for name, score in reply["neighbors"]]
+            assert reply["result"] == expected[query][0][0]
+            assert [n for n, _ in got] == [n for n, _ in expected[query]], query
+            np.testing.assert_allclose([v for _, v in got], [v for _, v in expected[query]],
+                                       atol=1e-4)
+        bad = requests.post(server.url, files={"images": ("x.jpg", b"not an image")})
+        assert bad.status_code == 415 and "error" in bad.json()
+    finally:
+        server.stop()
 
     # Approximate search with both re-rankings: its recall against exact is in the log.
     caplog.clear()

@@ -117,6 +117,13 @@ def broken_copy(package, tmp_path, name="model"):
      "'packages' must be a list"),
     (lambda d: (d / "labels.json").write_text('{"\u00b2": "a", "1": "b"}'),
      "labels.json must map ids"),
+    (lambda d: edit_config(d, retrieval={"index": "gallery.h5"}),
+     "retrieval index gallery.h5 is not in model/"),
+    (lambda d: (edit_config(d, retrieval={"index": "g.h5", "top_k": 0}),
+                (d / "g.h5").write_bytes(b"junk")), "top_k must be a whole number"),
+    (lambda d: (edit_config(d, retrieval={"index": "g.h5"}), (d / "g.h5").write_bytes(b"junk")),
+     "g.h5 cannot be read as HDF5"),
+    (lambda d: edit_config(d, retrieval="gallery.h5"), "must be an object naming its 'index'"),
 ])
 def test_the_check_names_what_is_broken(package, tmp_path, breakage, reason):
     copy = broken_copy(package, tmp_path)

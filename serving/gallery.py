@@ -1,0 +1,50 @@
+"""A retrieval package's gallery: the feature base (HDF5, written by retrieve.py) that
+`retrieve.py package` put inside model/, searched exactly in memory. Python 3.7 syntax."""
+import numpy as np
+
+CONFIG_KEY = "retrieval"  # config.json: {"retrieval": {"index": "gallery.h5", "top_k": 10}}
+
+
+def best_k(scores, indices, k):
+    """Per row, the k highest scores with their indices, sorted; ties rank the lower index
+    first, so every search (retrieve.py's, the server's) orders results alike."""
+    k = min(k, scores.shape[1])
+    part = None
+    if scores.shape[1] > k:
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        # argpartition may cut through a run of equal scores: then sort those rows whole
+        kth = np.take_along_axis(scores, part, 1).min(axis=1, keepdims=True)
+        if (np.sum(scores >= kth, axis=1) > k).any():
+            part = None
+    elif scores.shape[1]:
+        part = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+    if part is None:
+        order = np.lexsort((indices, -scores), axis=1)[:, :k]
+    else:
+        sub_scores = np.take_along_axis(scores, part, 1)
+        sub_indices = np.take_along_axis(indices, part, 1)
+        order = np.take_along_axis(part, np.lexsort((sub_indices, -sub_scores), axis=1), 1)
+    return np.take_along_axis(scores, order, 1), np.take_along_axis(indices, order, 1)
+
+
+class Gallery:
+    """The gallery's features and names, held in memory (a package is served whole)."""
+
+    def __init__(self, path):
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            self.features = np.asarray(f["features"][:], dtype=np.float32)
+            self.names = [n.decode("utf-8") if isinstance(n, bytes) else n
+                          for n in f["names"][:]]
+
+    def __len__(self):
+        return len(self.names)
+
+    def nearest(self, embeddings, k):
+        """[[name, score], ...] of the k nearest gallery images, per embedding."""
+        scores = np.asarray(embeddings, dtype=np.float32) @ self.features.T
+        ids = np.broadcast_to(np.arange(len(self.names)), scores.shape)
+        top_scores, top_ids = best_k(scores, ids, k)
+        return [[[self.names[i], float(s)] for i, s in zip(row_ids, row_scores)]
+                for row_ids, row_scores in zip(top_ids.tolist(), top_scores.tolist())]
