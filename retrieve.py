@@ -7,7 +7,8 @@ find each query's nearest gallery images (the DIGIX system).
     python retrieve.py package --model_dir=<model/> --index_url=<base.h5>   # serve the gallery
 
 Flags in train.py's style (--key=value; unknown ones are logged and ignored). Every URL may be
-local, obs:// or s3://. search writes results.csv (query,rank,gallery,score), submission.csv
+local, obs:// or s3://. With no flags, after `python train.py`: the demo model, the demo digits
+and outputs/retrieval/. search writes results.csv (query,rank,gallery,score), submission.csv
 (the contest's line per query) and, when queries and gallery carry labels, metrics.json.
 """
 import argparse
@@ -31,10 +32,14 @@ def build_parser():
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n", 2)[2])
     parser.add_argument("command", choices=["index", "search", "package"])
-    parser.add_argument("--model_dir", default="", help="a model package (model/) or a "
-                        "train_url holding one")
-    parser.add_argument("--data_url", default="", help="index: the gallery; search: the queries")
-    parser.add_argument("--index_url", default="", help="the feature base (.h5)")
+    parser.add_argument("--model_dir", default=os.path.join("outputs", "demo"),
+                        help="a model package (model/) or a train_url holding one (default: "
+                             "what `python train.py` left)")
+    parser.add_argument("--data_url", default="", help="index: the gallery; search: the "
+                        "queries (default: the built-in demo digits)")
+    parser.add_argument("--index_url", default=os.path.join("outputs", "retrieval",
+                                                            "gallery.h5"),
+                        help="the feature base (.h5)")
     parser.add_argument("--data_format", default="auto",
                         choices=["auto", "garbage", "folders", "manifest", "unlabelled"],
                         help="auto: a labelled layout if the folder is one, else every image")
@@ -72,9 +77,7 @@ def main(argv=None):
     from retrieval import base, embed, stage  # TensorFlow loads here, after the flags parse
 
     def job():
-        needed = ("model_dir", "index_url") if args.command == "package" else (
-            "model_dir", "data_url", "index_url")
-        for flag in needed:
+        for flag in ("model_dir", "index_url"):
             if not getattr(args, flag):
                 raise ValueError(f"{args.command} needs --{flag}: python retrieve.py --help")
         cache_root = fetch.resolve_cache_root(args.local_data_root)

@@ -45,9 +45,8 @@ def _local_base(index_url, cache_root, download=True):
 
 
 def _images(data_url, cache_root, report_url, data_format, manifest):
-    folder = fetch.fetch_data(data_url, cache_root) if data_url else None
-    if folder is None:
-        raise ValueError("--data_url is required: the folder of images to embed")
+    """The screened images of --data_url (none given: the built-in demo digits)."""
+    folder = fetch.fetch_data(data_url, cache_root)
     return prepare.prepare_images(folder, report_url, cache_root, data_format, manifest)
 
 
@@ -101,7 +100,8 @@ def index(args, cache_root):
     with base.open_base(path) as fb:
         total = len(fb)
     if not total:
-        raise ValueError(f"no image of {args.data_url} could be embedded: the base is empty")
+        raise ValueError(f"no image of {args.data_url or 'the demo'} could be embedded: the "
+                         "base is empty")
     return (f"indexed {total} images into {args.index_url} ({len(new) - skipped} embedded, "
             f"{len(old)} kept, {skipped} skipped; {embedder.meta['dim']}-d, "
             f"{embedder.meta['backbone']} {embedder.meta['fingerprint']})")

@@ -109,3 +109,21 @@ def test_retrieval_of_classes_never_trained_over_obs(bucket, tmp_path, caplog):
                           f"--index_url={other}", *common[2:],
                           f"--output_url={tmp_path / 'x'}"]) == 2
     assert "was made by another model (fingerprint '0123456789abcdef' in the base" in caplog.text
+
+
+def test_the_demo_without_flags_and_a_missing_model(demo_run, tmp_path, caplog):
+    """After `python train.py`, index and search need no data flags: the demo digits."""
+    import retrieve
+
+    caplog.set_level(logging.INFO)
+    common = [f"--model_dir={demo_run.out}", f"--index_url={tmp_path / 'g.h5'}",
+              f"--local_data_root={demo_run.root / 'cache'}"]
+    assert retrieve.main(["index", *common]) == 0
+    assert retrieve.main(["search", *common, f"--output_url={tmp_path / 'out'}",
+                          "--top_k=3"]) == 0
+    scores = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert scores["queries"] == 1797 and scores["top1_accuracy"] > 0.99  # each finds itself
+    assert len((tmp_path / "out" / "results.csv").read_text().splitlines()) == 1 + 3 * 1797
+    caplog.clear()
+    assert retrieve.main(["index", f"--model_dir={tmp_path / 'nothing'}", *common[1:]]) == 2
+    assert "holds no model package (saved_model.pb)" in caplog.text
