@@ -30,6 +30,7 @@ from cli import boolean, positive, run_job, setup_logging  # noqa: E402
 from inputs import augment, balance, fetch, layouts, prepare, screening  # noqa: E402
 from models import backbones, heads, weights  # noqa: E402
 from training import distribute, optim  # noqa: E402
+from version import VERSION  # noqa: E402
 
 log = logging.getLogger("train")
 
@@ -166,7 +167,7 @@ def parse_args(argv=None):
 
 def versions():
     """Installed versions of what the run depends on (read from metadata: no heavy imports)."""
-    found = {"python": platform.python_version()}
+    found = {"modelarts-classifier": VERSION, "python": platform.python_version()}
     for name in ("tensorflow", "tensorflow-cpu", "keras", "numpy", "boto3"):
         try:
             found[name] = importlib.metadata.version(name)

@@ -4,7 +4,8 @@ Datasets: `features` [N, D] (float32, or float16 by flag; rows L2-normalised), `
 (UTF-8 paths relative to the gallery, with /), `digests` (sha1 of each image's bytes: an
 unchanged image is never embedded twice) and `labels` (class ids, -1 where unknown; the
 names are in the `label_names` attribute). Attributes say which model made it: `fingerprint`
-(of its weights), `backbone`, `input_size`, `dim`, plus `created` and `version`.
+(of its weights), `backbone`, `input_size`, `dim`, plus `created`, `format` and `version`
+(this bundle's).
 
 A base is written to `<path>.partial` and renamed into place when complete, so an
 interrupted index leaves the previous base intact and a re-run reuses what the partial
@@ -16,6 +17,8 @@ import time
 
 import h5py
 import numpy as np
+
+from version import VERSION
 
 FORMAT_VERSION = "1"
 MODEL_KEYS = ("fingerprint", "backbone", "input_size", "dim")
@@ -126,7 +129,8 @@ class Writer:
                 f.attrs[key] = str(model_meta[key])
             f.attrs["label_names"] = json.dumps(list(label_names), ensure_ascii=False)
             f.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-            f.attrs["version"] = FORMAT_VERSION
+            f.attrs["format"] = FORMAT_VERSION
+            f.attrs["version"] = VERSION
         self.file = h5py.File(self.partial, "a")
 
     def append(self, features, names, digests, labels):

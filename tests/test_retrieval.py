@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from retrieval import base, metrics, search
+from version import VERSION
 
 
 def test_metrics_on_hand_made_rankings():
@@ -93,6 +94,7 @@ def test_feature_base_round_trip_with_chinese_names(tmp_path):
         got = np.concatenate([block for _, block in fb.blocks(size=2)])
         np.testing.assert_allclose(got, features, atol=1e-3)
         assert {k: str(v) for k, v in MODEL.items()} == {k: fb.meta[k] for k in MODEL}
+        assert fb.meta["version"] == VERSION and fb.meta["format"] == "1" and fb.meta["created"]
         fb.check_model(MODEL)
         with pytest.raises(base.BaseError, match="fingerprint 'abc123' in the base, 'zzz' "
                                                  "in the model.*--rebuild"):

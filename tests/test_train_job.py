@@ -14,6 +14,7 @@ import h5py
 import obs_utils
 from tests.images import broken_files, digit_image, encode, write_garbage_layout
 from tests.servers import ROOT
+from version import VERSION
 
 SMALL = ["--backbone=mobilenetv3small", "--input_size=32", "--batch_size=8", "--augment=light",
          "--flip=none"]
@@ -73,6 +74,7 @@ def test_end_to_end_over_obs_with_weights_from_obs(bucket, tmp_path):
     config = json.loads(obs_utils.read_text(f"obs://{bucket}/out/run_config.json"))
     assert config["flags"]["backbone"] == "mobilenetv3small"
     assert config["ignored_flags"] == flags[-2:]
+    assert config["versions"]["modelarts-classifier"] == VERSION
     assert {"evaluation/metrics.json", "evaluation/metric.json", "evaluation/per_class.csv",
             "evaluation/confusion_matrix.png", "evaluation/training_curves.png",
             "model/saved_model.pb", "model/config.json", "model/customize_service.py",
