@@ -3,7 +3,7 @@ our tf.data training pipeline (standard augmentation, oversampling, 224 px) agai
 Keras ImageDataGenerator with equivalent augmentation, and against PIL decode-only on all cores
 (the decode limit: no resize, no augmentation).
 
-    python bench/input_pipeline.py [--images 2000] [--size 224] [--repeats 3]
+    python bench/input_pipeline.py [--images 2000] [--size 224] [--repeats 5]
 
 Goal: >= 5x ImageDataGenerator and >= 0.8x the decode limit.
 """

@@ -78,16 +78,19 @@ def param_stream(settings, seed, chunk=1024):
             .map(lambda pair: random_params(settings, pair, chunk)).unbatch())
 
 
-def _resize_geometry(height, width, size, mode):
-    """(scale_x, scale_y, pad_x, pad_y) of preprocess.resize_image: output pixel q shows input
-    pixel (q - pad + 0.5) / scale - 0.5, as tf.image.resize_with_pad / resize compute them."""
-    out = float(size)
+def _fitted_size(source, size, mode):
+    """(height, width) of the picture inside preprocess.resize_image's output for a source of
+    (height, width), as tf.image.resize_with_pad computes it; the whole square for stretch."""
     if mode == "letterbox":
-        ratio = tf.maximum(width / out, height / out)
-        resized_w, resized_h = tf.floor(width / ratio), tf.floor(height / ratio)
-        return (resized_w / width, resized_h / height,
-                tf.floor((out - resized_w) / 2), tf.floor((out - resized_h) / 2))
-    return out / width, out / height, 0.0, 0.0
+        return tf.floor(source / tf.reduce_max(source / size))
+    return tf.constant([size, size], tf.float32)
+
+
+def _resize_geometry(source, size, mode):
+    """(scale, pad), each a (y, x) pair, of preprocess.resize_image: output pixel q shows
+    input pixel (q - pad + 0.5) / scale - 0.5."""
+    fitted = _fitted_size(source, size, mode)
+    return fitted / source, tf.floor((size - fitted) / 2)
 
 
 def warp_to_size(image, size, mode, params):
@@ -97,9 +100,8 @@ def warp_to_size(image, size, mode, params):
 
     With no augmentation this is preprocess.resize_image's own geometry (letterbox bars
     included), so training sees what evaluation and serving see."""
-    height = tf.cast(tf.shape(image)[0], tf.float32)
-    width = tf.cast(tf.shape(image)[1], tf.float32)
-    scale_x, scale_y, pad_x, pad_y = _resize_geometry(height, width, size, mode)
+    scale, pad = _resize_geometry(tf.cast(tf.shape(image)[:2], tf.float32), size, mode)
+    (scale_y, scale_x), (pad_y, pad_x) = tf.unstack(scale), tf.unstack(pad)
     sign_y, sign_x = tf.unstack(tf.where(params["flip"], -1.0, 1.0))
     shift_y, shift_x = tf.unstack(params["shift"] * size)
     cos = tf.cos(params["angle"]) / params["zoom"]
@@ -137,10 +139,7 @@ def place_to_size(image, size, mode, settings, params):
     # rows and columns travel together as (y, x) pairs
     shape = tf.shape(image)[:2]
     source = tf.cast(shape, tf.float32)
-    if mode == "letterbox":  # preprocess.resize_image's size, as tf.image.resize_with_pad
-        fitted = tf.floor(source / tf.reduce_max(source / size))
-    else:
-        fitted = tf.constant([size, size], tf.float32)
+    fitted = _fitted_size(source, size, mode)
     new = tf.maximum(1, tf.cast(tf.round(fitted * params["zoom"]), tf.int32))
     shift = tf.cast(tf.round(params["shift"] * size), tf.int32)
     start = tf.clip_by_value((size - new) // 2 + shift, 1 - new, size - 1)  # >= 1 row shows

@@ -30,6 +30,7 @@ class Sample:
     rel: str     # path relative to the data root, '/'-separated: the sample's name everywhere
     path: str    # the file on local disk
     label: int
+    digest: str = None  # sha1 of the file's bytes, set by screening
 
 
 @dataclass

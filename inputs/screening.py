@@ -109,7 +109,7 @@ def screen(index, convert_dir, max_pixels=MAX_PIXELS, min_side=MIN_SIDE, workers
     including those the layout reader found. Converted images stay usable; repeated images
     are dropped unless drop_duplicates=False (images to predict: each gets its answer)."""
     workers = workers or min(32, 2 * (os.cpu_count() or 1))
-    usable, problems, digests = [], list(index.problems), {}
+    usable, problems = [], list(index.problems)
     with ThreadPoolExecutor(workers) as pool:
         results = pool.map(lambda s: _inspect(s, convert_dir, max_pixels, min_side),
                            index.samples)
@@ -120,17 +120,16 @@ def screen(index, convert_dir, max_pixels=MAX_PIXELS, min_side=MIN_SIDE, workers
             if problem is not None:
                 problems.append(problem)
             if sample is not None:
-                usable.append(sample)
-                digests[sample.rel] = digest
+                usable.append(replace(sample, digest=digest))
     if not drop_duplicates:
         return sorted(usable, key=lambda s: s.rel), problems
-    return _drop_duplicates(usable, digests, index.class_names, problems), problems
+    return _drop_duplicates(usable, index.class_names, problems), problems
 
 
-def _drop_duplicates(samples, digests, class_names, problems):
+def _drop_duplicates(samples, class_names, problems):
     groups = collections.defaultdict(list)
     for sample in samples:
-        groups[digests[sample.rel]].append(sample)
+        groups[sample.digest].append(sample)
     kept = []
     for group in groups.values():
         group.sort(key=lambda s: s.rel)

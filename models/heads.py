@@ -21,7 +21,8 @@ class CosineHead(keras.layers.Layer):
     """features [B, D] -> cosines [B, classes] against normalised class weights, no bias."""
 
     def __init__(self, classes, **kwargs):
-        super().__init__(dtype="float32", **{k: v for k, v in kwargs.items() if k != "dtype"})
+        kwargs.pop("dtype", None)  # always float32 (a saved config carries a dtype too)
+        super().__init__(dtype="float32", **kwargs)
         self.classes = classes
 
     def build(self, input_shape):
@@ -42,7 +43,8 @@ class ScaledSoftmax(keras.layers.Layer):
     """cosines -> softmax(scale x cosines): what serving returns as probabilities."""
 
     def __init__(self, scale, **kwargs):
-        super().__init__(dtype="float32", **{k: v for k, v in kwargs.items() if k != "dtype"})
+        kwargs.pop("dtype", None)  # always float32 (a saved config carries a dtype too)
+        super().__init__(dtype="float32", **kwargs)
         self.scale = float(scale)
 
     def call(self, cosines):

@@ -34,11 +34,11 @@ def _partial(path):
 
 
 class FeatureBase:
-    """An open feature base (read-only unless made by `writer`)."""
+    """An open feature base, read-only (Writer makes them)."""
 
-    def __init__(self, path, mode="r"):
+    def __init__(self, path):
         try:
-            self.file = h5py.File(path, mode)
+            self.file = h5py.File(path, "r")
         except (OSError, ValueError) as exc:
             raise BaseError(f"{path} is not a feature base (an HDF5 file) this tool can read: "
                             f"{exc}; make one with: python retrieve.py index") from None
@@ -67,13 +67,11 @@ class FeatureBase:
 
     @property
     def names(self):
-        return [n.decode("utf-8") if isinstance(n, bytes) else n
-                for n in self.file["names"][:]]
+        return self.file["names"].asstr()[:].tolist()
 
     @property
     def digests(self):
-        return [d.decode("ascii") if isinstance(d, bytes) else d
-                for d in self.file["digests"][:]]
+        return self.file["digests"].asstr()[:].tolist()
 
     @property
     def labels(self):
@@ -156,24 +154,23 @@ class Writer:
 
 
 def reusable_rows(path, model_meta):
-    """{(name, digest): (features, label)} already embedded by this model, from the base at
-    `path` and from an interrupted run's partial file. A base of another model raises."""
+    """{(name, digest): features} already embedded by this model, from the base at `path`
+    and from an interrupted run's partial file. A base of another model raises; a partial
+    file of another model, or cut short before its first flush, is passed over."""
     rows = {}
     for candidate in (path, _partial(path)):
         if not os.path.exists(candidate):
             continue
         try:
             base = FeatureBase(candidate)
+            try:
+                base.check_model(model_meta)
+                keys, features = list(zip(base.names, base.digests)), base.file["features"][:]
+            finally:
+                base.close()
         except BaseError:
             if candidate == path:
                 raise
-            continue  # a partial file cut short before its first flush
-        with base:
-            if candidate == path:
-                base.check_model(model_meta)
-            elif any(str(base.meta.get(k)) != str(model_meta.get(k)) for k in MODEL_KEYS):
-                continue
-            features = base.file["features"][:]
-            for i, key in enumerate(zip(base.names, base.digests)):
-                rows[key] = features[i]
+            continue  # a partial file of another model, or cut short before its first flush
+        rows.update(zip(keys, features))
     return rows

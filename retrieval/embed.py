@@ -63,8 +63,7 @@ class Embedder:
         rows are zero). A batch that fails is embedded image by image to find the culprit."""
         features = np.zeros((len(paths), self.meta["dim"]), np.float32)
         failed = {}
-        files = (tf.data.Dataset.from_tensor_slices(list(paths) or [""])
-                 .take(len(paths))
+        files = (tf.data.Dataset.from_tensor_slices(tf.constant(list(paths), tf.string))
                  .map(tf.io.read_file, num_parallel_calls=tf.data.AUTOTUNE)
                  .batch(batch_size).prefetch(tf.data.AUTOTUNE))
         start = 0

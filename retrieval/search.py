@@ -30,6 +30,8 @@ def exact_search(queries, gallery_blocks, k=10):
     gallery_blocks: an iterable of (first row index, float32 block [n, D]), e.g.
     FeatureBase.blocks(); or one [N, D] array."""
     queries = np.asarray(queries, dtype=np.float32)
+    if not len(queries):
+        raise ValueError("no queries to search")
     if isinstance(gallery_blocks, np.ndarray):
         gallery = gallery_blocks
         gallery_blocks = ((i, gallery[i:i + GALLERY_BLOCK])
@@ -42,18 +44,16 @@ def exact_search(queries, gallery_blocks, k=10):
             raise ValueError(f"the gallery has {block.shape[1]}-d features, the queries "
                              f"{queries.shape[1]}-d: were they made by the same model?")
         ids = np.arange(first, first + len(block), dtype=np.int64)
+        merged = []  # per block of queries: the best so far and this block, cut to k
         for q in range(0, len(queries), QUERY_BLOCK):
             rows = slice(q, q + QUERY_BLOCK)
             scores = queries[rows] @ block.T
-            merged_scores = np.concatenate([best_scores[rows], scores], axis=1)
-            merged_ids = np.concatenate(
-                [best_indices[rows], np.broadcast_to(ids, scores.shape)], axis=1)
-            top_scores, top_ids = best_k(merged_scores, merged_ids, k)
-            if q == 0:
-                new_scores = np.empty((len(queries), top_scores.shape[1]), np.float32)
-                new_ids = np.empty((len(queries), top_scores.shape[1]), np.int64)
-            new_scores[rows], new_ids[rows] = top_scores, top_ids
-        best_scores, best_indices = new_scores, new_ids
+            merged.append(best_k(
+                np.concatenate([best_scores[rows], scores], axis=1),
+                np.concatenate([best_indices[rows], np.broadcast_to(ids, scores.shape)], axis=1),
+                k))
+        best_scores = np.concatenate([s for s, _ in merged])
+        best_indices = np.concatenate([i for _, i in merged])
     if best_indices.shape[1] == 0:
         raise ValueError("the gallery is empty: nothing to search")
     return best_scores, best_indices

@@ -1,14 +1,13 @@
-"""The two jobs of retrieve.py: index a gallery into a feature base, and search it with
+"""The three jobs of retrieve.py: index a gallery into a feature base; search it with
 queries (results.csv, the contest's one-line-per-query file, and metrics when labels are
-known). Every URL may be local, obs:// or s3://; remote bases are worked on in the cache and
-uploaded when complete."""
+known); package it into a model package, to be served. Every URL may be local, obs:// or
+s3://; remote bases are worked on in the cache and uploaded when complete."""
 import csv
-import hashlib
-import shutil
 import io
 import json
 import logging
 import os
+import shutil
 
 import numpy as np
 
@@ -23,11 +22,6 @@ from .embed import Embedder, find_package
 
 log = logging.getLogger("retrieval")
 CHUNK = 1024  # images embedded between two flushes of the base: what an interruption costs
-
-
-def _digest(path):
-    with open(path, "rb") as f:
-        return hashlib.sha1(f.read()).hexdigest()
 
 
 def _local_base(index_url, cache_root, download=True):
@@ -69,7 +63,7 @@ def index(args, cache_root):
     samples, class_names = _images(args.data_url, cache_root, report_url, args.data_format,
                                    args.manifest)
     reusable = {} if args.rebuild else base.reusable_rows(path, embedder.meta)
-    digests = [_digest(s.path) for s in samples]
+    digests = [s.digest for s in samples]  # screening hashed every file's bytes
     old = [i for i, s in enumerate(samples) if (s.rel, digests[i]) in reusable]
     new = [i for i, s in enumerate(samples) if (s.rel, digests[i]) not in reusable]
     log.info("gallery: %d images, %d already embedded by this model, %d to embed",

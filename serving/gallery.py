@@ -35,8 +35,7 @@ class Gallery:
 
         with h5py.File(path, "r") as f:
             self.features = np.asarray(f["features"][:], dtype=np.float32)
-            self.names = [n.decode("utf-8") if isinstance(n, bytes) else n
-                          for n in f["names"][:]]
+            self.names = f["names"].asstr()[:].tolist()
 
     def __len__(self):
         return len(self.names)

@@ -66,6 +66,8 @@ def test_ties_rank_the_lower_gallery_index_first(monkeypatch):
     assert few.tolist() == [[0, 1]]                 # a gallery under k gives what it has
     with pytest.raises(ValueError, match="same model"):
         search.exact_search(np.ones((1, 5), np.float32), gallery, k=3)
+    with pytest.raises(ValueError, match="no queries"):
+        search.exact_search(np.zeros((0, 4), np.float32), gallery, k=3)
 
 
 MODEL = {"fingerprint": "abc123", "backbone": "resnet50", "input_size": 224, "dim": 4}
