@@ -210,8 +210,12 @@ def test_interrupted_sync_fails_clearly_and_a_rerun_completes_it(clean_storage_e
         proc = subprocess.Popen([sys.executable, "-m", "obs_utils", "cp", "-r", "--threads", "2",
                                  "obs://frozen/d", str(dst)], cwd=ROOT, env=env,
                                 stderr=subprocess.PIPE, text=True)
+        def finished():  # files fully written (an in-flight one is a .obs-tmp- file)
+            return sum(1 for _, _, files in os.walk(dst) for n in files
+                       if not n.startswith(".obs-tmp-"))
+
         deadline = time.time() + 60
-        while sum(len(f) for _, _, f in os.walk(dst)) < 20:
+        while finished() < 20:
             assert time.time() < deadline and proc.poll() is None, "copy did not start"
             time.sleep(0.005)
         os.kill(server.proc.pid, signal.SIGSTOP)
@@ -222,7 +226,7 @@ def test_interrupted_sync_fails_clearly_and_a_rerun_completes_it(clean_storage_e
         assert proc.returncode == 2, stderr
         assert "stopped answering" in stderr and "run the same command again" in stderr
         assert "Traceback" not in stderr
-        done = sum(len(f) for _, _, f in os.walk(dst))
+        done = finished()
         assert 20 <= done < count
 
         stats = obs_utils.copy_tree("obs://frozen/d", str(dst))
