@@ -225,6 +225,10 @@ def train_and_export(args, unknown, cache_root):
     from training import job
 
     keep_package, overwrite = package_plan(args)
+    # The weights file is fetched, read and matched now: a wrong one stops the job before any
+    # data is screened or anything is written to train_url.
+    pretrained = weights.prepare(args.backbone, args.pretrained_weights, cache_root,
+                                 args.input_size)
     settings = augment.resolve(args.augment, {
         name: getattr(args, name) for name in augment.DEFAULTS})
     data_dir = fetch.fetch_data(args.data_url, cache_root, threads=args.obs_threads)
@@ -248,7 +252,7 @@ def train_and_export(args, unknown, cache_root):
         obs_utils.write_text(obs_utils.join(args.train_url, "run_config.json"),
                              json.dumps(run_config, indent=2, ensure_ascii=False))
     work_dir = work_dir_for(args.train_url, cache_root, tf_config)
-    result = job.train(args, data, settings, work_dir, cache_root, strategy, chief)
+    result = job.train(args, data, settings, work_dir, strategy, chief, pretrained)
     if not chief:
         return f"worker done in {time.time() - started:.0f} s; the chief writes the outputs"
     model = job.final_model(args, data.class_names, result)

@@ -123,7 +123,7 @@ def test_a_file_that_does_not_fit_is_a_clear_error(tmp_path):
     with pytest.raises(weights.WeightsError, match="mobilenet.h5 does not fit the resnet50"):
         weights.load(resnet50, str(tmp_path / "mobilenet.h5"), "resnet50")
     (tmp_path / "notes.txt").write_text("not weights")
-    with pytest.raises(weights.WeightsError, match="expected a Keras weights file"):
+    with pytest.raises(weights.WeightsError, match="notes.txt is not a Keras weights file"):
         weights.load(resnet50, str(tmp_path / "notes.txt"), "resnet50")
     with pytest.raises(weights.WeightsError, match="no such file"):
         weights.resolve("resnet50", str(tmp_path / "missing.h5"), str(tmp_path))

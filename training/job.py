@@ -45,9 +45,11 @@ def _datasets(strategy, data, args, settings, replica_batch, seed):
             strategy.experimental_distribute_dataset(val))
 
 
-def train(args, data, augment_settings, work_dir, cache_root, strategy, chief=True):
+def train(args, data, augment_settings, work_dir, strategy, chief=True, pretrained=None):
     """Train on `data` (inputs.prepare.PreparedData) under `strategy` (made at program start,
-    as MultiWorkerMirroredStrategy requires); outputs under work_dir and train_url."""
+    as MultiWorkerMirroredStrategy requires), from `pretrained` (models.weights.prepare's Match,
+    checked before the data was touched) or random weights; outputs under work_dir and
+    train_url."""
     gpu = bool(tf.config.list_physical_devices("GPU"))
     mixed, xla = _auto(args.mixed_precision, gpu), _auto(args.xla, gpu)
     if mixed:
@@ -64,9 +66,8 @@ def train(args, data, augment_settings, work_dir, cache_root, strategy, chief=Tr
     with strategy.scope():
         model, backbone = build.build_classifier(args.backbone, num_classes, args.input_size,
                                                  args.dropout, args.head, args.head_scale)
-        weights_path = weights.resolve(args.backbone, args.pretrained_weights, cache_root)
-        if weights_path:
-            weights.load(backbone, weights_path, args.backbone)
+        if pretrained is not None:
+            weights.apply(backbone, pretrained)
         else:
             weights.warn_random(args.backbone)
         momentum = build.fit_bn_momentum(backbone, steps * args.max_epochs)
