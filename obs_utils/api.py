@@ -9,7 +9,7 @@ from . import local, s3, tree
 from .errors import NotFoundError, ObsError, translate
 from .s3_config import get_client
 from .moxing_backend import get_mox_file
-from .urls import parse
+from .urls import join, parse
 
 
 def _mox(*urls):
@@ -133,15 +133,23 @@ def copy(src, dst, threads=8):
         raise translate(exc, src, get_client()) from None
 
 
-def copy_tree(src, dst, threads=None, progress=True, delete=False):
+def copy_tree(src, dst, threads=None, progress=True, delete=False, exclude=()):
     """Copy everything under folder `src` into folder `dst` (either may be remote).
 
     Parallel, retried, atomic per file, and incremental: files already at `dst` unchanged are
-    skipped. delete=True also removes what `dst` holds and `src` does not (a mirror). Returns tree.CopyStats(copied, skipped, bytes_copied), all
-    None when MoXing copied (it reports nothing, and does not delete).
+    skipped. delete=True also removes what `dst` holds and `src` does not (a mirror);
+    `exclude` names files (relative to `src`) that are neither copied nor removed. Returns
+    tree.CopyStats(copied, skipped, bytes_copied), all None when MoXing copied (it reports
+    nothing, and does not delete).
     """
     src_loc, dst_loc = parse(src), parse(dst)
     if _mox(src, dst):
-        _mox_call("copy_parallel", src, src_loc.url, dst_loc.url)
+        if exclude:  # copy_parallel takes no filter: file by file
+            for name in listdir(src, recursive=True):
+                if name not in exclude and not is_dir(join(src, name)):
+                    copy(join(src, name), join(dst, name))
+        else:
+            _mox_call("copy_parallel", src, src_loc.url, dst_loc.url)
         return tree.CopyStats(None, None, None)  # MoXing does not report what it copied
-    return tree.copy_tree(src_loc, dst_loc, threads=threads, progress=progress, delete=delete)
+    return tree.copy_tree(src_loc, dst_loc, threads=threads, progress=progress, delete=delete,
+                          exclude=exclude)

@@ -125,9 +125,10 @@ def _inside(root, rel):
     return target
 
 
-def _plan(src, dst, threads):
+def _plan(src, dst, threads, exclude=()):
     """(per-file jobs, stale destination files) for a copy from Location `src` to `dst`; stale
-    files are those at the destination that the source does not have (for delete=True)."""
+    files are those at the destination that the source does not have (for delete=True).
+    `exclude`: relative names neither copied nor removed."""
     jobs = []
     if src.is_remote:
         prefix = dir_prefix(src.path)
@@ -138,16 +139,18 @@ def _plan(src, dst, threads):
         if not os.path.isdir(src.path):
             raise NotFoundError(f"not found: {src.path} (no such local folder)")
         sources = _local_files(src.path)
+    sources = {rel: item for rel, item in sources.items() if rel not in exclude}
     if dst.is_remote:
         dst_prefix = dir_prefix(dst.path)
         existing = {info.key: info for info in s3.iter_objects(dst.bucket, dst_prefix)}
         stale = [key for key in existing
-                 if not key.endswith("/") and key[len(dst_prefix):] not in sources]
+                 if not key.endswith("/") and key[len(dst_prefix):] not in sources
+                 and key[len(dst_prefix):] not in exclude]
     elif os.path.isfile(dst.path):
         raise ObsError(f"cannot copy the folder {src.url} into {dst.path}: that is a file")
     else:
         stale = [full for rel, full, _, _ in local.iter_files(dst.path)
-                 if rel not in sources] if os.path.isdir(dst.path) else []
+                 if rel not in sources and rel not in exclude] if os.path.isdir(dst.path) else []
 
     for rel, item in sorted(sources.items()):
         if src.is_remote and not dst.is_remote:  # download
@@ -196,14 +199,14 @@ def _run(job, abort):
     return None
 
 
-def copy_tree(src, dst, threads=None, progress=True, delete=False):
+def copy_tree(src, dst, threads=None, progress=True, delete=False, exclude=()):
     """Copy every file under Location `src` into Location `dst`; returns CopyStats.
 
     delete=True then removes the destination's files that the source does not have (a
-    mirror), once every copy has succeeded."""
+    mirror), once every copy has succeeded. `exclude`: relative names left alone."""
     threads = max(1, threads or default_threads())
     # Parallelism is across files; one large file gets a few parts in flight, not `threads`.
-    jobs, stale = _plan(src, dst, min(threads, 4))
+    jobs, stale = _plan(src, dst, min(threads, 4), set(exclude))
     if not dst.is_remote:
         os.makedirs(dst.path, exist_ok=True)
     abort = threading.Event()

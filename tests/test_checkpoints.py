@@ -100,3 +100,24 @@ def test_weights_of_an_earlier_run_never_compete(tmp_path):
     best.on_epoch_end(0, {"val_accuracy": 0.5})
     assert best.best().endswith("epoch_001-val_acc_0.5000.weights.h5")
     assert (folder / "epoch_009-val_acc_0.9900.weights.h5").exists()  # left where it was
+
+
+def test_a_checkpoint_file_damaged_on_obs_is_sent_again(bucket, tmp_path):
+    """A ckpt file of the same name but other bytes on OBS (an earlier attempt at that epoch,
+    or a damaged upload) is replaced at the next save, not trusted for its name; a resume
+    on a fresh machine then gets the real checkpoint."""
+    train_url = f"obs://{bucket}/job"
+    model, optimizer = tiny(2)
+    state = checkpoints.ResumeState(model, optimizer, str(tmp_path / "chief"), train_url, True)
+    state.save(1)
+    data = next(n for n in obs_utils.listdir(f"{train_url}/checkpoints")
+                if n.startswith("ckpt-1.data"))
+    good = obs_utils.read_bytes(f"{train_url}/checkpoints/{data}")
+    obs_utils.write_bytes(f"{train_url}/checkpoints/{data}", good[: len(good) // 2])
+    state.save(2)
+    assert obs_utils.read_bytes(f"{train_url}/checkpoints/{data}") == good
+
+    other, other_opt = tiny(2)
+    resumed = checkpoints.ResumeState(other, other_opt, str(tmp_path / "fresh"), train_url, True)
+    assert resumed.restore() == 2
+    np.testing.assert_array_equal(other.get_weights()[0], model.get_weights()[0])

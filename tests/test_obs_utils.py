@@ -99,6 +99,13 @@ def test_delete_mirrors_both_ways_and_only_after_the_copy(bucket, tmp_path):
         obs_utils.copy_tree(f"{url}-missing", str(tmp_path / "dst"), delete=True)
     assert read_tree(tmp_path / "dst") == read_tree(tmp_path / "src")  # a failed copy deletes nothing
 
+    # exclude: those names are neither sent nor removed (a checkpoint index goes on its own)
+    (tmp_path / "src" / "index").write_text("new index")
+    obs_utils.write_text(f"{url}/kept-remote", "not in src")
+    obs_utils.copy_tree(str(tmp_path / "src"), url, delete=True,
+                        exclude={"index", "kept-remote"})
+    assert not obs_utils.exists(f"{url}/index") and obs_utils.exists(f"{url}/kept-remote")
+
 
 def test_single_file_operations(bucket, tmp_path):
     url = f"obs://{bucket}/dir/文件.json"

@@ -10,6 +10,7 @@ import sys
 import time
 
 import h5py
+import numpy as np
 
 import obs_utils
 from tests.images import broken_files, digit_image, encode, write_garbage_layout
@@ -118,14 +119,23 @@ def test_a_job_killed_mid_epoch_resumes_at_the_next_epoch(tmp_path, clean_storag
     first = proc.communicate(timeout=60)[0]
     assert proc.returncode != 0 and "epoch 1/3" in first and "epoch 3/3" not in first
 
-    second = run_train(*flags)
+    # Resumed on two devices (ModelArts restarts jobs on other GPU counts): the global batch
+    # doubles, the steps per epoch halve, and the learning rate still follows the
+    # uninterrupted run's curve (warm-up to 1e-3 in epoch 1, cosine to 0 at the end), which a
+    # schedule over the optimizer's restored step count would not (0 from epoch 2 on).
+    second = subprocess.run([sys.executable, "tests/train_two_devices.py", *flags], cwd=ROOT,
+                            env=dict(os.environ), capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stdout + second.stderr
     steps = (150 - 30) // 8  # 120 train images after the 20 % split, batch 8
     assert f"1 epochs already done, optimizer at step {steps}" in second.stdout
+    assert "MirroredStrategy over 2 devices" in second.stdout
+    assert "batch 8 x 2 replicas, 7 steps per epoch" in second.stdout
     assert "epoch 1/3 " not in second.stdout
     assert "epoch 2/3 " in second.stdout and "epoch 3/3 " in second.stdout
     rows = list(csv.DictReader(open(out / "training_log.csv")))
     assert [r["epoch"] for r in rows] == ["0", "1", "2"]
+    rates = [float(r["learning_rate"]) for r in rows]
+    assert np.allclose(rates, [1e-3, 5e-4, 0.0], rtol=1e-5, atol=1e-9), rates
 
 
 def test_demo_recipe_learns_the_digits_and_leaves_a_valid_package(demo_run):

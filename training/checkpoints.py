@@ -24,15 +24,15 @@ INDEX = "checkpoint"  # CheckpointManager's index of the checkpoints it keeps
 
 
 def _mirror(local_dir, remote_dir):
-    """Make remote_dir hold what local_dir holds. New files go first and the index last, so a
-    job stopped half-way never finds an index naming files that were not uploaded; files no
-    longer kept locally are removed last. (Checkpoint files are written once, under new names:
-    a file already there is not sent again.)"""
+    """Make remote_dir hold what local_dir holds. New and changed files go first (size and
+    MD5/ETag compared, as copy_tree does: a ckpt-N of an earlier attempt at the same epoch, or
+    one damaged on OBS, is sent again) and the index last, so a job stopped half-way never
+    finds an index naming files that were not uploaded; files no longer kept locally are
+    removed last."""
     local_names = set(obs_utils.listdir(local_dir, recursive=True))
     remote_names = (set(obs_utils.listdir(remote_dir, recursive=True))
                     if obs_utils.is_dir(remote_dir) else set())
-    for name in sorted(local_names - remote_names - {INDEX}):
-        obs_utils.copy(os.path.join(local_dir, name), obs_utils.join(remote_dir, name))
+    obs_utils.copy_tree(local_dir, remote_dir, progress=False, exclude={INDEX})
     if INDEX in local_names:
         obs_utils.copy(os.path.join(local_dir, INDEX), obs_utils.join(remote_dir, INDEX))
     for name in sorted(remote_names - local_names):
@@ -174,6 +174,7 @@ class BestWeights(keras.callbacks.Callback):
         self.keep, self.chief = keep, chief
         os.makedirs(local_dir, exist_ok=True)
         self.ignored = set(weights_files(local_dir)) if earlier_run else set()
+        self._plain = self._plain_of = None  # _weights_only's model
         if self.ignored:
             log.warning("%s holds %d weight files of an earlier run; they are left there and "
                         "not used", local_dir, len(self.ignored))
@@ -189,11 +190,21 @@ class BestWeights(keras.callbacks.Callback):
         if len(ranked) >= self.keep and logs["val_accuracy"] <= val_accuracy_of(
                 ranked[self.keep - 1]):
             return
-        self.model.save_weights(os.path.join(self.local_dir, name))
+        self._weights_only().save_weights(os.path.join(self.local_dir, name))
         for stale in self._ranked()[self.keep:]:
             os.remove(os.path.join(self.local_dir, stale))
         if self.remote_dir:
             _mirror(self.local_dir, self.remote_dir)
+
+    def _weights_only(self):
+        """The model without its optimizer: the same layers, in a Model that has none, so the
+        file holds the weights alone (ResNet50: 91 MB instead of 271 MB with Adam's moments),
+        in the layout the model's own load_weights reads."""
+        if self._plain is None or self._plain_of is not self.model:
+            self._plain = keras.Model(self.model.inputs, self.model.outputs,
+                                      name=self.model.name)
+            self._plain_of = self.model
+        return self._plain
 
     def best(self):
         ranked = self._ranked()

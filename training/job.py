@@ -16,7 +16,7 @@ import obs_utils
 from inputs import balance, pipeline, screening
 from models import build, losses, weights
 
-from . import checkpoints, optim
+from . import checkpoints, optim, phases
 from .loop import Loop, StepConfig, run_epochs
 
 log = logging.getLogger("training")
@@ -74,9 +74,10 @@ def train(args, data, augment_settings, work_dir, strategy, chief=True, pretrain
         if momentum is not None:
             log.info("BatchNorm momentum lowered to %.3f: %d steps are too few for the "
                      "backbone's own", momentum, steps * args.max_epochs)
-        schedule = optim.make_schedule(args.lr_schedule, args.learning_rate, steps,
-                                       args.max_epochs, args.warmup_epochs, args.step_epochs,
-                                       args.step_gamma)
+        freeze_epochs = phases.head_only_epochs(args.freeze_epochs, pretrained is not None)
+        schedule = optim.phased_schedule(args.lr_schedule, args.learning_rate, steps,
+                                         phases.spans(freeze_epochs, args.max_epochs),
+                                         args.warmup_epochs, args.step_epochs, args.step_gamma)
         optimizer = optim.make_optimizer(args.optimizer, schedule, args.weight_decay,
                                          args.momentum)
         if mixed:
@@ -123,15 +124,8 @@ def train(args, data, augment_settings, work_dir, strategy, chief=True, pretrain
                                      args.seed + 1000 * start_epoch)
 
     def phase_for_epoch(epoch):
-        """Head-only warm-up for --freeze_epochs, then the whole network; True on a change."""
-        frozen = epoch < args.freeze_epochs
-        if epoch != start_epoch and frozen == (epoch - 1 < args.freeze_epochs):
-            return False
-        build.set_backbone_trainable(backbone, not frozen)
-        log.info("phase: %s, %d weights train", "head only (backbone frozen, BatchNorm in "
-                 "inference mode)" if frozen else "every layer trainable",
-                 build.count_weights(model.trainable_weights))
-        return True
+        return phases.begin_epoch(epoch, start_epoch, freeze_epochs, backbone, model,
+                                  optimizer, schedule)
 
     callback_list = [best, keras.callbacks.CSVLogger(csv_log, append=start_epoch > 0)]
     if importlib.util.find_spec("tensorboard") is not None:

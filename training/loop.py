@@ -38,9 +38,12 @@ def _sums(probabilities, labels, per_example):
     images (for the macro recall: accuracy alone hides a minority class nobody predicts)."""
     true = tf.argmax(labels, axis=-1)
     hits = tf.cast(tf.equal(tf.argmax(probabilities, -1), true), tf.float32)
-    k = tf.minimum(tf.constant(5, tf.int64), tf.shape(probabilities, out_type=tf.int64)[-1])
-    top5 = tf.reduce_sum(tf.cast(tf.math.in_top_k(true, tf.cast(probabilities, tf.float32), k),
-                                 tf.float32))
+    # top_k ranks ties by the lower index, as metrics.json's stable sort does (in_top_k
+    # would count every tied class as in the top 5).
+    k = tf.minimum(5, tf.shape(probabilities)[-1])
+    _, best = tf.math.top_k(tf.cast(probabilities, tf.float32), k)
+    top5 = tf.reduce_sum(tf.cast(tf.reduce_any(
+        tf.equal(tf.cast(best, tf.int64), true[:, tf.newaxis]), axis=-1), tf.float32))
     count = tf.cast(tf.shape(labels)[0], tf.float32)
     hard = tf.one_hot(true, tf.shape(labels)[-1], dtype=tf.float32)
     return (tf.reduce_sum(per_example), tf.reduce_sum(hits), top5, count,
@@ -215,7 +218,9 @@ def run_epochs(loop, train_iter, val_dist, steps_per_epoch, start_epoch, epochs,
         history.append({"epoch": epoch + 1, **logs})
         if on_epoch_saved is not None:
             on_epoch_saved(epoch, logs)
-        if getattr(loop.model, "stop_training", False):
+        # EarlyStopping stops the model the callbacks hold: the classifier, which for a
+        # cosine head is not the model the loop trains (its cosines).
+        if getattr(callbacks.model, "stop_training", False):
             log.info("early stopping after epoch %d: val_accuracy stopped improving", epoch + 1)
             break
     callbacks.on_train_end()

@@ -2,11 +2,15 @@
 
 Schedules: plateau (a constant rate that ReduceLROnPlateau lowers when val_accuracy stalls, the
 seeds' choice), cosine (linear warmup from 0, then cosine decay to 0), step (multiply by
-`step_gamma` every `step_epochs`). Gradient clipping is not set here: under a multi-replica
-strategy Keras' clipnorm clips each replica's share, so loop.py clips the all-reduced
-gradient itself.
+`step_gamma` every `step_epochs`). Cosine and step run once per training phase (the head-only
+warm-up, then the whole network: each its own warm-up and decay) and follow epoch progress,
+not the optimizer's step count (PhasedSchedule), so a job resumed on another GPU count or
+batch size goes on where the uninterrupted one would be. Gradient clipping is not set here:
+under a multi-replica strategy Keras' clipnorm clips each replica's share, so loop.py clips
+the all-reduced gradient itself.
 """
 import keras
+import tensorflow as tf
 
 OPTIMIZERS = ("adam", "sgd", "adamw")
 SCHEDULES = ("plateau", "cosine", "step")
@@ -33,6 +37,68 @@ def make_schedule(name, learning_rate, steps_per_epoch, epochs, warmup_epochs=0.
             return float(learning_rate)
         return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
     raise ValueError(f"--lr_schedule={name!r}: use one of {', '.join(SCHEDULES)}")
+
+
+class PhasedSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """The learning rate by epoch progress: at optimizer step `step`, the phase's schedule at
+    (epochs into the phase) x (steps per epoch now) + (steps into this epoch).
+
+    `start_epoch` records the epoch and the step it began at, before each epoch. The optimizer's
+    step count therefore never shifts the rate: a job resumed with another global batch follows
+    the uninterrupted job's curve, and the count can restart at the unfreeze."""
+
+    def __init__(self, phases, steps_per_epoch):
+        """phases: [(first epoch, end epoch, schedule or rate over that phase's steps)]."""
+        self.phases = [(first, end, _constant(rate) if isinstance(rate, float) else rate)
+                       for first, end, rate in phases]
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="schedule_epoch")
+        self.epoch_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="schedule_step")
+
+    def start_epoch(self, epoch, step):
+        """Epoch `epoch` (0-based) begins now, at optimizer step `step`."""
+        self.epoch.assign(int(epoch))
+        self.epoch_step.assign(int(step))
+
+    def __call__(self, step):
+        into_epoch = tf.cast(step, tf.int64) - self.epoch_step
+        rate = tf.constant(0.0)
+        for first, end, schedule in self.phases:  # branch-free: no cond near the update
+            local = tf.maximum((self.epoch - first) * self.steps_per_epoch + into_epoch, 0)
+            inside = tf.logical_and(self.epoch >= first, self.epoch < end)
+            rate = tf.where(inside, tf.cast(schedule(local), tf.float32), rate)
+        return rate
+
+    def get_config(self):
+        return {"phases": [(first, end, keras.optimizers.schedules.serialize(schedule))
+                           for first, end, schedule in self.phases],
+                "steps_per_epoch": self.steps_per_epoch}
+
+
+def _constant(rate):
+    return keras.optimizers.schedules.PiecewiseConstantDecay([1], [rate, rate])
+
+
+def phased_schedule(name, learning_rate, steps_per_epoch, phases, warmup_epochs=0.0,
+                    step_epochs=10, step_gamma=0.1):
+    """The run's rate: a float for plateau (ReduceLROnPlateau moves it), else a PhasedSchedule
+    over `phases` [(first epoch, end epoch)], each phase its own make_schedule."""
+    if name == "plateau":
+        return float(learning_rate)
+    return PhasedSchedule([(first, end, make_schedule(name, learning_rate, steps_per_epoch,
+                                                      end - first, warmup_epochs, step_epochs,
+                                                      step_gamma))
+                           for first, end in phases], steps_per_epoch)
+
+
+def reset_state(optimizer):
+    """Make the optimizer a fresh one: moments at zero and the step count at 0 (so Adam's bias
+    correction starts again); the learning rate and a loss scale are kept."""
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    for variable in inner.variables:
+        if variable.path.split("/")[-1] not in ("iteration", "iterations", "learning_rate"):
+            variable.assign(tf.zeros(variable.shape, variable.dtype))
+    inner.iterations.assign(0)
 
 
 def make_optimizer(name, schedule, weight_decay=1e-4, momentum=0.9):

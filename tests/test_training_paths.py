@@ -1,0 +1,120 @@
+"""The training loop right on the paths that used to train silently otherwise: the unfreeze
+(a fresh optimizer, its own warm-up), the schedule under another steps-per-epoch, early
+stopping with a cosine head, best-weights files without the optimizer, top-5 with ties.
+(Resume on two devices: tests/test_train_job.py.)"""
+import csv
+import logging
+
+import h5py
+import keras
+import numpy as np
+import tensorflow as tf
+
+from evaluation.metrics import classification_metrics
+from models import backbones, build, losses
+from tests.test_train_job import SMALL, digits_folder, run_train
+from training import optim, phases
+from training.loop import Loop, StepConfig, _sums
+
+
+def test_the_unfreeze_starts_a_fresh_optimizer_and_its_own_warm_up(caplog):
+    """After 40 head-only steps, the backbone's first step moves each weight by about the
+    learning rate, as a new Adam's first step does (|m_hat / sqrt(v_hat)| = 1); with the step
+    count of the frozen phase and zero moments it moved about 0.6x here, 2-4x after 500
+    steps. The rate then warms up again from 0 over the phase's first epoch."""
+    caplog.set_level(logging.INFO, logger="training")
+    model, backbone = build.build_classifier("mobilenetv3small", 4, 32)
+    rate = 1e-3
+    optimizer = keras.optimizers.Adam(rate)
+    optimizer.build(model.trainable_variables)
+    loop = Loop(tf.distribute.get_strategy(), model, optimizer,
+                losses.make_loss(reduction=None), StepConfig(global_batch=8))
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (8, 32, 32, 3)).astype("float32")
+    labels = np.eye(4, dtype="float32")[rng.integers(0, 4, 8)]
+    batches = iter(tf.data.Dataset.from_tensors((images, labels)).repeat())
+
+    assert phases.begin_epoch(0, 0, 1, backbone, model, optimizer, rate)
+    for _ in range(40):
+        loop.train_step(batches)
+    assert phases.begin_epoch(1, 0, 1, backbone, model, optimizer, rate)
+    loop.retrace()
+    assert int(optimizer.iterations.numpy()) == 0 and "optimizer starts afresh" in caplog.text
+    kernels = [v for v in backbone.trainable_weights if v.path.endswith("kernel")]
+    before = [v.numpy().copy() for v in kernels]
+    loop.train_step(batches)
+    moved = np.concatenate([np.abs(v.numpy() - b).ravel() for v, b in zip(kernels, before)])
+    moved = moved[moved > 0]
+    assert 0.9 < np.median(moved) / rate < 1.1, np.median(moved) / rate
+
+    schedule = optim.phased_schedule("cosine", rate, 10, phases.spans(1, 4), warmup_epochs=1)
+    optimizer = keras.optimizers.Adam(schedule)
+    optimizer.build(model.trainable_variables)
+    phases.begin_epoch(0, 0, 1, backbone, model, optimizer, schedule)
+    optimizer.iterations.assign(10)  # the head-only epoch's ten steps
+    phases.begin_epoch(1, 0, 1, backbone, model, optimizer, schedule)
+    assert optim.current_learning_rate(optimizer) == 0.0  # warm-up from 0 again
+    optimizer.iterations.assign(10)
+    np.testing.assert_allclose(optim.current_learning_rate(optimizer), rate, rtol=1e-6)
+
+
+def test_the_schedule_follows_epoch_progress_whatever_the_steps_per_epoch():
+    """A job resumed with twice the global batch (half the steps per epoch) gets, at each
+    point of each epoch, the rate the uninterrupted job had there."""
+    def rates(steps_per_epoch, resume_at, restored_step):
+        schedule = optim.phased_schedule("cosine", 1e-2, steps_per_epoch,
+                                         phases.spans(0, 6), warmup_epochs=1)
+        found = []
+        for epoch in range(resume_at, 6):
+            step = restored_step + (epoch - resume_at) * steps_per_epoch
+            schedule.start_epoch(epoch, step)
+            found += [float(schedule(step + round(steps_per_epoch * f))) for f in (0, 0.4, 0.8)]
+        return found
+
+    uninterrupted = rates(10, 3, 30)  # steps 30.. of a 10-steps-per-epoch run
+    resumed = rates(5, 3, 30)             # the optimizer restored at step 30, now 5 per epoch
+    np.testing.assert_allclose(resumed, uninterrupted, rtol=1e-6)
+    assert uninterrupted[-1] > 0
+
+
+def test_random_weights_skip_the_head_only_phase(caplog):
+    caplog.set_level(logging.INFO, logger="training")
+    assert phases.head_only_epochs(2, pretrained=True) == 2
+    assert phases.head_only_epochs(2, pretrained=False) == 0
+    assert "nothing to protect" in caplog.text
+    assert phases.spans(0, 5) == [(0, 5)] and phases.spans(2, 5) == [(0, 2), (2, 5)]
+
+
+def test_top5_breaks_ties_as_metrics_json_does():
+    """Six classes scored alike: the stable ranking puts classes 0-4 in the top 5, so an
+    image of class 5 is a miss in the logged top-5 as in metrics.json (in_top_k counted it)."""
+    probabilities = np.full((2, 6), 1 / 6, "float32")
+    truth = np.array([5, 0])
+    sums = _sums(tf.constant(probabilities), tf.one_hot(truth, 6), tf.zeros(2))
+    metrics = classification_metrics(truth, probabilities, [str(i) for i in range(6)])
+    assert float(sums[2]) / 2 == metrics["top5_accuracy"] == 0.5
+
+
+def test_early_stopping_stops_a_cosine_head_and_best_weights_hold_no_optimizer(tmp_path):
+    """--head=arcface trains a model of its own (the cosines); EarlyStopping watches the
+    classifier. At learning rate 0 with the backbone frozen nothing changes, so patience 1
+    stops after epoch 2 of 5. The best weights file holds the model's weights, no optimizer
+    state, and loads into a new classifier."""
+    weights_file = tmp_path / "mnv3.weights.h5"
+    backbones.build("mobilenetv3small", 32).save_weights(str(weights_file))
+    out = tmp_path / "out"
+    proc = run_train(f"--data_url={digits_folder(tmp_path / 'data', count=45, broken=False)}",
+                     f"--train_url={out}", f"--local_data_root={tmp_path / 'cache'}", *SMALL,
+                     f"--pretrained_weights={weights_file}", "--head=arcface",
+                     "--learning_rate=0", "--max_epochs=5", "--freeze_epochs=5",
+                     "--early_stop_patience=1", "--export_model=false")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "early stopping after epoch 2" in proc.stdout
+    rows = list(csv.DictReader(open(out / "training_log.csv")))
+    assert [r["epoch"] for r in rows] == ["0", "1"]
+
+    best = sorted((out / "weights").glob("*.weights.h5"))[0]
+    with h5py.File(best) as f:
+        assert "optimizer" not in f and "layers" in f
+    model, _ = build.build_classifier("mobilenetv3small", 3, 32, head="arcface")
+    model.load_weights(str(best))
