@@ -35,7 +35,9 @@ def setup_logging():
 def run_job(job, user_errors, log):
     """Run job() -> its summary line, logged; exit status 0. An error the user can fix (one
     of `user_errors`, or an OSError: an unwritable cache, permissions, a full disk) is one log
-    line naming the file or the flag, and exit status 2 instead of a traceback."""
+    line naming the file or the flag, and exit status 2 instead of a traceback. Anything else
+    is a bug, ours or a library's: its traceback goes into the log (on ModelArts the log is
+    all there is), then one summary line, and exit status 1."""
     try:
         summary = job()
     except user_errors as exc:
@@ -44,5 +46,12 @@ def run_job(job, user_errors, log):
     except OSError as exc:
         log.error("%s: %s", type(exc).__name__, exc)
         return 2
+    except Exception as exc:  # noqa: BLE001 - logged whole, then summarised
+        log.exception("unexpected error; the traceback follows")
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        log.error("failed with an unexpected %s%s: not a problem with your input (the "
+                  "traceback above belongs in a bug report)", type(exc).__name__,
+                  f" ({first})" if first else "")
+        return 1
     log.info("%s", summary)
     return 0

@@ -22,7 +22,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import obs_utils  # noqa: E402
 from cli import boolean, positive, run_job, setup_logging  # noqa: E402
-from inputs import fetch, layouts, screening  # noqa: E402
+from errors import UserError  # noqa: E402
+from inputs import fetch  # noqa: E402
 
 log = logging.getLogger("retrieve")
 
@@ -74,12 +75,12 @@ def main(argv=None):
     args, unknown = build_parser().parse_known_args(argv)
     if unknown:
         log.warning("ignoring flags retrieve.py does not know: %s", " ".join(unknown))
-    from retrieval import base, embed, stage  # TensorFlow loads here, after the flags parse
+    from retrieval import stage  # TensorFlow loads here, after the flags parse
 
     def job():
         for flag in ("model_dir", "index_url"):
             if not getattr(args, flag):
-                raise ValueError(f"{args.command} needs --{flag}: python retrieve.py --help")
+                raise UserError(f"{args.command} needs --{flag}: python retrieve.py --help")
         cache_root = fetch.resolve_cache_root(args.local_data_root)
         if args.command == "index":
             return stage.index(args, cache_root)
@@ -87,8 +88,7 @@ def main(argv=None):
             return stage.package(args, cache_root)
         return stage.search_queries(args, cache_root)
 
-    return run_job(job, (obs_utils.ObsError, layouts.LayoutError, screening.DataError,
-                         embed.ModelError, base.BaseError, ValueError), log)
+    return run_job(job, (obs_utils.ObsError, UserError), log)
 
 
 if __name__ == "__main__":

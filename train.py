@@ -27,7 +27,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ chatter, 
 
 import obs_utils  # noqa: E402
 from cli import boolean, positive, run_job, setup_logging  # noqa: E402
-from inputs import augment, balance, fetch, layouts, prepare, screening  # noqa: E402
+from errors import UserError  # noqa: E402
+from inputs import augment, balance, fetch, prepare, screening  # noqa: E402
 from models import backbones, heads, weights  # noqa: E402
 from training import distribute, optim  # noqa: E402
 from version import VERSION  # noqa: E402
@@ -240,7 +241,7 @@ def train_and_export(args, unknown, cache_root):
                            args.manifest or None, val_dir, args.val_ratio, args.seed,
                            args.max_image_pixels, args.min_image_side, write=chief)
     if args.num_classes and args.num_classes != len(data.class_names):
-        raise ValueError(f"--num_classes={args.num_classes} but the data has "
+        raise UserError(f"--num_classes={args.num_classes} but the data has "
                          f"{len(data.class_names)} classes; leave it at 0 to take the data's")
     counts = screening.class_counts(data.train, len(data.class_names))
     balance.log_plan(counts, args.balance, data.class_names, len(data.train))
@@ -277,7 +278,7 @@ def evaluate_or_predict(args, cache_root):
     """--mode=eval (reports on labelled images) or --mode=predict (top-k of unlabelled ones)
     for --eval_model; returns the one-line summary."""
     if not args.eval_model or not args.test_data_url:
-        raise ValueError(f"--mode={args.mode} needs --eval_model (a model/ folder, a train_url "
+        raise UserError(f"--mode={args.mode} needs --eval_model (a model/ folder, a train_url "
                          "or a .weights.h5 file) and --test_data_url (the images)")
     from evaluation import inference, stage
 
@@ -314,8 +315,7 @@ def main(argv=None):
             return train_and_export(args, unknown, cache_root)
         return evaluate_or_predict(args, cache_root)
 
-    return run_job(job, (obs_utils.ObsError, layouts.LayoutError, screening.DataError,
-                         weights.WeightsError, ValueError), log)
+    return run_job(job, (obs_utils.ObsError, UserError), log)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 import obs_utils
+from errors import UserError
 from inputs import label_map, pipeline
 from models import build
 from training import checkpoints
@@ -18,7 +19,7 @@ from training import checkpoints
 log = logging.getLogger("evaluation")
 
 
-class ModelNotFound(ValueError):
+class ModelNotFound(UserError):
     """--eval_model names nothing that can be evaluated; the message says what was expected."""
 
 

@@ -11,6 +11,7 @@ import shutil
 import tensorflow as tf
 
 import obs_utils
+from errors import UserError
 from inputs import label_map
 from serving import check
 
@@ -26,7 +27,7 @@ DEPENDENCIES = [{"installer": "pip", "packages": [
     {"package_name": "Pillow", "package_version": "6.2.0", "restraint": "ATLEAST"}]}]
 
 
-class PackageError(ValueError):
+class PackageError(UserError):
     """The package cannot be written where asked; the message says what to do."""
 
 

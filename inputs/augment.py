@@ -16,6 +16,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from errors import UserError
+
 PRESETS = {
     "none": {},
     "light": {"flip": "horizontal", "zoom": 0.1, "shift": 0.05},
@@ -37,18 +39,18 @@ FLIPS = {"none": None, "horizontal": "horizontal", "vertical": "vertical",
 def resolve(preset, overrides=None):
     """The preset's settings with every override that is not None applied on top."""
     if preset not in PRESETS:
-        raise ValueError(f"--augment={preset!r}: use one of {', '.join(PRESETS)}")
+        raise UserError(f"--augment={preset!r}: use one of {', '.join(PRESETS)}")
     settings = {**DEFAULTS, **PRESETS[preset]}
     for name, value in (overrides or {}).items():
         if value is None:
             continue
         if name not in DEFAULTS:
-            raise ValueError(f"unknown augmentation setting {name!r}")
+            raise UserError(f"unknown augmentation setting {name!r}")
         settings[name] = value
     if settings["flip"] not in FLIPS:
-        raise ValueError(f"--flip={settings['flip']!r}: use one of {', '.join(FLIPS)}")
+        raise UserError(f"--flip={settings['flip']!r}: use one of {', '.join(FLIPS)}")
     if settings["cutmix_prob"] + settings["mixup_prob"] > 1:
-        raise ValueError("--cutmix_prob plus --mixup_prob must not exceed 1")
+        raise UserError("--cutmix_prob plus --mixup_prob must not exceed 1")
     return settings
 
 

@@ -15,6 +15,8 @@ import logging
 import numpy as np
 import tensorflow as tf
 
+from errors import UserError
+
 log = logging.getLogger("inputs")
 
 POLICIES = ("none", "oversample", "sqrt", "class_weight")
@@ -31,7 +33,7 @@ def class_probabilities(counts, policy):
     elif policy == "sqrt":
         weights = np.sqrt(counts)
     else:
-        raise ValueError(f"--balance={policy!r}: use one of {', '.join(POLICIES)}")
+        raise UserError(f"--balance={policy!r}: use one of {', '.join(POLICIES)}")
     return weights / weights.sum()
 
 

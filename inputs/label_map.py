@@ -3,6 +3,7 @@ outputs, and read back by evaluation, export and serving, so ids never shift bet
 import json
 
 import obs_utils
+from errors import UserError
 
 FILE_NAME = "labels.json"
 
@@ -16,9 +17,9 @@ def from_json(text, where):
     try:
         mapping = {int(k): str(v) for k, v in json.loads(text).items()}
     except (ValueError, AttributeError) as exc:
-        raise ValueError(f"{where} is not a label map ({{\"0\": \"name\", ...}}): {exc}") from None
+        raise UserError(f"{where} is not a label map ({{\"0\": \"name\", ...}}): {exc}") from None
     if sorted(mapping) != list(range(len(mapping))):
-        raise ValueError(f"{where}: class ids must run 0..{len(mapping) - 1} without gaps")
+        raise UserError(f"{where}: class ids must run 0..{len(mapping) - 1} without gaps")
     return [mapping[i] for i in range(len(mapping))]
 
 

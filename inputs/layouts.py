@@ -14,6 +14,8 @@ import json
 import os
 from dataclasses import dataclass, field
 
+from errors import UserError
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".jxl")
 RULE_FILE = "garbage_classify_rule.json"
 MANIFEST_EXTENSIONS = (".csv", ".jsonl")
@@ -21,7 +23,7 @@ PATH_COLUMNS = ("path", "file", "filename", "file_name", "image", "image_path", 
 LABEL_COLUMNS = ("label", "class", "category", "class_name", "label_id", "target")
 
 
-class LayoutError(ValueError):
+class LayoutError(UserError):
     """The folder cannot be read as any layout; the message says what was expected."""
 
 

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, replace
 
 import obs_utils
+from errors import UserError
 
 from . import label_map, layouts, screening, split
 
@@ -37,7 +38,7 @@ def _same_classes(saved, found, where):
     if saved != found:
         added = [n for n in found if n not in saved]
         missing = [n for n in saved if n not in found]
-        raise ValueError(f"{where} holds another label map than this data ({len(saved)} classes "
+        raise UserError(f"{where} holds another label map than this data ({len(saved)} classes "
                          f"saved, {len(found)} now; new: {added[:5]}, gone: {missing[:5]}); "
                          "use a new --train_url for new data")
 
@@ -47,7 +48,7 @@ def relabel(samples, names, class_names, where, flag="--val_data_url"):
     ids = {name: i for i, name in enumerate(class_names)}
     unknown = sorted({names[s.label] for s in samples} - set(ids))
     if unknown:
-        raise ValueError(f"{flag} {where} has classes the training data lacks (the model "
+        raise UserError(f"{flag} {where} has classes the training data lacks (the model "
                          f"cannot predict them): {unknown[:10]}")
     return [replace(s, label=ids[names[s.label]]) for s in samples]
 

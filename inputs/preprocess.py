@@ -6,6 +6,8 @@ float32 in 0..255; the backbone's own normalisation lives inside the model.
 """
 import tensorflow as tf
 
+from errors import UserError
+
 RESIZE_MODES = ("letterbox", "stretch")
 
 
@@ -48,7 +50,7 @@ def resize_image(image, size, mode="letterbox"):
     elif mode == "stretch":
         image = tf.image.resize(image, (size, size))
     else:
-        raise ValueError(f"resize mode {mode!r}: use one of {RESIZE_MODES}")
+        raise UserError(f"resize mode {mode!r}: use one of {RESIZE_MODES}")
     image = tf.clip_by_value(image, 0.0, 255.0)
     image.set_shape([size, size, 3])
     return image

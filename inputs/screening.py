@@ -22,6 +22,7 @@ from PIL import Image
 from tqdm import tqdm
 
 import obs_utils
+from errors import UserError
 from serving import images
 
 from .layouts import Problem
@@ -33,7 +34,7 @@ MAX_PIXELS = 64_000_000   # larger is a scan gone wrong, or a decompression bomb
 MIN_SIDE = 8              # smaller carries no usable picture
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """Too little usable data remains: training cannot start."""
 
 

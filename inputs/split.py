@@ -7,6 +7,7 @@ import logging
 from sklearn.model_selection import train_test_split
 
 import obs_utils
+from errors import UserError
 
 log = logging.getLogger("inputs")
 
@@ -17,7 +18,7 @@ def stratified_split(samples, val_ratio, seed):
     """(train, val) lists of Samples. Classes with a single image go to train only, since a
     stratified split needs two; duplicates were removed by screening, so nothing leaks."""
     if not 0 < val_ratio < 1:
-        raise ValueError(f"--val_ratio={val_ratio}: use a number between 0 and 1, e.g. 0.2")
+        raise UserError(f"--val_ratio={val_ratio}: use a number between 0 and 1, e.g. 0.2")
     counts = {}
     for sample in samples:
         counts[sample.label] = counts.get(sample.label, 0) + 1
@@ -51,7 +52,7 @@ def reuse(text, samples, where):
         parts = {part: [(str(rel), int(label)) for rel, label in saved[part]]
                  for part in ("train", "val")}
     except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"{where} is not a split this job wrote ({type(exc).__name__}: "
+        raise UserError(f"{where} is not a split this job wrote ({type(exc).__name__}: "
                          f"{exc}); delete it to split again, or use a new --train_url") from None
     by_name = {s.rel: s for s in samples}
     train, val, gone = [], [], 0
@@ -61,7 +62,7 @@ def reuse(text, samples, where):
             if sample is None:
                 gone += 1
             elif sample.label != label:
-                raise ValueError(f"{where}: {rel} had label {label} when the split was made and "
+                raise UserError(f"{where}: {rel} had label {label} when the split was made and "
                                  f"has {sample.label} now; start a new --train_url, or delete "
                                  f"{where} to split again")
             else:

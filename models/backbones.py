@@ -8,6 +8,8 @@ from typing import Callable, NamedTuple
 
 import keras
 
+from errors import UserError
+
 
 class Backbone(NamedTuple):
     constructor: Callable
@@ -42,7 +44,7 @@ def get(name):
     try:
         return BACKBONES[name]
     except KeyError:
-        raise ValueError(f"--backbone={name!r}: use one of {', '.join(BACKBONES)}") from None
+        raise UserError(f"--backbone={name!r}: use one of {', '.join(BACKBONES)}") from None
 
 
 def build(name, input_size):
@@ -50,7 +52,7 @@ def build(name, input_size):
     'none' models, already normalised for the others)."""
     spec = get(name)
     if input_size < spec.min_input:
-        raise ValueError(f"--input_size={input_size} is too small for {name}: at least "
+        raise UserError(f"--input_size={input_size} is too small for {name}: at least "
                          f"{spec.min_input}")
     kwargs = {"include_top": False, "weights": None, "input_shape": (input_size, input_size, 3)}
     if name.startswith("mobilenetv3"):

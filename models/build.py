@@ -5,6 +5,8 @@ import math
 
 import keras
 
+from errors import UserError
+
 from . import backbones
 from .heads import HEADS, CosineHead, ScaledSoftmax
 from .layers import BackboneNormalization
@@ -15,7 +17,7 @@ def build_classifier(backbone_name, num_classes, input_size, dropout=0.3, head="
     """(model, backbone): the backbone is returned too, to freeze it or load weights into it.
     The model's output is always `probabilities`; a cosine head's are softmax(scale x cos)."""
     if num_classes < 2:
-        raise ValueError(f"num_classes={num_classes}: a classifier needs at least 2 classes")
+        raise UserError(f"num_classes={num_classes}: a classifier needs at least 2 classes")
     backbone = backbones.build(backbone_name, input_size)
     images = keras.Input((input_size, input_size, 3), name="images")
     x = BackboneNormalization(backbones.get(backbone_name).normalization,
@@ -30,7 +32,7 @@ def build_classifier(backbone_name, num_classes, input_size, dropout=0.3, head="
         cosines = CosineHead(num_classes, name="cosines")(x)
         probabilities = ScaledSoftmax(head_scale, name="probabilities")(cosines)
     else:
-        raise ValueError(f"--head={head!r}: use one of {', '.join(HEADS)}")
+        raise UserError(f"--head={head!r}: use one of {', '.join(HEADS)}")
     return keras.Model(images, probabilities, name=f"{backbone_name}_classifier"), backbone
 
 

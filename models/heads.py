@@ -11,6 +11,8 @@ import math
 import keras
 from keras import ops
 
+from errors import UserError
+
 HEADS = ("softmax", "normface", "cosface", "arcface")
 DEFAULT_MARGIN = {"softmax": 0.0, "normface": 0.0, "cosface": 0.35, "arcface": 0.5}
 _EPSILON = 1e-7  # keeps sin(theta) = sqrt(1 - cos^2) away from 0: no infinite gradient
@@ -80,14 +82,14 @@ class MarginLoss(keras.losses.Loss):
                  reduction="sum_over_batch_size", name=None):
         super().__init__(reduction=reduction, name=name or f"{kind}_loss")
         if kind not in HEADS[1:]:
-            raise ValueError(f"--head={kind!r}: a margin loss needs one of {HEADS[1:]}")
+            raise UserError(f"--head={kind!r}: a margin loss needs one of {HEADS[1:]}")
         self.kind, self.scale = kind, float(scale)
         self.margin = DEFAULT_MARGIN[kind] if margin is None else float(margin)
         self.label_smoothing = float(label_smoothing)
         if self.scale <= 0:
-            raise ValueError(f"--head_scale={scale}: use a positive number (30 is usual)")
+            raise UserError(f"--head_scale={scale}: use a positive number (30 is usual)")
         if not 0.0 <= self.margin < (math.pi / 2 if kind == "arcface" else 1.0):
-            raise ValueError(f"--head_margin={margin}: use 0 to "
+            raise UserError(f"--head_margin={margin}: use 0 to "
                              f"{'pi/2' if kind == 'arcface' else '1'} ({kind}'s usual: "
                              f"{DEFAULT_MARGIN[kind]})")
 

@@ -3,6 +3,8 @@ smoothing. Binary crossentropy on a multi-class softmax (the 2019 baseline's bug
 Keras report a fake ~0.98 accuracy) is refused."""
 import keras
 
+from errors import UserError
+
 from .heads import MarginLoss
 
 ALLOWED = ("categorical_crossentropy",)
@@ -13,15 +15,15 @@ def make_loss(name="categorical_crossentropy", label_smoothing=0.0, reduction="s
     """The loss for `head`: crossentropy on the softmax's probabilities, or a cosine head's
     margin loss on its cosines (models.build.training_outputs)."""
     if name in ("binary_crossentropy", "bce", "binary"):
-        raise ValueError(
+        raise UserError(
             "--loss=binary_crossentropy is refused: on a multi-class softmax it treats every "
             "class as a separate yes/no question, training learns little and the accuracy "
             "Keras prints is fake (the 2019 garbage baseline's bug). Use "
             "categorical_crossentropy.")
     if name not in ALLOWED:
-        raise ValueError(f"--loss={name!r}: use one of {', '.join(ALLOWED)}")
+        raise UserError(f"--loss={name!r}: use one of {', '.join(ALLOWED)}")
     if not 0.0 <= label_smoothing < 1.0:
-        raise ValueError(f"--label_smoothing={label_smoothing}: use a number in [0, 1)")
+        raise UserError(f"--label_smoothing={label_smoothing}: use a number in [0, 1)")
     if head != "softmax":
         return MarginLoss(head, head_scale, head_margin, label_smoothing, reduction)
     return keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing,

@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 import h5py
 import numpy as np
 
+from errors import UserError
 
-class WeightFileError(ValueError):
+
+class WeightFileError(UserError):
     """The file is not a Keras weights file, or cannot be read whole."""
 
 

@@ -17,6 +17,7 @@ import keras
 import numpy as np
 
 import obs_utils
+from errors import UserError
 
 from . import backbones, weight_files, weight_layouts
 
@@ -26,7 +27,7 @@ PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__
                               "pretrained")
 
 
-class WeightsError(ValueError):
+class WeightsError(UserError):
     """A weights file is missing or does not fit the backbone."""
 
 

@@ -26,6 +26,10 @@ class EndpointError(ObsError, ConnectionError):
     """The endpoint could not be reached, or stopped answering."""
 
 
+class SettingError(ObsError, ValueError):
+    """A URL or an OBS_* / S3_* setting is malformed; the message says how to write it."""
+
+
 class UnsafeKeyError(ObsError, ValueError):
     """An object key would be written outside the destination folder."""
 

@@ -23,6 +23,8 @@ from urllib.parse import urlparse
 import boto3
 from botocore.config import Config
 
+from .errors import SettingError
+
 # Variables boto3's own credential chain reads: a change to any of them means a new client.
 _BOTO3_CHAIN_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
                      "AWS_PROFILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE")
@@ -70,7 +72,7 @@ def _addressing_style(endpoint):
     style = _first("OBS_ADDRESSING_STYLE", "S3_ADDRESSING_STYLE")
     if style:
         if style not in ("path", "virtual", "auto"):
-            raise ValueError(f"OBS_ADDRESSING_STYLE={style!r}: use path, virtual or auto")
+            raise SettingError(f"OBS_ADDRESSING_STYLE={style!r}: use path, virtual or auto")
         return style
     host = urlparse(endpoint or "").hostname or ""
     if host == "localhost":
@@ -99,7 +101,7 @@ def _number(name, default, kind):
     try:
         return kind(value)
     except ValueError:
-        raise ValueError(f"{name}={value!r}: expected a number, e.g. {default}") from None
+        raise SettingError(f"{name}={value!r}: expected a number, e.g. {default}") from None
 
 
 def client_settings():

@@ -8,6 +8,8 @@ import os
 import posixpath
 from typing import NamedTuple
 
+from .errors import SettingError
+
 REMOTE_SCHEMES = ("obs://", "s3://")
 
 
@@ -35,7 +37,7 @@ def parse(url):
         rest = url.split("://", 1)[1]
         bucket, _, key = rest.partition("/")
         if not bucket:
-            raise ValueError(f"{url!r} names no bucket: write it as obs://<bucket>/<path>")
+            raise SettingError(f"{url!r} names no bucket: write it as obs://<bucket>/<path>")
         return Location(url, bucket, key)
     if url.lower().startswith("file://"):
         url = url[len("file://"):]

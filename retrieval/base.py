@@ -18,6 +18,7 @@ import time
 import h5py
 import numpy as np
 
+from errors import UserError
 from version import VERSION
 
 FORMAT_VERSION = "1"
@@ -25,7 +26,7 @@ MODEL_KEYS = ("fingerprint", "backbone", "input_size", "dim")
 _TEXT = h5py.string_dtype("utf-8")
 
 
-class BaseError(ValueError):
+class BaseError(UserError):
     """A feature base that cannot be used as asked; the message says what to do."""
 
 

@@ -10,12 +10,13 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+from errors import UserError
 from evaluation import inference
 
 log = logging.getLogger("retrieval")
 
 
-class ModelError(ValueError):
+class ModelError(UserError):
     """--model_dir cannot embed; the message says what to give instead."""
 
 

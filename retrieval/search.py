@@ -11,6 +11,7 @@ import logging
 
 import numpy as np
 
+from errors import UserError
 from serving.gallery import best_k
 
 log = logging.getLogger("retrieval")
@@ -41,7 +42,7 @@ def exact_search(queries, gallery_blocks, k=10):
     for first, block in gallery_blocks:
         block = np.asarray(block, dtype=np.float32)
         if block.shape[1] != queries.shape[1]:
-            raise ValueError(f"the gallery has {block.shape[1]}-d features, the queries "
+            raise UserError(f"the gallery has {block.shape[1]}-d features, the queries "
                              f"{queries.shape[1]}-d: were they made by the same model?")
         ids = np.arange(first, first + len(block), dtype=np.int64)
         merged = []  # per block of queries: the best so far and this block, cut to k
@@ -55,7 +56,7 @@ def exact_search(queries, gallery_blocks, k=10):
         best_scores = np.concatenate([s for s, _ in merged])
         best_indices = np.concatenate([i for _, i in merged])
     if best_indices.shape[1] == 0:
-        raise ValueError("the gallery is empty: nothing to search")
+        raise UserError("the gallery is empty: nothing to search")
     return best_scores, best_indices
 
 
@@ -66,7 +67,7 @@ def _faiss():
     try:
         import faiss
     except ImportError:
-        raise ValueError("approximate search needs faiss: pip install faiss-cpu (on ModelArts, "
+        raise UserError("approximate search needs faiss: pip install faiss-cpu (on ModelArts, "
                          "add faiss-cpu to pip-requirements.txt), or use --search=exact") from None
     return faiss
 
@@ -87,7 +88,7 @@ def approximate_index(gallery_blocks, dim, kind="hnsw", neighbours=32, lists=Non
                                    faiss.METRIC_INNER_PRODUCT)
         index.train(gallery)
     else:
-        raise ValueError(f"--search={kind!r}: use exact or one of {', '.join(APPROXIMATE)}")
+        raise UserError(f"--search={kind!r}: use exact or one of {', '.join(APPROXIMATE)}")
     index.add(gallery)
     return index
 

@@ -12,6 +12,7 @@ import shutil
 import numpy as np
 
 import obs_utils
+from errors import UserError
 from export import package as export_package
 from inputs import fetch, prepare
 from serving import check
@@ -94,7 +95,7 @@ def index(args, cache_root):
     with base.open_base(path) as fb:
         total = len(fb)
     if not total:
-        raise ValueError(f"no image of {args.data_url or 'the demo'} could be embedded: the "
+        raise UserError(f"no image of {args.data_url or 'the demo'} could be embedded: the "
                          "base is empty")
     return (f"indexed {total} images into {args.index_url} ({len(new) - skipped} embedded, "
             f"{len(old)} kept, {skipped} skipped; {embedder.meta['dim']}-d, "
@@ -162,7 +163,7 @@ def search_queries(args, cache_root):
         queries, done = _embed_named(embedder, samples, args.batch_size, "embedding queries")
         samples = [samples[i] for i in done]
         if not samples:
-            raise ValueError(f"no query image of {args.data_url} could be embedded")
+            raise UserError(f"no query image of {args.data_url} could be embedded")
         scores, ranked = _ranked(args, fb, queries)
         names, gallery_labels, label_names = fb.names, fb.labels, fb.label_names
     rows = [(s.rel, rank + 1, names[g], f"{score:.6f}")
@@ -210,7 +211,7 @@ def package(args, cache_root):
     with open(config_path, encoding="utf-8") as f:
         config = json.load(f)
     if config.get(CONFIG_KEY) and not args.overwrite:
-        raise ValueError(f"{args.model_dir} already serves a gallery "
+        raise UserError(f"{args.model_dir} already serves a gallery "
                          f"({config[CONFIG_KEY].get('images')} images); pass --overwrite=true "
                          "to replace it")
     shutil.copyfile(path, os.path.join(folder, GALLERY_FILE))

@@ -203,6 +203,25 @@ def test_bad_input_is_one_clear_line_and_exit_2(tmp_path, clean_storage_env, cap
     assert "Traceback" not in proc.stdout + proc.stderr
 
 
+def test_a_bug_keeps_its_traceback_and_exits_1(tmp_path, clean_storage_env, caplog,
+                                              monkeypatch):
+    """A ValueError from our own code (or TensorFlow's) is no user error: the log keeps its
+    traceback, then one summary line, and the exit status is 1, not 2."""
+    import train
+    from inputs import prepare
+
+    def broken(*args, **kwargs):
+        raise ValueError("an internal invariant broke")
+
+    monkeypatch.setattr(prepare, "prepare", broken)
+    folder = digits_folder(tmp_path / "few", count=30, broken=False)
+    assert train.main([f"--data_url={folder}", f"--train_url={tmp_path / 'out'}",
+                       f"--local_data_root={tmp_path / 'cache'}", *SMALL]) == 1
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert errors[0].exc_info is not None and "in broken" in caplog.text  # the traceback
+    assert "unexpected ValueError (an internal invariant broke)" in errors[-1].getMessage()
+
+
 def test_oversampling_beats_no_balancing_on_a_10_to_1_set(tmp_path, clean_storage_env):
     """Digits 0 and 1 with 120 images each, 2 and 3 with 12: on a balanced held-out set,
     --balance=oversample must give a higher macro recall than --balance=none (fixed seed)."""

@@ -16,6 +16,7 @@ import keras
 import tensorflow as tf
 
 import obs_utils
+from errors import UserError
 
 log = logging.getLogger("training")
 
@@ -91,7 +92,7 @@ class ResumeState:
         try:
             self.checkpoint.restore(latest).assert_existing_objects_matched()
         except (AssertionError, ValueError, tf.errors.OpError) as exc:
-            raise ValueError(
+            raise UserError(
                 f"cannot resume from {self.shared_dir}: its checkpoint was made by another "
                 f"model (another --backbone, number of classes or precision?): "
                 f"{str(exc).strip().splitlines()[0][:200]}. Use a new --train_url, or remove "

@@ -9,6 +9,8 @@ import json
 import logging
 import os
 
+from errors import UserError
+
 log = logging.getLogger("training")
 
 DEFAULT_PORT = 2222
@@ -26,7 +28,7 @@ def cluster_from_env(env=None, port=DEFAULT_PORT):
             config = json.loads(env["TF_CONFIG"])
             int(config["task"]["index"]), list(config["cluster"]["worker"])
         except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"TF_CONFIG is set but is not a TF_CONFIG with a cluster and a "
+            raise UserError(f"TF_CONFIG is set but is not a TF_CONFIG with a cluster and a "
                              f"task ({type(exc).__name__}: {exc}); fix it or unset it") from None
         return config
     if env.get("VC_WORKER_HOSTS"):
@@ -34,14 +36,14 @@ def cluster_from_env(env=None, port=DEFAULT_PORT):
         index = int(env.get("VC_TASK_INDEX", "0"))
         expected = int(env.get("MA_NUM_HOSTS", len(hosts)))
         if expected != len(hosts):
-            raise ValueError(f"MA_NUM_HOSTS={expected} but VC_WORKER_HOSTS names {len(hosts)} "
+            raise UserError(f"MA_NUM_HOSTS={expected} but VC_WORKER_HOSTS names {len(hosts)} "
                              "hosts; the job's environment is inconsistent")
     elif env.get("DLS_TASK_NUMBER"):
         count = int(env["DLS_TASK_NUMBER"])
         index = int(env.get("DLS_TASK_INDEX", "0"))
         missing = [i for i in range(count) if not env.get(f"BATCH_CUSTOM{i}_HOSTS")]
         if missing:
-            raise ValueError(f"DLS_TASK_NUMBER={count} but BATCH_CUSTOM{missing[0]}_HOSTS is "
+            raise UserError(f"DLS_TASK_NUMBER={count} but BATCH_CUSTOM{missing[0]}_HOSTS is "
                              "not set")
         hosts = [env[f"BATCH_CUSTOM{i}_HOSTS"].split(",")[0].strip() for i in range(count)]
     else:
@@ -49,7 +51,7 @@ def cluster_from_env(env=None, port=DEFAULT_PORT):
     if len(hosts) < 2:
         return None
     if not 0 <= index < len(hosts):
-        raise ValueError(f"task index {index} is outside the {len(hosts)} workers")
+        raise UserError(f"task index {index} is outside the {len(hosts)} workers")
     return {"cluster": {"worker": [_with_port(h, port) for h in hosts]},
             "task": {"type": "worker", "index": index}}
 

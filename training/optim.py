@@ -12,6 +12,8 @@ the all-reduced gradient itself.
 import keras
 import tensorflow as tf
 
+from errors import UserError
+
 OPTIMIZERS = ("adam", "sgd", "adamw")
 SCHEDULES = ("plateau", "cosine", "step")
 
@@ -36,7 +38,7 @@ def make_schedule(name, learning_rate, steps_per_epoch, epochs, warmup_epochs=0.
         if not boundaries:
             return float(learning_rate)
         return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
-    raise ValueError(f"--lr_schedule={name!r}: use one of {', '.join(SCHEDULES)}")
+    raise UserError(f"--lr_schedule={name!r}: use one of {', '.join(SCHEDULES)}")
 
 
 class PhasedSchedule(keras.optimizers.schedules.LearningRateSchedule):
@@ -108,7 +110,7 @@ def make_optimizer(name, schedule, weight_decay=1e-4, momentum=0.9):
         return keras.optimizers.SGD(learning_rate=schedule, momentum=momentum, nesterov=True)
     if name == "adamw":
         return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=weight_decay)
-    raise ValueError(f"--optimizer={name!r}: use one of {', '.join(OPTIMIZERS)}")
+    raise UserError(f"--optimizer={name!r}: use one of {', '.join(OPTIMIZERS)}")
 
 
 def current_learning_rate(optimizer):
