@@ -20,6 +20,10 @@ HERE = os.path.dirname(os.path.realpath(__file__))
 sys.path.insert(0, HERE)  # ModelArts runs the boot file from another working directory
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import runtime_check  # noqa: E402
+
+runtime_check.check("retrieve.py")  # one line on an old Python/TensorFlow
+
 import obs_utils  # noqa: E402
 from cli import boolean, positive, run_job, setup_logging  # noqa: E402
 from errors import UserError  # noqa: E402

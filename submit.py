@@ -21,6 +21,10 @@ import time
 HERE = os.path.dirname(os.path.realpath(__file__))
 sys.path.insert(0, HERE)
 
+import runtime_check  # noqa: E402
+
+runtime_check.check("submit.py", needs_tensorflow=False)  # it sends jobs: no TensorFlow here
+
 import obs_utils  # noqa: E402
 from jobs import client as cloud  # noqa: E402
 from jobs import pack, training_job  # noqa: E402

@@ -13,7 +13,6 @@ package (inputs/, models/, training/, evaluation/, export/).
 """
 import argparse
 import hashlib
-import importlib.metadata
 import json
 import logging
 import os
@@ -24,6 +23,10 @@ import time
 HERE = os.path.dirname(os.path.realpath(__file__))
 sys.path.insert(0, HERE)  # ModelArts runs the boot file from another working directory
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ chatter, not our log
+
+import runtime_check  # noqa: E402
+
+runtime_check.check("train.py")  # one line on an old Python/TensorFlow, before any import fails
 
 import obs_utils  # noqa: E402
 from cli import boolean, positive, run_job, setup_logging  # noqa: E402
@@ -168,6 +171,8 @@ def parse_args(argv=None):
 
 def versions():
     """Installed versions of what the run depends on (read from metadata: no heavy imports)."""
+    import importlib.metadata
+
     found = {"modelarts-classifier": VERSION, "python": platform.python_version()}
     for name in ("tensorflow", "tensorflow-cpu", "keras", "numpy", "boto3"):
         try:
