@@ -116,7 +116,9 @@ def build_parser():
     fit.add_argument("--freeze_epochs", type=int, default=1,
                      help="head-only warm-up epochs before every layer trains")
     fit.add_argument("--optimizer", default="adam", choices=list(optim.OPTIMIZERS))
-    fit.add_argument("--weight_decay", type=float, default=1e-4, help="adamw")
+    fit.add_argument("--weight_decay", type=float, default=None,
+                     help="decoupled weight decay (w -= lr x wd x w), biases and BatchNorm "
+                          "excluded; default: 0 for adam, 0.05 for adamw, 5e-4 for sgd")
     fit.add_argument("--momentum", type=float, default=0.9, help="sgd")
     fit.add_argument("--lr_schedule", default="cosine", choices=list(optim.SCHEDULES))
     fit.add_argument("--warmup_epochs", type=float, default=1.0, help="cosine")

@@ -78,8 +78,10 @@ def train(args, data, augment_settings, work_dir, strategy, chief=True, pretrain
         schedule = optim.phased_schedule(args.lr_schedule, args.learning_rate, steps,
                                          phases.spans(freeze_epochs, args.max_epochs),
                                          args.warmup_epochs, args.step_epochs, args.step_gamma)
-        optimizer = optim.make_optimizer(args.optimizer, schedule, args.weight_decay,
-                                         args.momentum)
+        decay = optim.weight_decay_for(args.optimizer, args.weight_decay)
+        optimizer = optim.make_optimizer(args.optimizer, schedule, decay, args.momentum)
+        log.info("optimizer %s, weight decay %g%s", args.optimizer, decay,
+                 " (biases and BatchNorm excluded)" if decay else "")
         if mixed:
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(model.trainable_variables)  # every layer, before any freezing

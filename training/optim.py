@@ -103,14 +103,37 @@ def reset_state(optimizer):
     inner.iterations.assign(0)
 
 
-def make_optimizer(name, schedule, weight_decay=1e-4, momentum=0.9):
+# Decoupled weight decay (Keras' form, w -= lr x wd x w) when --weight_decay is left unset:
+# Adam as before (none), AdamW and SGD at the values their papers' recipes use. (AdamW's old
+# default here, 1e-4, moved a weight by 1e-7 a step at lr 1e-3: nothing.)
+DEFAULT_WEIGHT_DECAY = {"adam": 0.0, "adamw": 0.05, "sgd": 5e-4}
+NOT_DECAYED = ["bias", "gamma", "beta"]  # biases and BatchNorm's scale and offset
+
+
+def weight_decay_for(name, weight_decay=None):
+    """--weight_decay, or the optimizer's default when it is unset (None)."""
+    if name not in OPTIMIZERS:
+        raise UserError(f"--optimizer={name!r}: use one of {', '.join(OPTIMIZERS)}")
+    value = DEFAULT_WEIGHT_DECAY[name] if weight_decay is None else float(weight_decay)
+    if value < 0:
+        raise UserError(f"--weight_decay={weight_decay}: use 0 or a positive number")
+    return value
+
+
+def make_optimizer(name, schedule, weight_decay=None, momentum=0.9):
+    """The optimizer, with decoupled weight decay on every weight but biases and BatchNorm's
+    (`weight_decay_for`); unbuilt, so a LossScaleOptimizer can wrap it."""
+    decay = weight_decay_for(name, weight_decay) or None
     if name == "adam":
-        return keras.optimizers.Adam(learning_rate=schedule)
-    if name == "sgd":
-        return keras.optimizers.SGD(learning_rate=schedule, momentum=momentum, nesterov=True)
-    if name == "adamw":
-        return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=weight_decay)
-    raise UserError(f"--optimizer={name!r}: use one of {', '.join(OPTIMIZERS)}")
+        optimizer = keras.optimizers.Adam(learning_rate=schedule, weight_decay=decay)
+    elif name == "sgd":
+        optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=momentum,
+                                         nesterov=True, weight_decay=decay)
+    else:
+        optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=decay or 0.0)
+    if decay:
+        optimizer.exclude_from_weight_decay(var_names=NOT_DECAYED)
+    return optimizer
 
 
 def current_learning_rate(optimizer):
