@@ -5,14 +5,10 @@ and shift (and rotation when asked) happen inside the resize the pipeline needs 
 contrast follows with TensorFlow's fused kernel, brightness, saturation and hue as one colour
 matrix. These are tf ops rather than Keras' preprocessing layers, which measured several
 times slower in tf.data (bench/input_pipeline.py: RandomFlip alone halved the pipeline's
-throughput). CutMix and MixUp are the Keras 3 layers; they act on a batch with one-hot labels
-and give soft labels that still sum to 1; per batch, CutMix runs with probability
-`cutmix_prob`, else MixUp with probability `mixup_prob`, else neither (the Keras layers have
-no probability of their own).
+throughput). CutMix and MixUp act on batches: inputs/mixing.py, with the settings resolved here.
 """
 import math
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -209,26 +205,3 @@ def colour_jitter(image, settings, params):
 
 def has_colour(settings):
     return any(settings[k] for k in ("brightness", "contrast", "saturation", "hue"))
-
-
-def batch_mixer(settings, seed=None):
-    """fn(images, one-hot labels) -> (images, soft labels) applying CutMix / MixUp per batch,
-    or None when both probabilities are 0."""
-    p_cut, p_mix = settings["cutmix_prob"], settings["mixup_prob"]
-    if not p_cut and not p_mix:
-        return None
-    alpha = settings["cutmix_alpha"]
-    cutmix = keras.layers.CutMix(factor=(alpha, alpha), seed=seed)  # fixed Beta(a, a), the paper's
-    mixup = keras.layers.MixUp(alpha=settings["mixup_alpha"], seed=seed)
-
-    def apply(layer, images, labels):
-        out = layer({"images": images, "labels": labels}, training=True)
-        return tf.cast(out["images"], images.dtype), tf.cast(out["labels"], labels.dtype)
-
-    def mix(images, labels):
-        u = tf.random.uniform([], seed=seed)
-        return tf.cond(u < p_cut, lambda: apply(cutmix, images, labels),
-                       lambda: tf.cond(u < p_cut + p_mix, lambda: apply(mixup, images, labels),
-                                       lambda: (images, labels)))
-
-    return mix

@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from . import augment, balance
+from . import augment, balance, mixing
 from .preprocess import bytes_to_input, decode_for_size, resize_image
 
 log = logging.getLogger("inputs")
@@ -81,9 +81,11 @@ def train_dataset(samples, num_classes, batch_size, input_size, resize_mode="let
           # between map and batch, stops tf.data fusing them: 10% slower.)
           .ignore_errors(log_warning=True))
     ds = ds.map(lambda x, y: (x, tf.one_hot(y, num_classes, dtype=tf.float32)))
-    mixer = augment.batch_mixer(settings, seed=seed)
-    if mixer is not None:
-        ds = ds.map(mixer, num_parallel_calls=AUTOTUNE)
+    mixer = mixing.batch_mixer(settings)
+    if mixer is not None:  # each batch its own stateless seed: the same --seed, the same mix
+        ds = (tf.data.Dataset.zip(ds, mixing.batch_seeds(seed + 2))
+              .map(lambda batch, batch_seed: mixer(*batch, batch_seed),
+                   num_parallel_calls=AUTOTUNE))
     return ds.prefetch(AUTOTUNE).with_options(_options(deterministic))
 
 

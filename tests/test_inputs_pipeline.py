@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from scipy import ndimage
 
-from inputs import augment, balance, layouts, pipeline, preprocess, screening
+from inputs import augment, balance, layouts, mixing, pipeline, preprocess, screening
 from inputs.preprocess import bytes_to_input
 from tests.images import broken_files, digit_image, encode, write
 
@@ -78,8 +78,8 @@ def test_augmentation_keeps_shapes_and_soft_labels_sum_to_one(tmp_path):
 def test_presets_and_overrides():
     none = augment.resolve("none")
     assert not augment.is_geometric(none) and not augment.has_colour(none)
-    assert augment.batch_mixer(augment.resolve("standard")) is None
-    assert augment.batch_mixer(augment.resolve("strong")) is not None
+    assert mixing.batch_mixer(augment.resolve("standard")) is None
+    assert mixing.batch_mixer(augment.resolve("strong")) is not None
     no_flip = augment.resolve("standard", {"flip": "none", "zoom": None})
     assert no_flip["flip"] == "none" and no_flip["zoom"] == 0.15
     with pytest.raises(ValueError, match="--augment"):
@@ -246,3 +246,48 @@ def test_colour_jitter_leaves_the_letterbox_bars_black():
         assert 0 <= got.min() and got.max() <= 255 and got[8:24].max() > 0
 
 
+
+
+def test_deterministic_pipelines_with_the_mixers_on_repeat_exactly(tmp_path):
+    """--deterministic=true with CutMix and MixUp on (and rotation, the warp path): the same
+    seed gives the same batches, labels included; another seed others."""
+    samples = write_imbalanced(tmp_path, [10, 10, 10], size=24)
+    settings = augment.resolve("strong", {"cutmix_prob": 0.5, "mixup_prob": 0.5})
+
+    def batches(seed):
+        ds = pipeline.train_dataset(samples, 3, batch_size=6, input_size=24,
+                                    augment_settings=settings, seed=seed, deterministic=True)
+        return [(x.numpy(), y.numpy()) for x, y in ds.take(6)]
+
+    first, second, other = batches(4), batches(4), batches(5)
+    for (x1, y1), (x2, y2) in zip(first, second):
+        np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_array_equal(y1, y2)
+    assert any((y1.max(axis=1) < 0.999).any() for _, y1 in first)  # the mixers did mix
+    assert not all(np.array_equal(a[1], b[1]) for a, b in zip(first, other))
+
+
+def test_mixup_and_cutmix_compute_in_float32_under_mixed_precision():
+    """Under the mixed_float16 policy the mixers still work in float32: a MixUp image is
+    lambda a + (1 - lambda) b to 1e-3 (float16 would be off by up to 0.06 at 255), and a
+    CutMix label is exactly the share of pixels pasted from the partner."""
+    import keras
+
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.uniform(0, 255, (2, 32, 32, 3)).astype("float32"))
+    labels = tf.constant(np.eye(2, dtype="float32"))
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        for seed in range(6):
+            mixed, soft = mixing.mixup(images, labels, tf.constant([seed, 1]), alpha=0.4)
+            assert mixed.dtype == tf.float32
+            for i in range(2):  # labels [w, 1 - w] name the partner's share
+                expected = soft[i, 0] * images[0] + soft[i, 1] * images[1]
+                np.testing.assert_allclose(mixed[i].numpy(), expected.numpy(), atol=1e-3)
+            mixed, soft = mixing.cutmix(images, labels, tf.constant([seed, 2]), alpha=1.0)
+            for i in range(2):
+                from_other = np.all(mixed[i].numpy() == images[1 - i].numpy(), axis=-1).mean()
+                np.testing.assert_allclose(soft[i, 1 - i], from_other, atol=1e-6)
+                np.testing.assert_allclose(soft[i].numpy().sum(), 1.0, atol=1e-6)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
