@@ -114,19 +114,38 @@ def build(model, class_names, input_size, resize_mode, metrics, runtime, folder)
     return folder
 
 
+MARK = "saved_model.pb"  # published last: a package without it is not whole
+
+
+def _put(source, url):
+    """Make `url` hold the package at `source` (a local folder or another URL): every file
+    but the mark, then what `url` holds and the package lacks removed, then the mark. The
+    removal is explicit (MoXing's copy does not mirror)."""
+    obs_utils.copy_tree(source, url, progress=False, exclude={MARK})
+    wanted = set(obs_utils.listdir(source, recursive=True))
+    held = set(obs_utils.listdir(url, recursive=True)) if obs_utils.is_dir(url) else set()
+    for name in sorted(held - wanted):
+        obs_utils.remove(obs_utils.join(url, name))
+    obs_utils.copy(obs_utils.join(source, MARK), obs_utils.join(url, MARK))
+
+
 def publish(folder, train_url, overwrite):
     """Put the checked package at {train_url}/model (replacing one only when `overwrite`).
-    saved_model.pb goes last, so a copy cut short is never taken for a whole package."""
+    saved_model.pb goes last, so a copy cut short is never taken for a whole package. On OBS
+    the new package is uploaded whole beside the old one first ({train_url}/.model-staging):
+    a job stopped during that upload, the long part, leaves the old package as it was; then
+    the old one loses its mark and the staged one is copied over it inside the store."""
     url = model_url(train_url)
     check_destination(train_url, overwrite)
     if obs_utils.is_remote(url):
-        if obs_utils.is_dir(url):  # MoXing's copy cannot mirror: clear the old one first
-            obs_utils.remove(url, recursive=True)
-        marker = os.path.join(os.path.dirname(folder), "saved_model.pb")
-        os.replace(os.path.join(folder, "saved_model.pb"), marker)
-        obs_utils.copy_tree(folder, url, progress=False)
-        obs_utils.copy(marker, obs_utils.join(url, "saved_model.pb"))
-        os.replace(marker, os.path.join(folder, "saved_model.pb"))
+        staging = obs_utils.join(train_url, ".model-staging")
+        if obs_utils.is_dir(staging):
+            obs_utils.remove(staging, recursive=True)
+        _put(folder, staging)
+        if obs_utils.exists(obs_utils.join(url, MARK)):
+            obs_utils.remove(obs_utils.join(url, MARK))
+        _put(staging, url)
+        obs_utils.remove(staging, recursive=True)
     else:
         fresh = url.rstrip(os.sep) + ".new"
         shutil.rmtree(fresh, ignore_errors=True)

@@ -95,3 +95,22 @@ def test_publish_to_obs_replaces_only_when_asked_and_sends_saved_model_pb_last(
     assert {"saved_model.pb", "variables/variables.index", "config.json", "labels.json",
             "customize_service.py", "serving/check.py"} <= names
     assert sent[-1] == f"{url}/model/saved_model.pb" and package.complete(url)
+    assert not obs_utils.is_dir(f"{url}/.model-staging")
+
+    # A job stopped while the new package uploads (the long part) leaves the old one whole.
+    old = obs_utils.read_bytes(f"{url}/model/variables/variables.index")
+    real_tree = obs_utils.copy_tree
+
+    def cut_short(src, dst, *args, **kwargs):
+        if dst.endswith(".model-staging"):
+            raise obs_utils.ObsError("connection reset (the job was pre-empted)")
+        return real_tree(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(obs_utils, "copy_tree", cut_short)
+    other, _ = build.build_classifier("mobilenetv3small", 3, 32)
+    folder = package.build(other, ["a", "b", "c"], 32, "letterbox", None, "",
+                           str(tmp_path / "stage2" / "model"))
+    with pytest.raises(obs_utils.ObsError):
+        package.publish(folder, url, overwrite=True)
+    assert package.complete(url)
+    assert obs_utils.read_bytes(f"{url}/model/variables/variables.index") == old
