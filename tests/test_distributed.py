@@ -58,6 +58,19 @@ def test_two_replicas_take_the_same_step_as_one_device(two_replica_facts):
     assert two_replica_facts["clip0.0"]["sums"][3] == 4.0
 
 
+def test_a_step_all_reduces_the_gradients_once(two_replica_facts):
+    """The loop sums the gradients across replicas once (it must, to clip them whole); Keras'
+    apply_gradients summing them again doubled the step's traffic. The updates stay equal to
+    one device's (test above)."""
+    assert two_replica_facts["all_reduces_per_replica"] == 1
+
+
+def test_loss_scaling_with_clipping_takes_the_float32_step(two_replica_facts):
+    for name in ("two", "one"):
+        np.testing.assert_allclose(two_replica_facts["mixed_clip"][name],
+                                   two_replica_facts["clip1.0"]["two"], atol=1e-6)
+
+
 def test_clipping_applies_to_the_global_gradient(two_replica_facts):
     """Each replica's share has norm 1 and the global gradient norm 2: Keras' clipnorm=1 would
     leave every share alone and step by 2; the loop clips the sum and steps by 1."""

@@ -28,6 +28,19 @@ def linear_model():
     return keras.Model(inputs, outputs)
 
 
+ALL_REDUCES = []  # one entry per ReplicaContext.all_reduce call made while a step is traced
+
+
+def _counting(all_reduce):
+    def counted(self, *args, **kwargs):
+        ALL_REDUCES.append(1)
+        return all_reduce(self, *args, **kwargs)
+    return counted
+
+
+tf.distribute.ReplicaContext.all_reduce = _counting(tf.distribute.ReplicaContext.all_reduce)
+
+
 def one_step(strategy, x, y, clipnorm, mixed=False, lr=1.0, xla=False):
     with strategy.scope():
         model = linear_model()
@@ -50,11 +63,18 @@ def main():
     x = np.array([[4.0, 0.0], [0.0, 4.0], [4.0, 0.0], [0.0, 4.0]], "float32")
     y = np.array([[0, 1], [1, 0], [0, 1], [1, 0]], "float32")
     facts = {"replicas": mirrored.num_replicas_in_sync}
+    ALL_REDUCES.clear()
+    one_step(mirrored, x, y, 1.0)
+    facts["all_reduces_per_replica"] = len(ALL_REDUCES) / mirrored.num_replicas_in_sync
     for clip in (0.0, 1.0):
         two, sums = one_step(mirrored, x, y, clip)
         one, _ = one_step(single, x, y, clip)
         facts[f"clip{clip}"] = {"two": two.tolist(), "one": one.tolist(),
                                 "update_norm": float(np.linalg.norm(two)), "sums": sums}
+    # Loss scaling and clipping together (the clip threshold scaled by the loss scale): the
+    # same step as in float32, on two replicas and on one device.
+    facts["mixed_clip"] = {name: one_step(strategy, x, y, 1.0, mixed=True)[0].tolist()
+                           for name, strategy in (("two", mirrored), ("one", single))}
     # --xla compiles the forward and backward pass: the same step, one device and two.
     for name, strategy in (("xla_one", single), ("xla_two", mirrored)):
         weights, _ = one_step(strategy, x, y, 1.0, xla=True)

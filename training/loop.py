@@ -3,10 +3,11 @@
 Keras 3's model.fit fails under MultiWorkerMirroredStrategy (keras-team/keras#20585), and a
 second code path for clusters would drift, so every job runs this: `strategy.run` inside a
 tf.function, per-replica datasets, `compute_average_loss`, loss scaling under mixed precision.
-Gradients are all-reduced in the step, then clipped, then divided by the replica count before
-`apply_gradients` (whose own all-reduce sums them back): Keras' clipnorm would clip each
-replica's share, and LossScaleOptimizer would judge finiteness from replica 0 alone
-(both measured with two replicas: tests/test_distributed.py). Losses and accuracies are
+Gradients are all-reduced once, in the step, then clipped, then applied: Keras' clipnorm would
+clip each replica's share, and LossScaleOptimizer would judge finiteness from replica 0 alone
+(both measured with two replicas: tests/test_distributed.py). Keras' own all-reduce inside
+`apply_gradients` is switched off for the loop's optimizer (single_all_reduce), so the step
+sends the gradients over the wire once, not twice. Losses and accuracies are
 reported from sums, where Keras' own per-replica loss scaling does not apply. Keras' own callbacks (ReduceLROnPlateau, EarlyStopping, CSVLogger,
 ...) are driven through keras.callbacks.CallbackList.
 """
@@ -50,6 +51,20 @@ def _sums(probabilities, labels, per_example):
             tf.reduce_sum(hard * hits[:, tf.newaxis], axis=0), tf.reduce_sum(hard, axis=0))
 
 
+def single_all_reduce(optimizer):
+    """Stop Keras summing the gradients across replicas again inside apply_gradients (its TF
+    optimizer does so whenever it runs in a replica context); the loop has summed them
+    already, as it must to clip and check them whole. Keras 3 has no switch for this (Keras 2's
+    experimental_aggregate_gradients is gone), so the one method that does it is replaced on
+    this optimizer object. Returns False where this Keras has no such method: the loop then
+    divides by the replica count before Keras' sum, as it used to (two all-reduces)."""
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    if not callable(getattr(type(inner), "_all_reduce_sum_gradients", None)):
+        return False
+    inner._all_reduce_sum_gradients = lambda grads_and_vars: list(grads_and_vars)
+    return True
+
+
 class Loop:
     """Compiled train and eval steps for one model, optimizer and strategy."""
 
@@ -60,6 +75,7 @@ class Loop:
         self.loss_fn = loss_fn                    # reduction=None: per-example losses
         self.config = config
         self.mixed = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+        self.keras_sums = strategy.num_replicas_in_sync > 1 and not single_all_reduce(optimizer)
         self._train_fn = None
         self._eval_fn = None
         self._sync_fn = None
@@ -91,7 +107,7 @@ class Loop:
         if self.config.clipnorm:
             scale = tf.cast(self.optimizer.dynamic_scale, tf.float32) if self.mixed else 1.0
             grads, _ = tf.clip_by_global_norm(grads, self.config.clipnorm * scale)
-        if replicas > 1:
+        if self.keras_sums:
             grads = [g / replicas for g in grads]  # apply_gradients sums the replicas again
         self.optimizer.apply_gradients(zip(grads, variables))
         return sums
