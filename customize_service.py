@@ -16,6 +16,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 
 HERE = os.path.dirname(os.path.realpath(__file__))
@@ -34,6 +35,9 @@ except ImportError:  # outside ModelArts' inference images
 
 log = logging.getLogger("serving")
 TOP_K = 5
+# An InvalidArgumentError the input caused: it names a decoding node (DecodeJpeg,
+# DecodeImage, ExtractJpegShape, ...). Any other is a bug in the graph, and a 500.
+DECODE_FAILED = re.compile(r"node [^}\s]*(Decode\w*|ExtractJpegShape)\b")
 
 
 def load_labels(model_path):
@@ -74,7 +78,9 @@ class ImageClassifierService(TfServingBaseService):
 
         try:
             outputs = self.signature(images=tf.constant(blobs, dtype=tf.string))
-        except tf.errors.InvalidArgumentError:
+        except tf.errors.InvalidArgumentError as exc:
+            if not DECODE_FAILED.search(exc.message or ""):
+                raise  # not the input's doing: a 500, with the traceback in the log
             raise BadRequest("an image could not be decoded: it is cut short or corrupt") \
                 from None
         return outputs[self.output].numpy()
@@ -87,7 +93,10 @@ class ImageClassifierService(TfServingBaseService):
         run = self.batcher.submit if self.batcher is not None else self.predict
         try:
             probabilities = run(blobs)
-        except BadRequest:
+        except BadRequest as exc:
+            if exc.position is not None:  # the batcher found which image it was
+                raise BadRequest("file {!r} could not be decoded: it is cut short or "
+                                 "corrupt".format(data[exc.position][0])) from None
             for name, content in data:  # name the file (rare: headers were checked)
                 try:
                     self.predict([content])

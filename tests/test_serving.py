@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import requests
+from PIL import Image
 
 from serving import check
 from tests.images import broken_files, digit_image, encode, write
@@ -298,3 +299,29 @@ def test_32_clients_mixing_good_and_bad_images(server, images, expected):
     assert served > 1.5 * batches, (served, batches)  # concurrent requests shared model calls
     assert server.rss_mb() - rss_before < 300, (rss_before, server.rss_mb())
     assert server.proc.poll() is None
+
+
+def test_only_a_decoding_failure_is_the_inputs_fault(package):
+    """An InvalidArgumentError from a decoding node (the real one for a cut-short PNG) is a
+    400; one from elsewhere in the graph is a bug, raised for a 500 with its traceback."""
+    import importlib.util
+
+    import tensorflow as tf
+
+    spec = importlib.util.spec_from_file_location("service_for_errors",
+                                                  package / "customize_service.py")
+    deployed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(deployed)
+    service = deployed.ImageClassifierService("model", str(package))
+    png = io.BytesIO()
+    Image.new("RGB", (40, 40), (200, 30, 30)).save(png, "PNG")
+    with pytest.raises(deployed.BadRequest, match="could not be decoded"):
+        service.predict([png.getvalue()[:60]])  # the real graph's own decode error
+
+    def graph_bug(images):
+        raise tf.errors.InvalidArgumentError(
+            None, None, "Incompatible shapes: [2,10] vs. [3,10]\n\t [[{{node model/add}}]]")
+
+    service.signature = graph_bug
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Incompatible shapes"):
+        service.predict([png.getvalue()])
