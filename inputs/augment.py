@@ -122,6 +122,28 @@ def warp_to_size(image, size, mode, params):
     return warped
 
 
+def picture_coverage(image, size, mode, params):
+    """[size, size, 1]: how much of each output pixel of warp_to_size is picture (1 inside, 0
+    in the letterbox bars and outside the turned picture, fractions along its edge)."""
+    ones = tf.ones(tf.concat([tf.shape(image)[:2], [1]], 0), tf.float32)
+    return tf.reduce_mean(warp_to_size(tf.tile(ones, [1, 1, 3]), size, mode, params),
+                          axis=-1, keepdims=True)
+
+
+def _masked_colour_jitter(image, coverage, settings, params):
+    """colour_jitter of the picture alone: contrast about the picture's own mean (the bars
+    do not pull it down), and the bars black again after (contrast moved them off 0)."""
+    picture = image / tf.maximum(coverage, 1e-6)  # the bilinear edge, un-darkened
+    if settings["contrast"]:
+        weight = tf.reduce_sum(coverage)
+        mean = tf.reduce_sum(picture * coverage, axis=[0, 1]) / tf.maximum(weight, 1e-6)
+        picture = (picture - mean) * params["contrast"] + mean
+    if settings["brightness"] or settings["saturation"] or settings["hue"]:
+        picture = tf.reshape(tf.reshape(picture, [-1, 3]) @ params["colour"],
+                             tf.shape(picture))
+    return tf.clip_by_value(picture, 0.0, 255.0) * coverage
+
+
 def place_to_size(image, size, mode, settings, params):
     """warp_to_size without rotation, from the plain bilinear resize (on CPU about 3x faster
     than crop_and_resize, which samples pixel by pixel), returned as (the part that shows,
@@ -159,8 +181,11 @@ def augment_image(image, size, mode, settings, params):
     """One decoded image -> the float [size, size, 3] training input with its geometric and
     colour augmentation. Colour leaves the letterbox bars black, as serving sees them."""
     if settings["rotation"]:
-        image = warp_to_size(image, size, mode, params)
-        return colour_jitter(image, settings, params) if has_colour(settings) else image
+        warped = warp_to_size(image, size, mode, params)
+        if not has_colour(settings):
+            return warped
+        return _masked_colour_jitter(warped, picture_coverage(image, size, mode, params),
+                                     settings, params)
     shows, padding = place_to_size(image, size, mode, settings, params)
     if has_colour(settings):
         shows = colour_jitter(shows, settings, params)

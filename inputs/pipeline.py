@@ -30,16 +30,17 @@ def _decoded(paths, input_size, resize_mode):
 
 
 def decode_to_memory(samples, input_size, resize_mode):
-    """All images decoded and resized once, as one uint8 array [N, size, size, 3]."""
-    size_gb = len(samples) * input_size * input_size * 3 / 1e9
-    log.info("caching %d decoded images in memory (%.2f GB)", len(samples), size_gb)
-    cache = np.empty((len(samples), input_size, input_size, 3), dtype=np.uint8)
-    images = _decoded([s.path for s in samples], input_size, resize_mode).batch(256)
-    row = 0
-    for batch in tqdm(images, total=-(-len(samples) // 256), unit="batch", desc="caching"):
-        batch = np.rint(batch.numpy()).astype(np.uint8)
-        cache[row:row + len(batch)] = batch
-        row += len(batch)
+    """Every image decoded once and kept as it came out of the decoder (uint8, its own size:
+    JPEGs at the reduced scale decode_for_size picks), so that the augmentation resamples it
+    once, as without the cache, instead of a second time from an already letterboxed copy."""
+    paths = tf.constant([s.path for s in samples])
+    decoded = (tf.data.Dataset.range(len(samples))
+               .map(lambda i: decode_for_size(tf.io.read_file(paths[i]), input_size, resize_mode),
+                    num_parallel_calls=AUTOTUNE, deterministic=True))
+    cache = [image.numpy() for image in tqdm(decoded, total=len(samples), unit="image",
+                                             desc="caching", mininterval=2)]
+    log.info("cached %d decoded images in memory (%.2f GB)", len(cache),
+             sum(image.nbytes for image in cache) / 1e9)
     return cache
 
 
@@ -54,9 +55,9 @@ def train_dataset(samples, num_classes, batch_size, input_size, resize_mode="let
     if cache_images:
         cache = decode_to_memory(samples, input_size, resize_mode)
 
-        def image_of(i):  # already resized: a warp only adds the augmentation
+        def image_of(i):  # as decoded: the same resampling as from the file
             image = tf.numpy_function(lambda j: cache[j], [i], tf.uint8, stateful=False)
-            image.set_shape([input_size, input_size, 3])
+            image.set_shape([None, None, 3])
             return image
     else:
         paths = tf.constant([s.path for s in samples])
