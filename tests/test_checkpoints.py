@@ -20,6 +20,11 @@ def tiny(units):
 def test_resume_reads_train_url_and_uploads_the_index_last(bucket, tmp_path, monkeypatch):
     train_url = f"obs://{bucket}/job"
     model, optimizer = tiny(2)
+    rng = np.random.default_rng(0)
+    for _ in range(3):  # moments, step count and rate that a restore must bring back
+        optimizer.apply_gradients([(rng.normal(size=v.shape).astype("float32"), v)
+                                   for v in model.trainable_variables])
+    optimizer.learning_rate.assign(0.0123)
     state = checkpoints.ResumeState(model, optimizer, str(tmp_path / "chief"), train_url, True)
     assert state.restore() == 0
     sent = []
@@ -37,7 +42,11 @@ def test_resume_reads_train_url_and_uploads_the_index_last(bucket, tmp_path, mon
         resumed = checkpoints.ResumeState(other, other_opt, str(tmp_path / folder), train_url,
                                           chief)
         assert resumed.restore() == 3
-        np.testing.assert_array_equal(other.get_weights()[0], model.get_weights()[0])
+        for mine, theirs in zip(model.weights + optimizer.variables,
+                                other.weights + other_opt.variables):
+            np.testing.assert_array_equal(theirs.numpy(), mine.numpy(), err_msg=mine.path)
+        assert int(other_opt.iterations.numpy()) == 3
+        np.testing.assert_allclose(float(other_opt.learning_rate.numpy()), 0.0123)
     assert not os.path.exists(tmp_path / "worker-1" / "checkpoints" / "ckpt-4.index")
 
     wrong, wrong_opt = tiny(5)
