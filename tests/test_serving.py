@@ -238,7 +238,25 @@ def bad_requests(images):
         ("one bad of two", {"files": [("images", ("a.jpg", good)),
                                       ("images", ("cut.jpg", cut))]},
          TOKEN, 400, "'cut.jpg' could not be decoded"),
+        ("GIF frame bomb", {"files": {"images": ("bomb.gif", gif_frame_bomb())}}, TOKEN, 415,
+         "animated GIF"),
+        ("palette BMP", {"files": {"images": ("p.bmp", encode(digit_image(1, 30)[0].convert(
+            "P", palette=Image.ADAPTIVE, colors=16), "BMP"))}}, TOKEN, 415, "an 8-bit BMP"),
+        ("too many pixels together", {"files": [
+            ("images", (f"flat{i}.png", encode(Image.new("RGB", (3600, 3600)), "PNG")))
+            for i in range(2)]}, TOKEN, 413, "over 24000000 pixels together"),
     ]
+
+
+def gif_frame_bomb():
+    """A 10 x 10 GIF (its screen and first frame) with a second frame of 8000 x 8000 (its
+    LZW data cut to nothing): TensorFlow's decoder decodes every frame before it keeps the
+    first, so the header's size promised nothing."""
+    small = encode(Image.new("P", (10, 10)), "GIF")
+    assert small.endswith(b";")
+    frame = (b"\x2c" + (0).to_bytes(2, "little") * 2 + (8000).to_bytes(2, "little") * 2
+             + b"\x00" + b"\x08" + b"\x02\x00\x00" + b"\x00")
+    return small[:-1] + frame + b";"
 
 
 def test_every_bad_input_gets_a_clear_4xx_and_the_server_goes_on(server, images, expected):
@@ -325,3 +343,14 @@ def test_only_a_decoding_failure_is_the_inputs_fault(package):
     service.signature = graph_bug
     with pytest.raises(tf.errors.InvalidArgumentError, match="Incompatible shapes"):
         service.predict([png.getvalue()])
+
+
+def test_a_request_string_is_never_opened_as_a_path():
+    """A JSON body's text reaches _preprocess as a string: it is refused, not opened on the
+    instance (it used to echo /etc/passwd in a 415, and a FIFO blocked a worker)."""
+    from serving import images as checks
+    from serving.errors import BadRequest
+
+    with pytest.raises(BadRequest, match="expected an uploaded file, got str") as refused:
+        checks.files_of({"images": {"x.jpg": "/etc/passwd"}})
+    assert refused.value.status == 400 and "root:" not in str(refused.value)
