@@ -240,3 +240,23 @@ def test_log_tail_prints_each_line_once_as_the_window_moves():
         printed += tail.new_lines(full[-300:], final=True,
                                   full_size=len(full) if sizes else None)
         assert printed == [f"line {i}" for i in range(200)], sizes
+
+
+def test_keys_credentials_and_outside_links_never_go_up(tmp_path, caplog):
+    """What a careless code folder holds beside the bundle: Huawei Cloud's access-key
+    download, an SSH key, a secrets file, weights, a log, a link to a file outside."""
+    (tmp_path / "train.py").write_text("print('hi')\n")
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "mylib").mkdir()
+    (tmp_path / "mylib" / "__init__.py").write_text("")
+    (tmp_path / "mylib" / "credentials.py").write_text("AK = 'x'\n")
+    for name in ("credentials.csv", "id_rsa", "secrets.yaml", "resnet50.h5", "nohup.out",
+                 "notes.md"):
+        (tmp_path / name).write_text("not for OBS")
+    assert sorted(pack.code_files(tmp_path)) == ["config.json", "mylib/__init__.py", "train.py"]
+    assert "mylib/credentials.py" in caplog.text  # said, for a module a job may need
+    outside = tmp_path.parent / "bashrc"
+    outside.write_text("export SECRET=1\n")
+    (tmp_path / "helper.py").symlink_to(outside)
+    with pytest.raises(pack.PackError, match="outside the code folder"):
+        pack.code_files(tmp_path)
