@@ -174,6 +174,13 @@ def main(argv=None):
         print("{}: {}".format(args.check, "{} problem(s)".format(len(problems)) if problems
                               else "OK, a valid ModelArts model package"))
         return 1 if problems else 0
+    if args.token is not None and not args.token.strip():
+        log.error("--token is empty: pass a token, or leave --token out (and "
+                  "SERVICE_AUTH_TOKEN unset) to serve without one")
+        return 2
+    if args.token is None and args.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("serving on %s without a token: anyone who reaches this address can "
+                    "use the model; pass --token (or set SERVICE_AUTH_TOKEN)", args.host)
     if not os.path.isfile(os.path.join(args.model_dir, "saved_model.pb")):
         log.error("%s holds no saved_model.pb: pass --model_dir <train_url>/model (written by "
                   "train.py)", args.model_dir)

@@ -63,21 +63,28 @@ class App(object):
                                        "log"}, 500)
         return response(environ, start_response)
 
+    def authorised(self, request):
+        if self.token is None:
+            return True
+        given = request.headers.get("X-Auth-Token", "")
+        return hmac.compare_digest(given.encode(), self.token.encode())
+
     def dispatch(self, request):
         if request.path == "/health":
             if request.method != "GET":
                 return _json({"error": "use GET /health"}, 405)
-            return _json(self.service.health())
+            # A health check without the token learns that the server is up, nothing more:
+            # the model, its classes and the counters need the token.
+            return _json(self.service.health() if self.authorised(request)
+                         else {"status": "ok"})
         if request.path != "/":
             return _json({"error": "no such path {!r}: POST images to /".format(
                 request.path)}, 404)
         if request.method != "POST":
             return _json({"error": "use POST / with multipart field 'images' "
                                    "(curl -F images=@x.jpg ...)"}, 405)
-        if self.token is not None:
-            given = request.headers.get("X-Auth-Token", "")
-            if not hmac.compare_digest(given.encode(), self.token.encode()):
-                return _json({"error": "missing or wrong X-Auth-Token header"}, 401)
+        if not self.authorised(request):
+            return _json({"error": "missing or wrong X-Auth-Token header"}, 401)
         if request.content_length is not None and request.content_length > self.max_body:
             raise BadRequest("the request is {:.1f} MB, over the {} MB limit".format(
                 request.content_length / 2 ** 20, self.max_body // 2 ** 20), status=413)
@@ -92,10 +99,21 @@ class App(object):
         return _json(self.service.inference(data))
 
 
+# waitress reads a whole request before the application sees it, so idle or slow clients are
+# bounded here: idle connections are closed after CHANNEL_TIMEOUT seconds (waitress: 120),
+# checked every few seconds, and there is room for many connections beside the threads that
+# serve (waitress: 100 in all, after which /health itself waits). A body over the app's
+# limit (plus room for the multipart framing) is refused from its Content-Length.
+CHANNEL_TIMEOUT = 20
+CONNECTION_LIMIT = 1000
+
+
 def serve(app, host="127.0.0.1", port=8080, threads=32):
     """Serve until interrupted. Threads bound the requests in progress, and so the batch."""
     import waitress
 
     log.info("serving on http://%s:%d/ (POST / with field 'images'; GET /health)", host, port)
     waitress.serve(app, host=host, port=port, threads=threads, ident="modelarts-classifier",
-                   max_request_body_size=4 * MAX_BODY_BYTES, _quiet=True)
+                   max_request_body_size=app.max_body + 2 ** 20,
+                   channel_timeout=CHANNEL_TIMEOUT, cleanup_interval=5,
+                   connection_limit=max(CONNECTION_LIMIT, 8 * threads), _quiet=True)

@@ -195,8 +195,10 @@ def test_server_answers_equal_the_in_process_model(server, images, expected):
         assert_matches(reply.json(), row, class_names)
     reply = post(server, [("images", (p.name, p.read_bytes())) for p in images[:3]])
     assert [r["file"] for r in reply.json()] == [p.name for p in images[:3]]
-    health = requests.get(server.url + "/health", timeout=10).json()
+    health = requests.get(server.url + "/health", headers={"X-Auth-Token": TOKEN},
+                          timeout=10).json()
     assert health["status"] == "ok" and health["classes"] == len(class_names)
+    assert requests.get(server.url + "/health", timeout=10).json() == {"status": "ok"}
 
 
 def test_curl_as_the_modelarts_manual_calls_it(server, images, expected):
@@ -283,7 +285,8 @@ def test_32_clients_mixing_good_and_bad_images(server, images, expected):
     requests.post(server.url + "/", files={"images": (images[0].name, images[0].read_bytes())},
                   headers={"X-Auth-Token": TOKEN}, timeout=60)  # warm
     rss_before = server.rss_mb()
-    before = requests.get(server.url + "/health", timeout=10).json()
+    before = requests.get(server.url + "/health", headers={"X-Auth-Token": TOKEN},
+                          timeout=10).json()
     failures, counts, lock = [], {"good": 0, "bad": 0}, threading.Lock()
     stop_at = time.time() + 8
 
@@ -310,7 +313,8 @@ def test_32_clients_mixing_good_and_bad_images(server, images, expected):
 
     with ThreadPoolExecutor(32) as pool:
         list(pool.map(client, range(32)))
-    after = requests.get(server.url + "/health", timeout=10).json()
+    after = requests.get(server.url + "/health", headers={"X-Auth-Token": TOKEN},
+                         timeout=10).json()
     assert not failures, failures[:5]
     assert counts["good"] > 32 and counts["bad"] > 8, counts
     batches, served = after["batches"] - before["batches"], after["images"] - before["images"]
@@ -354,3 +358,30 @@ def test_a_request_string_is_never_opened_as_a_path():
     with pytest.raises(BadRequest, match="expected an uploaded file, got str") as refused:
         checks.files_of({"images": {"x.jpg": "/etc/passwd"}})
     assert refused.value.status == 400 and "root:" not in str(refused.value)
+
+
+def test_half_sent_requests_cannot_lock_out_the_health_check(server):
+    """150 connections that send half a request and stall (more than waitress' default 100
+    connections): /health still answers at once, and the stalled ones are closed."""
+    import socket
+
+    stalled = []
+    try:
+        for _ in range(150):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
+                         b"boundary=b\r\nContent-Length: 100000\r\n\r\n--b\r\n")
+            stalled.append(sock)
+        started = time.time()
+        reply = requests.get(server.url + "/health", timeout=10)
+        assert reply.status_code == 200 and time.time() - started < 5
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
+def test_an_empty_token_is_refused_not_taken_for_none(package):
+    proc = subprocess.run([sys.executable, str(package / "customize_service.py"),
+                           f"--model_dir={package}", "--token="], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and "--token is empty" in proc.stdout + proc.stderr
