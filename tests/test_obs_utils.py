@@ -82,6 +82,26 @@ def test_second_sync_transfers_nothing_and_a_changed_file_is_sent_again(bucket, 
     assert (tmp_path / "dst" / "a.txt").read_bytes() == b"ALPHA"
 
 
+def test_parallel_copies_never_touch_the_process_umask(tmp_path, monkeypatch):
+    """os.umask(0) in a worker thread, even for an instant, made other threads' files and
+    folders world-writable: a copy reads the umask without setting it."""
+    from obs_utils import local
+
+    make_tree(tmp_path / "src")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert local.UMASK == umask
+
+    def forbidden(mask):
+        raise AssertionError("os.umask called during a copy")
+
+    monkeypatch.setattr(os, "umask", forbidden)
+    obs_utils.copy_tree(str(tmp_path / "src"), str(tmp_path / "dst"), threads=8)
+    for folder, dirs, files in os.walk(tmp_path / "dst"):
+        for name in dirs + files:
+            assert not os.stat(os.path.join(folder, name)).st_mode & 0o002, name
+
+
 def test_delete_mirrors_both_ways_and_only_after_the_copy(bucket, tmp_path):
     make_tree(tmp_path / "src")
     url = f"obs://{bucket}/mirror"
