@@ -29,7 +29,7 @@ def check_package(model_url, folder):
                          "(a train.py --train_url)")
     local = os.path.join(folder, "model")
     for name in obs_utils.listdir(url, recursive=True):
-        target = os.path.join(local, *name.split("/"))
+        target = obs_utils.local_path(local, name)  # a key may say ../../ (refused)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         if name.startswith("variables/variables.data-"):
             open(target, "wb").close()

@@ -133,6 +133,13 @@ def copy(src, dst, threads=8):
         raise translate(exc, src, get_client()) from None
 
 
+def local_path(root, name):
+    """The local path for `name` (a key suffix, as listdir returns it) under the folder `root`,
+    refused with UnsafeKeyError when it would land outside it ('..', an absolute path): every
+    key that becomes a local path goes through here, as copy_tree's do."""
+    return tree._inside(root, name)
+
+
 def copy_tree(src, dst, threads=None, progress=True, delete=False, exclude=()):
     """Copy everything under folder `src` into folder `dst` (either may be remote).
 
@@ -147,7 +154,9 @@ def copy_tree(src, dst, threads=None, progress=True, delete=False, exclude=()):
         if exclude:  # copy_parallel takes no filter: file by file
             for name in listdir(src, recursive=True):
                 if name not in exclude and not is_dir(join(src, name)):
-                    copy(join(src, name), join(dst, name))
+                    target = (join(dst, name) if dst_loc.is_remote
+                              else local_path(dst_loc.path, name))
+                    copy(join(src, name), target)
         else:
             _mox_call("copy_parallel", src, src_loc.url, dst_loc.url)
         return tree.CopyStats(None, None, None)  # MoXing does not report what it copied

@@ -260,3 +260,19 @@ def test_keys_credentials_and_outside_links_never_go_up(tmp_path, caplog):
     (tmp_path / "helper.py").symlink_to(outside)
     with pytest.raises(pack.PackError, match="outside the code folder"):
         pack.code_files(tmp_path)
+
+
+def test_deploy_refuses_a_key_that_would_land_outside_its_folder(s3_env, bucket, tmp_path):
+    """A key under model/ that climbs out ('run/model/../../../../x') is refused before
+    anything is written: listdir hands back raw key suffixes, and the deploy check turned
+    them into local paths unguarded."""
+    from jobs import deploy
+
+    client = s3_env.client()
+    client.put_object(Bucket=bucket, Key="run/model/config.json", Body=b"{}")
+    client.put_object(Bucket=bucket, Key="run/model/../../../../escaped.txt", Body=b"x")
+    work = tmp_path / "a" / "b" / "c"
+    work.mkdir(parents=True)
+    with pytest.raises(obs_utils.ObsError, match="would land outside"):
+        deploy.check_package(f"obs://{bucket}/run", str(work))
+    assert not list(tmp_path.rglob("escaped.txt"))
