@@ -3,6 +3,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import time
 
 from .errors import NotFoundError, ObsError
 
@@ -58,6 +59,25 @@ def listdir(path, recursive=False):
     if not recursive:
         return sorted(os.listdir(path))
     return sorted(rel for rel, _full, _size, _mtime in iter_files(path))
+
+
+def remove_debris(path, older_than=900):
+    """Remove the temporary files a killed copy left under `path` (TEMP_PREFIX, s3transfer's
+    parts of them included) when untouched for `older_than` seconds, so that repeated
+    pre-emptions do not fill ModelArts' /cache; a copy still writing its own is left alone.
+    Returns how many were removed."""
+    removed, now = 0, time.time()
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            full = os.path.join(root, name)
+            if name.startswith(TEMP_PREFIX):
+                try:
+                    if now - os.stat(full).st_mtime > older_than:
+                        os.remove(full)
+                        removed += 1
+                except OSError:
+                    continue  # gone already, or not ours to remove
+    return removed
 
 
 def iter_files(path):

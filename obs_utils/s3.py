@@ -182,8 +182,9 @@ def download(bucket, info, local_path, threads=1):
     """
     client = get_client()
     os.makedirs(os.path.dirname(os.path.abspath(local_path)), exist_ok=True)
-    if info.size >= MULTIPART_THRESHOLD:
-        client.download_file(bucket, info.key, local_path, Config=transfer_config(threads))
+    if info.size >= MULTIPART_THRESHOLD:  # its parts go to a temporary file of ours too, so
+        with atomic_path(local_path) as tmp:  # a killed copy leaves only .obs-tmp-* debris
+            client.download_file(bucket, info.key, tmp, Config=transfer_config(threads))
     else:
         body = client.get_object(Bucket=bucket, Key=info.key)["Body"]
         with atomic_path(local_path) as tmp, open(tmp, "wb") as out:

@@ -206,6 +206,11 @@ def copy_tree(src, dst, threads=None, progress=True, delete=False, exclude=()):
     mirror), once every copy has succeeded. `exclude`: relative names left alone."""
     threads = max(1, threads or default_threads())
     # Parallelism is across files; one large file gets a few parts in flight, not `threads`.
+    if not dst.is_remote and os.path.isdir(dst.path):
+        removed = local.remove_debris(dst.path)
+        if removed:
+            log.info("removed %d temporary files an interrupted copy left in %s", removed,
+                     dst.path)
     jobs, stale = _plan(src, dst, min(threads, 4), set(exclude))
     if not dst.is_remote:
         os.makedirs(dst.path, exist_ok=True)
@@ -216,23 +221,30 @@ def copy_tree(src, dst, threads=None, progress=True, delete=False, exclude=()):
                mininterval=0.5 if sys.stderr.isatty() else 15)
     with bar, ThreadPoolExecutor(max_workers=threads) as pool:
         futures = {pool.submit(_run, job, abort): job for job in jobs}
-        for future in as_completed(futures):
-            job = futures[future]
-            try:
-                outcome = future.result()
-            except Exception as exc:  # noqa: BLE001 - translated for the user
-                for other in futures:
-                    other.cancel()
-                remote = src.is_remote or dst.is_remote
-                error = translate(exc, job.name, get_client() if remote else None)
-                raise type(error)(f"{error} [copy {src.url} -> {dst.url} stopped with "
-                                  f"{copied + skipped} of {len(jobs)} files complete]") from None
-            if outcome == "copied":
-                copied += 1
-                nbytes += job.size
-            elif outcome == "skipped":
-                skipped += 1
-            bar.update(1)
+        try:
+            for future in as_completed(futures):
+                job = futures[future]
+                try:
+                    outcome = future.result()
+                except Exception as exc:  # noqa: BLE001 - translated for the user
+                    for other in futures:
+                        other.cancel()
+                    remote = src.is_remote or dst.is_remote
+                    error = translate(exc, job.name, get_client() if remote else None)
+                    raise type(error)(f"{error} [copy {src.url} -> {dst.url} stopped with "
+                                      f"{copied + skipped} of {len(jobs)} files complete]") \
+                        from None
+                if outcome == "copied":
+                    copied += 1
+                    nbytes += job.size
+                elif outcome == "skipped":
+                    skipped += 1
+                bar.update(1)
+        except KeyboardInterrupt:  # Ctrl-C, SIGINT: the files in flight finish, no others
+            abort.set()
+            for future in futures:
+                future.cancel()
+            raise
     if delete and stale:
         if dst.is_remote:
             s3.delete_keys(dst.bucket, stale)

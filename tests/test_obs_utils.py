@@ -82,6 +82,51 @@ def test_second_sync_transfers_nothing_and_a_changed_file_is_sent_again(bucket, 
     assert (tmp_path / "dst" / "a.txt").read_bytes() == b"ALPHA"
 
 
+INTERRUPTED_COPY = """
+import sys, time
+sys.path.insert(0, {root!r})
+import obs_utils
+from obs_utils import local
+real = local.copy_file
+def slow(src, dst):
+    print("copying", flush=True)
+    time.sleep(0.02)
+    real(src, dst)
+local.copy_file = slow
+obs_utils.copy_tree({src!r}, {dst!r}, threads=4)
+"""
+
+
+def test_ctrl_c_stops_a_tree_copy_and_its_debris_goes_next_time(tmp_path):
+    """SIGINT half-way: the queued files are not copied (the pool used to copy all 400), the
+    program ends at once. A killed copy's temporaries (ours, and s3transfer's parts of them)
+    are removed by the next copy into the folder once they are old; a fresh one stays."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(400):
+        (src / f"{i}.txt").write_text(str(i))
+    script = INTERRUPTED_COPY.format(root=ROOT, src=str(src), dst=str(tmp_path / "dst"))
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert "copying" in proc.stdout.readline()  # the copy has begun
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err
+    copied = len(list((tmp_path / "dst").glob("*.txt")))
+    assert copied < 300, copied
+
+    dst = tmp_path / "dst"
+    old = [dst / ".obs-tmp-k1l2m3", dst / ".obs-tmp-x9y8z7.A1b2C3d4"]  # ours; s3transfer's
+    for path in old:
+        path.write_bytes(b"half a file")
+        os.utime(path, (time.time() - 3600, time.time() - 3600))
+    (dst / ".obs-tmp-fresh").write_bytes(b"a copy still writing")
+    obs_utils.copy_tree(str(src), str(dst))
+    assert not any(path.exists() for path in old) and (dst / ".obs-tmp-fresh").exists()
+    assert len(list(dst.glob("*.txt"))) == 400
+
+
 def test_parallel_copies_never_touch_the_process_umask(tmp_path, monkeypatch):
     """os.umask(0) in a worker thread, even for an instant, made other threads' files and
     folders world-writable: a copy reads the umask without setting it."""
