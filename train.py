@@ -73,6 +73,9 @@ def build_parser():
     data.add_argument("--manifest", default="", help="manifest file, relative to data_url")
     data.add_argument("--val_data_url", default="",
                       help="explicit validation set (any layout); default: split from data_url")
+    data.add_argument("--drop_val_copies", type=boolean, default=True,
+                      help="with --val_data_url: leave out of training the images that are "
+                           "exact copies of validation images")
     data.add_argument("--val_ratio", type=float, default=0.2)
     data.add_argument("--seed", type=int, default=0)
     data.add_argument("--max_image_pixels", type=int, default=screening.MAX_PIXELS)
@@ -246,7 +249,8 @@ def train_and_export(args, unknown, cache_root):
     # chief writes to train_url.
     data = prepare.prepare(data_dir, args.train_url, cache_root, args.data_format,
                            args.manifest or None, val_dir, args.val_ratio, args.seed,
-                           args.max_image_pixels, args.min_image_side, write=chief)
+                           args.max_image_pixels, args.min_image_side, write=chief,
+                           drop_val_copies=args.drop_val_copies)
     if args.num_classes and args.num_classes != len(data.class_names):
         raise UserError(f"--num_classes={args.num_classes} but the data has "
                          f"{len(data.class_names)} classes; leave it at 0 to take the data's")

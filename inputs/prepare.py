@@ -53,12 +53,33 @@ def relabel(samples, names, class_names, where, flag="--val_data_url"):
     return [replace(s, label=ids[names[s.label]]) for s in samples]
 
 
+def without_copies_of(train, val, drop=True):
+    """The training samples, less exact copies (same bytes) of validation images when `drop`:
+    a copy on both sides makes validation accuracy a training accuracy. Logged either way."""
+    held_out = {s.digest for s in val if s.digest}
+    copies = [s for s in train if s.digest in held_out]
+    if not copies:
+        return train
+    names = ", ".join(s.rel for s in copies[:5]) + (", ..." if len(copies) > 5 else "")
+    if drop:
+        log.warning("%d training images are exact copies of validation images (%s): left out "
+                    "of training, so validation stays unseen (--drop_val_copies=false keeps "
+                    "them)", len(copies), names)
+        return [s for s in train if s.digest not in held_out]
+    log.warning("%d training images are exact copies of validation images (%s), kept "
+                "(--drop_val_copies=false): validation accuracy counts them as unseen",
+                len(copies), names)
+    return train
+
+
 def prepare(data_dir, train_url, cache_root, layout="auto", manifest=None, val_dir=None,
             val_ratio=0.2, seed=0, max_pixels=screening.MAX_PIXELS,
-            min_side=screening.MIN_SIDE, write=True):
+            min_side=screening.MIN_SIDE, write=True, drop_val_copies=True):
     """Run the data stage on local folders. Outputs go under `train_url`, and a label map or
     split already there is reused; write=False (the other workers of a multi-node job) reads
-    but writes nothing, and reaches the same result from the same data and seed."""
+    but writes nothing, and reaches the same result from the same data and seed. With an
+    explicit `val_dir`, training images that are exact copies of validation ones are left out
+    (`drop_val_copies`); a split of one folder has none (screening keeps one copy)."""
     report_url = obs_utils.join(train_url, "screening_report.json")
     index = layouts.read_index(data_dir, layout, manifest)
     usable, report = _screened(index, cache_root, max_pixels, min_side, report_url, write)
@@ -75,10 +96,13 @@ def prepare(data_dir, train_url, cache_root, layout="auto", manifest=None, val_d
         val_index = layouts.read_index(val_dir, layout, None)
         val_usable, _ = _screened(val_index, cache_root, max_pixels, min_side, val_report_url,
                                   write)
-        train = usable
         val = relabel(val_usable, val_index.class_names, index.class_names, val_dir)
+        train = without_copies_of(usable, val, drop_val_copies)
+        if not train:
+            raise screening.DataError(f"every training image is also in {val_dir}: give "
+                                      "--val_data_url images of its own")
         log.info("split: explicit validation set %s: %d images (%d train images)", val_dir,
-                 len(val), len(usable))
+                 len(val), len(train))
     else:
         train, val = split.load_or_make(obs_utils.join(train_url, split.FILE_NAME), usable,
                                         val_ratio, seed, write)

@@ -178,7 +178,7 @@ def test_split_is_saved_and_reused(tmp_path):
         split.load_or_make(url, relabelled, 0.2, seed=1)
 
 
-def test_explicit_validation_set_is_mapped_onto_training_ids_by_name(tmp_path):
+def test_explicit_validation_set_is_mapped_onto_training_ids_by_name(tmp_path, caplog):
     from inputs import prepare
 
     items = digit_items(24)
@@ -190,6 +190,14 @@ def test_explicit_validation_set_is_mapped_onto_training_ids_by_name(tmp_path):
             write(tmp_path / "val" / NAMES[label] / ("v_" + name), data)
     data = prepare.prepare(str(tmp_path / "train"), str(tmp_path / "out"),
                            str(tmp_path / "cache"), val_dir=str(tmp_path / "val"))
+    # the validation images are copies of training ones: those leave training, said so
+    copies = {d for n, d, label in items[:12] if label != 0}
+    assert len(data.train) == len(items) - len(copies) and len(copies) >= 5
+    assert "exact copies of validation images" in caplog.text
+    kept = prepare.prepare(str(tmp_path / "train"), str(tmp_path / "out"),
+                           str(tmp_path / "cache"), val_dir=str(tmp_path / "val"),
+                           drop_val_copies=False)
+    assert len(kept.train) == len(items)
     assert data.class_names == sorted(NAMES)
     assert data.val and all(data.class_names[s.label] == s.rel.split("/")[0] for s in data.val)
     assert (tmp_path / "out" / "screening_report_val.json").exists()
