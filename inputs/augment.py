@@ -130,20 +130,6 @@ def picture_coverage(image, size, mode, params):
                           axis=-1, keepdims=True)
 
 
-def _masked_colour_jitter(image, coverage, settings, params):
-    """colour_jitter of the picture alone: contrast about the picture's own mean (the bars
-    do not pull it down), and the bars black again after (contrast moved them off 0)."""
-    picture = image / tf.maximum(coverage, 1e-6)  # the bilinear edge, un-darkened
-    if settings["contrast"]:
-        weight = tf.reduce_sum(coverage)
-        mean = tf.reduce_sum(picture * coverage, axis=[0, 1]) / tf.maximum(weight, 1e-6)
-        picture = (picture - mean) * params["contrast"] + mean
-    if settings["brightness"] or settings["saturation"] or settings["hue"]:
-        picture = tf.reshape(tf.reshape(picture, [-1, 3]) @ params["colour"],
-                             tf.shape(picture))
-    return tf.clip_by_value(picture, 0.0, 255.0) * coverage
-
-
 def place_to_size(image, size, mode, settings, params):
     """warp_to_size without rotation, from the plain bilinear resize (on CPU about 3x faster
     than crop_and_resize, which samples pixel by pixel), returned as (the part that shows,
@@ -184,8 +170,8 @@ def augment_image(image, size, mode, settings, params):
         warped = warp_to_size(image, size, mode, params)
         if not has_colour(settings):
             return warped
-        return _masked_colour_jitter(warped, picture_coverage(image, size, mode, params),
-                                     settings, params)
+        return colour_jitter(warped, settings, params,
+                             coverage=picture_coverage(image, size, mode, params))
     shows, padding = place_to_size(image, size, mode, settings, params)
     if has_colour(settings):
         shows = colour_jitter(shows, settings, params)
@@ -216,16 +202,26 @@ def colour_matrix(brightness, saturation, hue):
     return _RGB_TO_YIQ @ (brightness[..., tf.newaxis, tf.newaxis] * turn) @ _YIQ_TO_RGB
 
 
-def colour_jitter(image, settings, params):
+def colour_jitter(image, settings, params, coverage=None):
     """Brightness, contrast, saturation and hue of one float 0..255 image, as torchvision's
     ColorJitter defines them: contrast by TensorFlow's fused per-channel kernel, the rest as
     one colour matrix in YIQ space (tf.image's HSV round trip for saturation alone costs 6x
-    more). Brightness scales, as ImageDataGenerator's brightness_range does."""
-    if settings["contrast"]:
+    more). Brightness scales, as ImageDataGenerator's brightness_range does.
+
+    `coverage` ([H, W, 1], the warp path's picture_coverage): the picture alone is jittered,
+    contrast about its own mean (the bars would pull it down), and the bars are black after."""
+    if coverage is not None:
+        image = image / tf.maximum(coverage, 1e-6)  # the bilinear edge, un-darkened
+    if settings["contrast"] and coverage is None:
         image = tf.image.adjust_contrast(image, params["contrast"])
+    elif settings["contrast"]:
+        mean = tf.reduce_sum(image * coverage, axis=[0, 1]) / tf.maximum(
+            tf.reduce_sum(coverage), 1e-6)
+        image = (image - mean) * params["contrast"] + mean
     if settings["brightness"] or settings["saturation"] or settings["hue"]:
         image = tf.reshape(tf.reshape(image, [-1, 3]) @ params["colour"], tf.shape(image))
-    return tf.clip_by_value(image, 0.0, 255.0)
+    image = tf.clip_by_value(image, 0.0, 255.0)
+    return image if coverage is None else image * coverage
 
 
 def has_colour(settings):
