@@ -222,12 +222,15 @@ def test_a_bug_keeps_its_traceback_and_exits_1(tmp_path, clean_storage_env, capl
     assert "unexpected ValueError (an internal invariant broke)" in errors[-1].getMessage()
 
 
-def test_oversampling_beats_no_balancing_on_a_10_to_1_set(tmp_path, clean_storage_env):
-    """Digits 0 and 1 with 120 images each, 2 and 3 with 12: on a balanced held-out set,
-    --balance=oversample must give a higher macro recall than --balance=none (fixed seed)."""
+def test_oversampling_lifts_the_minority_classes_of_a_20_to_1_set(tmp_path, clean_storage_env):
+    """Digits 0 and 1 with 120 images each, 2 and 3 with 6: on a balanced held-out set, the
+    minority classes' recall under --balance=oversample must beat --balance=none's. (At 10:1
+    the digits are easy enough that both policies land within a few images of each other, and
+    which wins moved with the CPU; at 20:1 after 4 epochs, over 3 seeds, their recall went
+    from 0.10-0.62 to 0.78-0.90.)"""
     from tests.images import write
 
-    wanted = {0: 120, 1: 120, 2: 12, 3: 12}
+    wanted = {0: 120, 1: 120, 2: 6, 3: 6}
     taken = {d: 0 for d in wanted}
     val_taken = {d: 0 for d in wanted}
     i = 0
@@ -242,16 +245,20 @@ def test_oversampling_beats_no_balancing_on_a_10_to_1_set(tmp_path, clean_storag
         elif val_taken[digit] < 25:
             write(tmp_path / "val" / str(digit) / f"{i}.png", encode(image, "PNG"))
             val_taken[digit] += 1
-    recall = {}
+    minority_recall = {}
     for policy in ("none", "oversample"):
+        out = tmp_path / policy
         proc = run_train(f"--data_url={tmp_path / 'train'}", f"--val_data_url={tmp_path / 'val'}",
-                         f"--train_url={tmp_path / policy}", f"--balance={policy}",
-                         f"--local_data_root={tmp_path / 'cache'}", *SMALL, "--max_epochs=6",
+                         f"--train_url={out}", f"--balance={policy}",
+                         f"--local_data_root={tmp_path / 'cache'}", *SMALL, "--max_epochs=4",
                          "--freeze_epochs=0", "--seed=1", "--early_stop_patience=0")
         assert proc.returncode == 0, proc.stdout + proc.stderr
-        recall[policy] = float(re.findall(r"val_macro_recall ([\d.]+)", proc.stdout)[-1])
-    print("macro recall by balance policy:", recall)
-    assert recall["oversample"] > recall["none"], recall
+        metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
+        recall = {c["name"]: c["recall"] for c in metrics["per_class"]}
+        assert {c["support"] for c in metrics["per_class"]} == {25}  # a balanced held-out set
+        minority_recall[policy] = (recall["2"] + recall["3"]) / 2
+    print("minority-class recall by balance policy:", minority_recall)
+    assert minority_recall["oversample"] > minority_recall["none"], minority_recall
 
 
 def test_the_package_plan_refuses_keeps_or_rewrites(tmp_path):
