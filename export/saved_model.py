@@ -6,13 +6,20 @@ the model's own first layer. So training, evaluation and serving cannot drift ap
 Two more signatures serve retrieval: `embed` (the same bytes in, the pooled pre-classifier
 feature out, L2-normalised: [batch, D]) and `info` (backbone, input size, resize mode, D),
 so the SavedModel alone can build and search a feature base.
+
+Every loader must restore it: TF2's `tf.saved_model.load`, and the TF1 loader that TF Serving,
+`saved_model_cli run` and older ModelArts images use, on TensorFlow 2.6 as on today's.
 """
 import keras
 import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
 
 from inputs.preprocess import bytes_to_input
 
 POOL_LAYER = "pool"  # models.build's global average pooling: the embedding
+# Ops today's saver writes that older runtimes lack (DisableCopyOnRead: TF >= 2.12, a no-op for
+# a variable nobody reads sparsely); TF 2.6 refuses a SavedModel whose graph names one.
+NEWER_THAN_THE_RUNTIME = {"DisableCopyOnRead"}
 
 
 class ClassifierModule(tf.Module):
@@ -20,8 +27,15 @@ class ClassifierModule(tf.Module):
 
     def __init__(self, model, input_size, resize_mode):
         super().__init__()
-        self.model = model
-        self.features = keras.Model(model.inputs, model.get_layer(POOL_LAYER).output)
+        # The module tracks the TensorFlow variables themselves, not the Keras model: tracked
+        # through Keras 3's variable wrappers, each weight is written twice into the TF1 graph
+        # (the saver restores one copy, the signatures read the other, uninitialised one).
+        self.variables_ = [weight.value for weight in model.weights]
+        if not all(isinstance(v, tf.Variable) for v in self.variables_):
+            raise TypeError("expected Keras' TensorFlow backend: its weights wrap tf.Variables")
+        features = keras.Model(model.inputs, model.get_layer(POOL_LAYER).output)
+        self._networks = lambda: (model, features)  # untracked: called, never saved
+        self.feature_dim = int(features.output_shape[-1])
         self.input_size = input_size
         self.resize_mode = resize_mode
         self.backbone = model.name.removesuffix("_classifier")  # models.build's naming
@@ -35,13 +49,15 @@ class ClassifierModule(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
     def serve(self, images):
         """encoded JPEG / PNG / GIF / BMP / WebP bytes [batch] -> probabilities [batch, classes]"""
-        probabilities = tf.cast(self.model(self._pixels(images), training=False), tf.float32)
+        model, _ = self._networks()
+        probabilities = tf.cast(model(self._pixels(images), training=False), tf.float32)
         return {"probabilities": probabilities}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
     def embed(self, images):
         """encoded bytes [batch] -> L2-normalised pooled features [batch, D] (retrieval)"""
-        features = tf.cast(self.features(self._pixels(images), training=False), tf.float32)
+        _, network = self._networks()
+        features = tf.cast(network(self._pixels(images), training=False), tf.float32)
         # a tiny epsilon: an untrained network's features can have norms near 1e-9
         return {"embeddings": tf.math.l2_normalize(features, axis=1, epsilon=1e-30)}
 
@@ -50,25 +66,57 @@ class ClassifierModule(tf.Module):
         """What made the embeddings: a feature base records it and refuses other models."""
         return {"backbone": tf.constant(self.backbone), "input_size": tf.constant(
             self.input_size), "resize_mode": tf.constant(self.resize_mode),
-            "dim": tf.constant(int(self.features.output_shape[-1]))}
+            "dim": tf.constant(self.feature_dim)}
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32,
                                                 name="pixels")])
     def serve_pixels(self, pixels):
         """Already decoded and resized float 0..255 images -> probabilities (for callers that
         decode themselves; bytes stay the contract)."""
-        return {"probabilities": tf.cast(self.model(pixels, training=False), tf.float32)}
+        model, _ = self._networks()
+        return {"probabilities": tf.cast(model(pixels, training=False), tf.float32)}
 
 
 def save(model, directory, input_size, resize_mode):
     """Write the SavedModel (saved_model.pb + variables/) into `directory`."""
     module = ClassifierModule(model, input_size, resize_mode)
-    # No saver function in the graph: its DisableCopyOnRead op (TF >= 2.12) would stop older
-    # runtimes from loading the model at all; variables still restore by the object graph.
     tf.saved_model.save(module, directory, signatures={
         "serving_default": module.serve.get_concrete_function(),
         "pixels": module.serve_pixels.get_concrete_function(),
         "embed": module.embed.get_concrete_function(),
-        "info": module.info.get_concrete_function()},
-        options=tf.saved_model.SaveOptions(experimental_skip_saver=True))
+        "info": module.info.get_concrete_function()})
+    drop_ops(directory, NEWER_THAN_THE_RUNTIME)
     return directory
+
+
+def drop_ops(directory, op_types):
+    """Remove side-effect-only ops of `op_types` (no outputs) from saved_model.pb, with the
+    control edges to them, so runtimes that predate those ops load the model."""
+    path = tf.io.gfile.join(directory, "saved_model.pb")
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString(tf.io.gfile.GFile(path, "rb").read())
+    for meta_graph in saved.meta_graphs:
+        _drop_nodes(meta_graph.graph_def.node, op_types)
+        for function in meta_graph.graph_def.library.function:
+            gone = _drop_nodes(function.node_def, op_types)
+            for key in [key for key, node in function.control_ret.items() if node in gone]:
+                del function.control_ret[key]
+            kept = [name for name in function.signature.control_output if name not in gone]
+            del function.signature.control_output[:]
+            function.signature.control_output.extend(kept)
+    with tf.io.gfile.GFile(path, "wb") as f:
+        f.write(saved.SerializeToString())
+
+
+def _drop_nodes(nodes, op_types):
+    """Delete the nodes of `op_types` from a repeated NodeDef field; the deleted names."""
+    gone = {node.name for node in nodes if node.op in op_types}
+    kept = [node for node in nodes if node.name not in gone]
+    for node in kept:
+        inputs = [name for name in node.input if name.lstrip("^") not in gone]
+        if len(inputs) < len(node.input):  # only control edges ("^name"): the ops have no outputs
+            del node.input[:]
+            node.input.extend(inputs)
+    del nodes[:]
+    nodes.extend(kept)
+    return gone

@@ -57,7 +57,10 @@ TF_2_6_OPS = {
     # not in this test's MobileNetV3 but in the other backbones (ResNet50: BatchNorm is folded
     # by Keras into these same ops; pooling)
     "MaxPool", "AvgPool", "Sigmoid", "Tanh", "Square", "Sqrt", "Pow", "Neg", "Exp", "Log",
-    "Sum", "ConcatV2", "Transpose", "Tile", "Fill", "ZerosLike", "Erf"}
+    "Sum", "ConcatV2", "Transpose", "Tile", "Fill", "ZerosLike", "Erf",
+    # the saver, which TF1 loaders (TF Serving, saved_model_cli) restore the variables with
+    "SaveV2", "RestoreV2", "MergeV2Checkpoints", "ShardedFilename", "StaticRegexFullMatch",
+    "StringJoin", "Select"}
 
 
 def op_types(folder):
@@ -114,3 +117,38 @@ def test_publish_to_obs_replaces_only_when_asked_and_sends_saved_model_pb_last(
         package.publish(folder, url, overwrite=True)
     assert package.complete(url)
     assert obs_utils.read_bytes(f"{url}/model/variables/variables.index") == old
+
+
+def test_the_tf1_loader_and_saved_model_cli_restore_what_tf2_loads(demo_run, tmp_path):
+    """TF Serving, `saved_model_cli run` and older images restore variables through the
+    SavedModel's saver in a TF1 session: both signatures of the package train.py wrote must
+    give what TF2's loader gives (a weight restored into the wrong variable, or left unset,
+    would not)."""
+    import subprocess
+    import sys
+
+    folder = str(demo_run.out / "model")
+    blobs = [encode(digit_image(i, 30 + 5 * i)[0]) for i in range(3)]
+    loaded = tf.saved_model.load(folder)
+    tf2 = {name: loaded.signatures[name](images=tf.constant(blobs))[key].numpy()
+           for name, key in (("serving_default", "probabilities"), ("embed", "embeddings"))}
+    assert len(set(tf2["serving_default"].argmax(axis=1))) > 1  # the images are told apart
+
+    with tf.compat.v1.Session(graph=tf.Graph()) as session:
+        meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], folder)
+        for name, key in (("serving_default", "probabilities"), ("embed", "embeddings")):
+            signature = meta_graph.signature_def[name]
+            got = session.run(signature.outputs[key].name,
+                              {signature.inputs["images"].name: blobs})
+            np.testing.assert_allclose(got, tf2[name], atol=1e-6, err_msg=name)
+
+    np.save(tmp_path / "one.npy", np.array(blobs[:1]))  # fixed-width bytes: no pickle needed
+    for name, key in (("serving_default", "probabilities"), ("embed", "embeddings")):
+        proc = subprocess.run(
+            [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "run",
+             "--dir", folder, "--tag_set", "serve", "--signature_def", name,
+             "--inputs", f"images={tmp_path / 'one.npy'}", "--outdir", str(tmp_path / name)],
+            capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        np.testing.assert_allclose(np.load(tmp_path / name / f"{key}.npy"), tf2[name][:1],
+                                   atol=1e-6, err_msg=name)
