@@ -1,9 +1,9 @@
 """The deployed predictor, as ModelArts runs it, and the same predictor on your machine.
 
 ModelArts imports this file from model/ and builds ImageClassifierService(model_name,
-model_path) once; each request is {"images": {"<file name>": <file>}}. A retrieval package
-(`retrieve.py package` put a gallery in it) answers with the nearest gallery images instead
-of classes. Run directly:
+model_path) once (the model loads in a thread); each request is {"images": {"<file name>":
+<file>}} (any one field name is taken). A retrieval package (`retrieve.py package` put a
+gallery and retrieval.json in it) answers with the nearest gallery images instead of classes. Run directly:
 
     python customize_service.py --model_dir outputs/demo/model            # serve on 127.0.0.1:8080
     curl -F images=@x.jpg http://127.0.0.1:8080/
@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import sys
+import threading
 
 HERE = os.path.dirname(os.path.realpath(__file__))
 if HERE not in sys.path:
@@ -26,7 +27,7 @@ if HERE not in sys.path:
 import numpy as np  # noqa: E402
 
 from serving import gallery, images  # noqa: E402
-from serving.errors import BadRequest  # noqa: E402
+from serving.errors import BadRequest, NotReady  # noqa: E402
 
 try:
     from model_service.tfserving_model_service import TfServingBaseService
@@ -38,6 +39,7 @@ TOP_K = 5
 # An InvalidArgumentError the input caused: it names a decoding node (DecodeJpeg,
 # DecodeImage, ExtractJpegShape, ...). Any other is a bug in the graph, and a 500.
 DECODE_FAILED = re.compile(r"node [^}\s]*(Decode\w*|ExtractJpegShape)\b")
+LOAD_WAIT_S = 120  # how long a request waits for the model to finish loading
 
 
 def load_labels(model_path):
@@ -51,31 +53,56 @@ class ImageClassifierService(TfServingBaseService):
     """Encoded images in, the top-5 classes out. The SavedModel's serving_default signature
     decodes, resizes and normalises inside the graph, with the function training used."""
 
-    def __init__(self, model_name, model_path):
-        # The platform's own __init__ is not called: older images load the SavedModel into a
-        # TF1 session there. Ours is loaded once, here.
-        import tensorflow as tf
-
+    def __init__(self, model_name, model_path, background=True):
+        # The platform's own __init__ is not called: it opens a gRPC channel to a TF Serving
+        # process, and ours loads the SavedModel itself. The load runs in a thread, as the
+        # manual advises (start-up must not time out); requests wait for it.
         self.model_name, self.model_path = model_name, model_path
-        self.model = tf.saved_model.load(model_path)
-        self.class_names = load_labels(model_path)
         self.batcher = None  # the local server sets a serving.batcher.Batcher
-        with open(os.path.join(model_path, "config.json"), encoding="utf-8") as f:
-            retrieval = json.load(f).get(gallery.CONFIG_KEY)
-        if retrieval:  # embeddings out, then the gallery's nearest images
-            self.gallery = gallery.Gallery(os.path.join(model_path, retrieval["index"]))
-            self.top_k = int(retrieval.get("top_k", 10))
-            self.signature, self.output = self.model.signatures["embed"], "embeddings"
+        self.load_error = None
+        self._loaded = threading.Event()
+        if background:
+            threading.Thread(target=self._load, name="load-model", daemon=True).start()
         else:
-            self.gallery = None
-            self.signature = self.model.signatures["serving_default"]
-            self.output = "probabilities"
+            self._load()
+
+    def _load(self):
+        try:
+            import tensorflow as tf
+
+            self.model = tf.saved_model.load(self.model_path)
+            self.class_names = load_labels(self.model_path)
+            retrieval = gallery.settings(self.model_path)
+            if retrieval:  # embeddings out, then the gallery's nearest images
+                self.gallery = gallery.Gallery(os.path.join(self.model_path,
+                                                            retrieval["index"]))
+                self.top_k = int(retrieval.get("top_k", 10))
+                self.signature, self.output = self.model.signatures["embed"], "embeddings"
+            else:
+                self.gallery = None
+                self.signature = self.model.signatures["serving_default"]
+                self.output = "probabilities"
+            log.info("model %s loaded from %s", self.model_name, self.model_path)
+        except Exception as exc:  # noqa: BLE001 - kept, logged, and named in every reply
+            log.exception("the model in %s could not be loaded", self.model_path)
+            self.load_error = "{}: {}".format(type(exc).__name__, exc)
+        finally:
+            self._loaded.set()
+
+    def wait_ready(self, timeout=LOAD_WAIT_S):
+        """Block until the model is loaded; NotReady if it is still loading or failed."""
+        if not self._loaded.wait(timeout):
+            raise NotReady("the model is still loading; try again in a minute")
+        if self.load_error:
+            raise NotReady("the model failed to load ({}); see the service log".format(
+                self.load_error))
 
     def predict(self, blobs):
         """Encoded image bytes [n] -> probabilities, numpy [n, classes] (a retrieval package:
         embeddings [n, D])."""
         import tensorflow as tf
 
+        self.wait_ready()
         try:
             outputs = self.signature(images=tf.constant(blobs, dtype=tf.string))
         except tf.errors.InvalidArgumentError as exc:
@@ -84,6 +111,15 @@ class ImageClassifierService(TfServingBaseService):
             raise BadRequest("an image could not be decoded: it is cut short or corrupt") \
                 from None
         return outputs[self.output].numpy()
+
+    def inference(self, data):
+        """The platform's entry point (its base class runs the three steps): a refused request
+        is logged here with its reason, since the platform's reply carries only a code."""
+        try:
+            return super(ImageClassifierService, self).inference(data)
+        except BadRequest as exc:
+            log.warning("request refused (%d): %s", exc.status, exc)
+            raise
 
     def _preprocess(self, data):
         return images.files_of(data)
@@ -119,16 +155,22 @@ class ImageClassifierService(TfServingBaseService):
                 "scores": [[self.class_names[i], float(probabilities[i])] for i in order]}
 
     def _postprocess(self, data):
+        """One file: its answer. Several: {"results": [its answer with "file", ...]}, in
+        request order. Both are one JSON object, as config.json's response schema says."""
         if len(data) == 1:
             return self.reply(data[0][1])
-        replies = []
+        results = []
         for name, probabilities in data:
-            reply = {"file": name}
-            reply.update(self.reply(probabilities))
-            replies.append(reply)
-        return replies
+            result = {"file": name}
+            result.update(self.reply(probabilities))
+            results.append(result)
+        return {"results": results}
 
     def health(self):
+        if not self._loaded.is_set():
+            return {"status": "loading", "model": self.model_name}
+        if self.load_error:
+            return {"status": "failed", "model": self.model_name, "error": self.load_error}
         status = {"status": "ok", "model": self.model_name, "classes": len(self.class_names)}
         if self.gallery is not None:
             status["gallery"] = len(self.gallery)
@@ -169,6 +211,7 @@ def main(argv=None):
 
     if args.check:
         problems = check.check_package(args.check)
+        problems = problems or check.check_replies(args.check)
         for problem in problems:
             print("FAIL: {}".format(problem))
         print("{}: {}".format(args.check, "{} problem(s)".format(len(problems)) if problems

@@ -16,7 +16,7 @@ from errors import UserError
 from export import package as export_package
 from inputs import fetch, prepare
 from serving import check
-from serving.gallery import CONFIG_KEY
+from serving import gallery as served_gallery
 
 from . import base, metrics, search
 from .embed import Embedder, find_package
@@ -187,13 +187,17 @@ def search_queries(args, cache_root):
 
 
 GALLERY_FILE = "gallery.h5"
-NEIGHBORS_RESPONSE = {  # config.json's reply schema for a retrieval package
+_NEIGHBORS = {"type": "array", "items": {"type": "array", "minItems": 2, "maxItems": 2,
+                                        "items": [{"type": "string"}, {"type": "number"}]}}
+NEIGHBORS_RESPONSE = {  # config.json's reply schema for a retrieval package: one file, several
     "Content-type": "application/json",
     "data": {"type": "object", "properties": {
         "result": {"type": "string"},
-        "neighbors": {"type": "array", "items": {
-            "type": "array", "minItems": 2, "maxItems": 2,
-            "items": [{"type": "string"}, {"type": "number"}]}}}}}
+        "neighbors": _NEIGHBORS,
+        "results": {"type": "array", "items": {
+            "type": "object", "required": ["file", "result", "neighbors"],
+            "properties": {"file": {"type": "string"}, "result": {"type": "string"},
+                           "neighbors": _NEIGHBORS}}}}}}
 
 
 def package(args, cache_root):
@@ -210,23 +214,27 @@ def package(args, cache_root):
     config_path = os.path.join(folder, check.CONFIG)
     with open(config_path, encoding="utf-8") as f:
         config = json.load(f)
-    if config.get(CONFIG_KEY) and not args.overwrite:
+    serving_now = served_gallery.settings(folder) or config.get("retrieval")  # or an old one
+    if serving_now and not args.overwrite:
         raise UserError(f"{args.model_dir} already serves a gallery "
-                         f"({config[CONFIG_KEY].get('images')} images); pass --overwrite=true "
+                         f"({serving_now.get('images')} images); pass --overwrite=true "
                          "to replace it")
     shutil.copyfile(path, os.path.join(folder, GALLERY_FILE))
     export_package.copy_service(folder)  # a service that knows galleries
-    config[CONFIG_KEY] = {"index": GALLERY_FILE, "top_k": args.top_k, "images": images,
-                          "fingerprint": embedder.meta["fingerprint"]}
+    settings_path = os.path.join(folder, served_gallery.SETTINGS_FILE)
+    with open(settings_path, "w", encoding="utf-8") as f:
+        json.dump({"index": GALLERY_FILE, "top_k": args.top_k, "images": images,
+                   "fingerprint": embedder.meta["fingerprint"]}, f, indent=2)
+    config.pop("retrieval", None)  # where packages before 0.5 kept it: not a spec field
     config["model_algorithm"] = "image_retrieval"
     config["apis"][0]["response"] = NEIGHBORS_RESPONSE
     with open(config_path, "w", encoding="utf-8") as f:
         json.dump(config, f, indent=2, ensure_ascii=False)
-    problems = check.check_package(folder)
+    problems = check.check_package(folder) or check.check_replies(folder)
     if problems:
         raise ValueError("the package fails the check after adding the gallery: "
                          + "; ".join(problems))
-    if obs_utils.is_remote(args.model_dir):  # the gallery first: config.json switches it on
+    if obs_utils.is_remote(args.model_dir):  # the gallery first: retrieval.json switches it on
         remote = args.model_dir
         if not obs_utils.exists(obs_utils.join(remote, "saved_model.pb")):
             remote = obs_utils.join(remote, "model")
@@ -237,6 +245,7 @@ def package(args, cache_root):
                                     progress=False)
             else:
                 obs_utils.copy(os.path.join(folder, name), obs_utils.join(remote, name))
+        obs_utils.copy(settings_path, obs_utils.join(remote, served_gallery.SETTINGS_FILE))
         obs_utils.copy(config_path, obs_utils.join(remote, check.CONFIG))
     return (f"{args.model_dir} now serves the {args.top_k} nearest of {images} gallery images "
             f"(check: OK); try it: python customize_service.py --model_dir {folder}")

@@ -7,11 +7,16 @@ import os
 import re
 import sys
 
-from .gallery import CONFIG_KEY as RETRIEVAL
+from . import gallery
 
 SERVICE = "customize_service.py"
 CONFIG = "config.json"
 LABELS = "labels.json"
+# config.json's fields in ModelArts' spec ("Specifications for Editing a Model Configuration
+# File", and its apis table: url, method, request, response); anything else is refused.
+CONFIG_FIELDS = {"model_algorithm", "model_type", "runtime", "metrics", "apis",
+                 "dependencies", "health", "swr_location"}
+API_FIELDS = {"url", "method", "request", "response"}
 # Imported at the top of customize_service.py and found in every TensorFlow runtime image.
 RUNTIME_MODULES = {"tensorflow", "numpy", "model_service"}
 # Python modules as pip names them, for the dependencies list.
@@ -92,6 +97,9 @@ def _check_apis(apis, problems):
     if not isinstance(api, dict):
         problems.append("config.json apis: the API must be a JSON object")
         return
+    for field in sorted(set(api) - API_FIELDS):
+        problems.append("config.json apis: {!r} is not a field of the spec (it has {})".format(
+            field, ", ".join(sorted(API_FIELDS))))
     if api.get("url") != "/" or str(api.get("method", "")).lower() != "post":
         problems.append("config.json apis: the API must be url '/' with method 'post'")
     request, response = api.get("request"), api.get("response")
@@ -142,6 +150,11 @@ def check_config(config, problems):
     if not isinstance(config, dict):
         problems.append("config.json must hold a JSON object")
         return set()
+    for field in sorted(set(config) - CONFIG_FIELDS):
+        where = (" (retrieval settings live in model/{} now: run retrieve.py package "
+                 "again)".format(gallery.SETTINGS_FILE) if field == "retrieval" else "")
+        problems.append("config.json: {!r} is not a field of ModelArts' spec{}".format(
+            field, where))
     algorithm = config.get("model_algorithm")
     if not isinstance(algorithm, str) or not re.match(r"^[A-Za-z][A-Za-z0-9_]{0,35}$",
                                                       algorithm):
@@ -164,18 +177,18 @@ def _check_retrieval(root, retrieval, signatures, problems):
     """A retrieval package: its gallery file is in model/ and readable, and the SavedModel
     can embed (what customize_service.py then calls)."""
     if not isinstance(retrieval, dict) or not isinstance(retrieval.get("index"), str):
-        problems.append("config.json retrieval must be an object naming its 'index' file "
-                        "(e.g. gallery.h5): run retrieve.py package again")
+        problems.append("{} must be an object naming its 'index' file (e.g. gallery.h5): "
+                        "run retrieve.py package again".format(gallery.SETTINGS_FILE))
         return
     top_k = retrieval.get("top_k", 10)
     if not isinstance(top_k, int) or top_k < 1:
-        problems.append("config.json retrieval top_k must be a whole number >= 1")
+        problems.append("{} top_k must be a whole number >= 1".format(gallery.SETTINGS_FILE))
     if signatures and "embed" not in signatures:
-        problems.append("config.json asks for retrieval, but the SavedModel has no 'embed' "
+        problems.append("model/ asks for retrieval, but the SavedModel has no 'embed' "
                         "signature: export the model again, then run retrieve.py package")
     path = os.path.join(root, retrieval["index"])
     if not os.path.isfile(path):
-        problems.append("config.json retrieval index {} is not in model/: run retrieve.py "
+        problems.append("the retrieval index {} is not in model/: run retrieve.py "
                         "package again".format(retrieval["index"]))
         return
     try:
@@ -299,8 +312,10 @@ def check_package(model_dir):
         config = _load_json(os.path.join(model_dir, CONFIG), problems)
         if config is not None:
             installed = check_config(config, problems)
-            if isinstance(config, dict) and RETRIEVAL in config:
-                _check_retrieval(model_dir, config[RETRIEVAL], signatures, problems)
+    if os.path.isfile(os.path.join(model_dir, gallery.SETTINGS_FILE)):
+        retrieval = _load_json(os.path.join(model_dir, gallery.SETTINGS_FILE), problems)
+        if retrieval is not None:
+            _check_retrieval(model_dir, retrieval, signatures, problems)
     if os.path.isfile(os.path.join(model_dir, SERVICE)):
         _check_service(model_dir, installed, problems)
     labels_path = os.path.join(model_dir, LABELS)
@@ -314,4 +329,54 @@ def check_package(model_dir):
         elif labels is not None and classes and classes > 0 and len(labels) != classes:
             problems.append("labels.json names {} classes but the model outputs {}".format(
                 len(labels), classes))
+    return problems
+
+
+def _sample_images(count):
+    """`count` small PNGs of different sizes: what a reply check posts."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    blobs = []
+    for i in range(count):
+        pixels = np.random.RandomState(i).randint(0, 256, (24 + 8 * i, 32, 3), dtype=np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, "PNG")
+        blobs.append(buffer.getvalue())
+    return blobs
+
+
+def reply_problems(reply, schema):
+    """Where `reply` breaks the JSON schema `schema` (config.json's response data), one line
+    each. The tuple form of `items` in ModelArts' examples is draft 7's, so draft 7 rules."""
+    import jsonschema
+
+    return ["the reply breaks config.json's response schema at {}: {}".format(
+        "/".join(str(p) for p in error.absolute_path) or "the top", error.message)
+        for error in jsonschema.Draft7Validator(schema).iter_errors(reply)]
+
+
+def check_replies(model_dir):
+    """Load the package's own customize_service.py, as ModelArts does, and hold its replies
+    to one image and to two against the response schema config.json declares."""
+    import importlib.util
+    import io
+
+    with open(os.path.join(model_dir, CONFIG), encoding="utf-8") as f:
+        schema = json.load(f)["apis"][0]["response"]["data"]
+    spec = importlib.util.spec_from_file_location("packaged_service",
+                                                  os.path.join(model_dir, SERVICE))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    service = module.ImageClassifierService("model", model_dir, background=False)
+    service.wait_ready()
+    problems = []
+    for count in (1, 2):
+        files = {"image_{}.png".format(i): io.BytesIO(blob)
+                 for i, blob in enumerate(_sample_images(count))}
+        reply = service.inference({"images": files})
+        problems += ["{} file(s): {}".format(count, problem)
+                     for problem in reply_problems(reply, schema)]
     return problems

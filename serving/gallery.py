@@ -1,8 +1,22 @@
 """A retrieval package's gallery: the feature base (HDF5, written by retrieve.py) that
 `retrieve.py package` put inside model/, searched exactly in memory. Python 3.7 syntax."""
+import json
+import os
+
 import numpy as np
 
-CONFIG_KEY = "retrieval"  # config.json: {"retrieval": {"index": "gallery.h5", "top_k": 10}}
+# model/retrieval.json: {"index": "gallery.h5", "top_k": 10, ...}. Its own file: config.json
+# holds only the fields of ModelArts' spec.
+SETTINGS_FILE = "retrieval.json"
+
+
+def settings(model_dir):
+    """The package's retrieval settings, or None for a classifier package."""
+    path = os.path.join(model_dir, SETTINGS_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
 
 
 def best_k(scores, indices, k):

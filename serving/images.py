@@ -136,14 +136,30 @@ def _skip_sub_blocks(data, at):
     return at + 1
 
 
-def files_of(data, field="images", max_files=MAX_FILES, max_pixels=MAX_PIXELS):
-    """ModelArts' request shape {"images": {"<file name>": <file>}} -> [(name, bytes)], in
-    request order, every one checked."""
-    if not isinstance(data, dict) or field not in data:
-        got = sorted(data) if isinstance(data, dict) else type(data).__name__
-        raise BadRequest("no {!r} field in the request (got {}): send the images as "
+def file_field(data, field="images"):
+    """Which field of a request holds the files: `field` when present, else the only field
+    that holds files (the 2019 contest's judge posted `input_img`; any single name works)."""
+    if not isinstance(data, dict):
+        raise BadRequest("expected form fields with files, got {}: send the images as "
                          "multipart form field {!r}, e.g. curl -F {}=@x.jpg".format(
-                             field, got, field, field))
+                             type(data).__name__, field, field))
+    if field in data:
+        return field
+    with_files = [key for key, value in data.items() if isinstance(value, dict)]
+    if len(with_files) == 1:
+        return with_files[0]
+    if with_files:
+        raise BadRequest("files came in several fields ({}): send them all in field "
+                         "{!r}".format(", ".join(sorted(with_files)), field))
+    raise BadRequest("no file in the request (got {}): send the images as multipart form "
+                     "field {!r}, e.g. curl -F {}=@x.jpg".format(
+                         ", ".join(sorted(data)) or "nothing", field, field))
+
+
+def files_of(data, field="images", max_files=MAX_FILES, max_pixels=MAX_PIXELS):
+    """ModelArts' request shape {"images": {"<file name>": <file>}} (or one other field name)
+    -> [(name, bytes)], in request order, every one checked."""
+    field = file_field(data, field)
     uploads = data[field]
     if not isinstance(uploads, dict) or not uploads:
         raise BadRequest("field {!r} holds no file: send at least one image".format(field))

@@ -1,7 +1,7 @@
 """The local HTTP server: ModelArts' request and reply on your own machine.
 
     POST /        multipart/form-data, field `images` (curl -F images=@x.jpg) -> the reply JSON
-    GET  /health  {"status": "ok", ...}
+    GET  /health  {"status": "ok", ...}; 503 with "loading" or "failed" until the model is up
 
 werkzeug parses the requests (multipart, size limit) and waitress serves them with a thread
 pool; every error is a JSON {"error": "..."} with a 4xx, or a 500 that names no internals."""
@@ -12,7 +12,7 @@ import logging
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
-from .errors import BadRequest
+from .errors import BadRequest, NotReady
 from .images import MAX_BODY_BYTES
 
 log = logging.getLogger("serving")
@@ -53,7 +53,7 @@ class App(object):
         request.max_form_memory_size = self.max_body
         try:
             response = self.dispatch(request)
-        except BadRequest as exc:
+        except (BadRequest, NotReady) as exc:
             response = _json({"error": str(exc)}, exc.status)
         except HTTPException as exc:  # werkzeug's own: too large, bad multipart, ...
             response = _json({"error": "{}: {}".format(exc.name, exc.description)}, exc.code)
@@ -73,10 +73,13 @@ class App(object):
         if request.path == "/health":
             if request.method != "GET":
                 return _json({"error": "use GET /health"}, 405)
-            # A health check without the token learns that the server is up, nothing more:
-            # the model, its classes and the counters need the token.
-            return _json(self.service.health() if self.authorised(request)
-                         else {"status": "ok"})
+            # A health check without the token learns whether the server is ready, nothing
+            # more: the model, its classes and the counters need the token. Not ready (the
+            # model loading, or failed to) is a 503, so load balancers wait.
+            health = self.service.health()
+            status = 200 if health["status"] == "ok" else 503
+            return _json(health if self.authorised(request) else {"status": health["status"]},
+                         status)
         if request.path != "/":
             return _json({"error": "no such path {!r}: POST images to /".format(
                 request.path)}, 404)
