@@ -1,8 +1,10 @@
 """The local predictor server under load: p50/p99 latency and requests/s at several
-concurrencies, request batching off (--max_batch=1) against on (--max_batch=N), in one run.
+concurrencies, request batching off (--max_batch=1) against on (--max_batch=N), and the same
+package under the stand-in of ModelArts' own framework (its Flask app, no batching), in one run.
 
     python bench/serve.py [--model_dir DIR] [--backbone resnet50] [--input_size 64]
                           [--concurrency 1,8,32] [--seconds 10] [--max_batch 32]
+                          [--platform_python PYTHON]
 
 Each mode gets its own server process (tests.servers.PredictorServer, the package's own
 customize_service.py), warmed up, then driven by c client threads, each with its own HTTP
@@ -18,6 +20,10 @@ couple of minutes on a small CPU; pass --input_size 224 for the real thing.
 Client and server share this machine's cores (two here): the clients send pre-encoded bodies
 to stay cheap, but their CPU time is taken from the server, at every concurrency and in both
 modes alike.
+
+The platform path (tests/modelarts_framework/app.py, run by --platform_python: this Python
+by default, or the tests' cached Python 3.7 + TF 2.6 environment) serves each request on its
+own, as the platform's TF images do; it shows what a package costs there beside our server.
 
 Goal: >= 2x requests/s at concurrency 32 with batching on.
 """
@@ -37,7 +43,7 @@ from urllib3 import encode_multipart_formdata  # noqa: E402
 
 from bench.common import report  # noqa: E402
 from tests.images import digit_image, encode  # noqa: E402
-from tests.servers import PredictorServer  # noqa: E402
+from tests.servers import PlatformServer, PredictorServer  # noqa: E402
 
 GOAL = 2.0
 
@@ -180,6 +186,9 @@ def main():
     parser.add_argument("--max_batch", type=int, default=32, help="batching on")
     parser.add_argument("--max_wait_ms", type=float, default=5)
     parser.add_argument("--threads", type=int, default=32, help="the server's threads")
+    parser.add_argument("--platform_python", default=sys.executable,
+                        help="the Python that runs the stand-in platform framework (needs "
+                             "Flask and TensorFlow); '' to leave that path out")
     args = parser.parse_args()
     concurrencies = [int(c) for c in args.concurrency.split(",")]
 
@@ -204,6 +213,13 @@ def main():
                                       batching=max_batch > 1)
             finally:
                 stop(server)
+        if args.platform_python:
+            server = PlatformServer(model_dir, python=args.platform_python)
+            try:
+                modes["platform"] = measure(server, bodies, concurrencies, args.seconds,
+                                            batching=False)
+            finally:
+                stop(server)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -216,15 +232,23 @@ def main():
                "p99_off_ms": off["p99_ms"], "p99_on_ms": on["p99_ms"],
                "mean_batch_on": on.get("mean_batch"),
                "errors": off["errors"] + on["errors"], "detail": {"off": off, "on": on}}
+        if "platform" in modes:
+            platform = modes["platform"][c]
+            row.update(rps_platform=platform["rps"], p99_platform_ms=platform["p99_ms"],
+                       errors=row["errors"] + platform["errors"])
+            row["detail"]["platform"] = platform
         rows.append(row)
     ratio = next((r["ratio"] for r in rows if r["concurrency"] == 32), None)
     goal_met = None if 32 not in concurrencies else ratio is not None and ratio >= GOAL
-    report("serve", rows, ["concurrency", "rps_off", "rps_on", "ratio", "p50_off_ms",
-                           "p50_on_ms", "p99_off_ms", "p99_on_ms", "mean_batch_on", "errors"],
+    columns = ["concurrency", "rps_off", "rps_on", "ratio", "p50_off_ms", "p50_on_ms",
+               "p99_off_ms", "p99_on_ms", "mean_batch_on"]
+    columns += ["rps_platform", "p99_platform_ms"] if "platform" in modes else []
+    report("serve", rows, columns + ["errors"],
            {"goal": ">= 2x at concurrency 32", "goal_met": goal_met,
             "model": args.model_dir or f"{args.backbone} at {args.input_size} px (untrained)",
             "seconds": args.seconds, "max_batch": args.max_batch,
-            "max_wait_ms": args.max_wait_ms, "threads": args.threads})
+            "max_wait_ms": args.max_wait_ms, "threads": args.threads,
+            "platform_python": args.platform_python or None})
     if goal_met is not None:
         print(f"goal >= {GOAL:g}x at concurrency 32: {'met' if goal_met else 'NOT met'} "
               f"({ratio}x)")

@@ -8,8 +8,6 @@ import os
 import re
 import shutil
 
-import tensorflow as tf
-
 import obs_utils
 from errors import UserError
 from inputs import label_map
@@ -72,15 +70,18 @@ def fill_config(runtime, metrics):
     return config
 
 
+OLDEST_TESTED = (2, 6)  # tests/test_modelarts_runtime.py serves the package on TF 2.6
+
+
 def _warn_runtime(runtime):
-    """A SavedModel may use ops an older TensorFlow lacks: say so when the runtime is older.
-    (Not testable here: no older TensorFlow installs beside this one.)"""
+    """Say so when the runtime's TensorFlow is older than any the package is tested on (the
+    SavedModel may use ops such a runtime lacks)."""
     found = re.search(r"(?:tensorflow_|tf)(\d+)\.(\d+)", runtime)
-    ours = tuple(int(x) for x in tf.__version__.split(".")[:2])
-    if found and tuple(int(x) for x in found.groups()) < ours:
-        log.warning("the runtime %s has an older TensorFlow than %s, which wrote the "
-                    "SavedModel; if deployment fails to load it, pass --runtime=<a newer "
-                    "image> (or a custom image)", runtime, tf.__version__)
+    if found and tuple(int(x) for x in found.groups()) < OLDEST_TESTED:
+        log.warning("the runtime %s has TensorFlow %s.%s, older than %d.%d, the oldest the "
+                    "package is tested on; if deployment fails to load it, pass --runtime="
+                    "tensorflow_2.6.0-cuda_11.2-py_3.7-ubuntu_18.04-x86_64 (or a custom "
+                    "image)", runtime, found.group(1), found.group(2), *OLDEST_TESTED)
 
 
 def copy_service(folder):
@@ -109,6 +110,7 @@ def build(model, class_names, input_size, resize_mode, metrics, runtime, folder)
         json.dump(config, f, indent=2, ensure_ascii=False)
     copy_service(folder)
     problems = check.check_package(folder)
+    problems = problems or check.check_replies(folder)  # its replies fit the declared schema
     if problems:  # a bug of ours, not the user's: stop before anything is published
         raise RuntimeError("the exported package fails the check: " + "; ".join(problems))
     return folder

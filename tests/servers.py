@@ -204,3 +204,35 @@ class PredictorServer:
             self.proc.kill()
             self.proc.wait()
         self.log.close()
+
+
+class PlatformServer(PredictorServer):
+    """The package's customize_service.py under the stand-in of ModelArts' framework
+    (tests/modelarts_framework/app.py, Flask), run by `python` (the platform's is 3.7).
+    Its /health answers OK once the app is up, as the platform's does, before the model is
+    loaded; the first request waits for the model."""
+
+    def __init__(self, model_dir, python=sys.executable, timeout=300):
+        framework = os.path.join(ROOT, "tests", "modelarts_framework")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(os.path.join(os.path.dirname(model_dir), f"platform-{self.port}.log"),
+                        "w+")
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+        env.update(PYTHONPATH=framework, TF_CPP_MIN_LOG_LEVEL="2")
+        self.proc = subprocess.Popen(
+            [python, os.path.join(framework, "app.py"), f"--model_path={model_dir}",
+             f"--service_file={os.path.join(model_dir, 'customize_service.py')}",
+             f"--port={self.port}"],
+            cwd=model_dir, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=2) as reply:
+                    if reply.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, OSError):
+                pass
+            if self.proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"the stand-in framework did not start:\n{self.output()}")
+            time.sleep(0.3)

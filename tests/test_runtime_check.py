@@ -1,32 +1,16 @@
 """The boot files on a runtime too old for them (ModelArts' preset TensorFlow image is 2.1 on
 Python 3.7): one line saying what is too old and what to do, exit status 2, no traceback."""
-import glob
 import os
-import shutil
 import subprocess
 
 import pytest
 
 import runtime_check
+from tests import runtimes
 from tests.servers import ROOT
 
 
-def _python37():
-    """A working Python 3.7: pyenv's (these machines carry one), else one on PATH (a pyenv
-    shim there may answer 'command not found', so each candidate is tried)."""
-    candidates = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.7*/bin/python")))
-    candidates += [shutil.which("python3.7")] if shutil.which("python3.7") else []
-    for path in candidates:
-        try:
-            if subprocess.run([path, "-c", "import sys; assert sys.version_info[:2] == (3, 7)"],
-                              capture_output=True, timeout=30).returncode == 0:
-                return path
-        except OSError:
-            continue
-    return None
-
-
-PYTHON37 = _python37()
+PYTHON37 = runtimes.python37()
 
 
 @pytest.mark.skipif(PYTHON37 is None, reason="no Python 3.7 interpreter on this machine "
