@@ -9,8 +9,9 @@ MIN_TENSORFLOW = (2, 16)
 TENSORFLOW_DISTRIBUTIONS = ("tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tensorflow-intel",
                             "tensorflow-macos", "tf-nightly", "tf-nightly-cpu")
 ADVICE = ("Run it on an image with Python >= 3.10 and TensorFlow >= 2.16 (Keras 3): on ModelArts "
-          "a custom image (README: Run on ModelArts), on your own machine a virtualenv with "
-          "`pip install -r requirements-cpu.txt`")
+          "the custom image of images/train (submit.py train --image=...; README: Run on "
+          "ModelArts), on your own machine a virtualenv with `pip install -r "
+          "requirements-cpu.txt`")
 
 
 def tensorflow_version():

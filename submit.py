@@ -1,10 +1,15 @@
 """Run this bundle on ModelArts from any machine: submit and follow a training job, then
 import and deploy its model, with Huawei's official SDK (pip install -r requirements-cloud.txt).
 
-    python submit.py train --data_url=obs://b/data/ --train_url=obs://b/out/ --flavor=<id> \\
-        [--engine=<id, or name+version>] [--max_epochs=30 ...]    # other flags go to train.py
+    python submit.py train --image=swr.<region>.myhuaweicloud.com/<org>/classifier-train:0.5 \\
+        --data_url=obs://b/data/ --train_url=obs://b/out/ --flavor=<id> [--max_epochs=30 ...]
     python submit.py status JOB_ID | logs JOB_ID [--follow] [--task=worker-1] | stop JOB_ID
-    python submit.py deploy --model_url=obs://b/out/ --flavor=<id>
+    python submit.py deploy --image=swr.<region>.myhuaweicloud.com/<org>/classifier-serve:0.5 \\
+        --flavor=<id>                          # or --model_url=obs://b/out/ for the 2.6 runtime
+
+Other flags of train go to train.py. --image is the images/ folder's image, built and pushed
+to SWR (README, "Run on ModelArts"); --engine=<id, or name+version> picks a preset engine
+instead, which needs TensorFlow >= 2.16 (no preset engine has it today).
 
 Credentials: HUAWEICLOUD_SDK_AK, HUAWEICLOUD_SDK_SK, HUAWEICLOUD_SDK_PROJECT_ID (and
 HUAWEICLOUD_SDK_SECURITY_TOKEN for temporary keys); --region, or --endpoint / MODELARTS_ENDPOINT.
@@ -50,8 +55,10 @@ def build_parser():
     add("--code_url", default="", help="where the code goes (default: <train_url>/../code/)")
     add("--code_dir", default=HERE, help="the bundle to submit")
     add("--flavor", default="", help="resource flavor id (a wrong one is answered with the list)")
-    add("--engine", default="", help="engine id, or name+version (default: the newest "
-                                      "TensorFlow engine the API lists)")
+    add("--image", default="", help="train / deploy in this custom image (SWR: "
+                                     "swr.<region>.myhuaweicloud.com/<org>/<name>:<tag>)")
+    add("--engine", default="", help="train on a preset engine: id, or name+version (default "
+                                      "without --image: the newest TensorFlow >= 2.16 listed)")
     add("--node_count", type=int, default=1)
     add("--job_name", default="")
     add("--detach", action="store_true", help="train: return the job id at once")
@@ -110,10 +117,17 @@ def train(args, client, parameters):
     if size > pack.ADVISED_BYTES:
         log.warning("the code folder holds %.0f MB: keep it under 50 MB (weights and data "
                     "belong on OBS)", size / 2 ** 20)
-    engine = training_job.check_choices(client, args.flavor, args.engine)
+    if args.image and args.engine:
+        raise ValueError("pass --image (a custom image) or --engine (a preset one), not both")
+    image = args.image or (args.engine if "/" in args.engine else "")
+    engine = training_job.check_choices(client, args.flavor, image or args.engine)
     name = args.job_name or f"classifier-{time.strftime('%Y%m%d-%H%M%S')}"
-    body = training_job.job_body(name, code_url, args.data_url, args.train_url, args.flavor,
-                                 engine, args.node_count, parameters)
+    if image:
+        body = training_job.image_job_body(name, code_url, args.data_url, args.train_url,
+                                           args.flavor, image, args.node_count, parameters)
+    else:
+        body = training_job.job_body(name, code_url, args.data_url, args.train_url,
+                                     args.flavor, engine, args.node_count, parameters)
     if args.dry_run:
         print(f"would upload {len(files)} files ({size / 2 ** 20:.1f} MB) to {code_url}")
     else:

@@ -1,7 +1,7 @@
-"""Import a model package from OBS as a ModelArts model and deploy it as a real-time service
-(the v1 API, which a model/ folder with customize_service.py needs): the package check runs
-locally first, then each step is waited for, and the service's address is printed with a
-ready curl line."""
+"""Import a model as a ModelArts model and deploy it as a real-time service (the v1 API): a
+package from OBS (model/ with customize_service.py, on a preset runtime; the package check
+runs locally first) or a custom serving image (images/serve); each step is waited for, and the
+service's address is printed with a ready curl line."""
 import json
 import logging
 import os
@@ -75,6 +75,16 @@ def model_body(name, version, model_url, config):
             "dependencies": config.get("dependencies", [])}
 
 
+def image_model_body(name, version, image):
+    """A model that is a custom inference image (images/serve: the package inside, our server
+    on port 8080 with GET /health), as config.json's spec describes model_type Image."""
+    return {"model_name": name, "model_version": version, "source_location": image,
+            "model_type": "Image", "model_algorithm": "image_classification",
+            "install_type": ["real-time"],
+            "health": {"url": "/health", "protocol": "http", "initial_delay_seconds": 60,
+                       "timeout_seconds": 30}}
+
+
 def service_body(name, model_id, flavor, instances):
     return {"service_name": name, "infer_type": "real-time",
             "config": [{"model_id": model_id, "weight": 100, "specification": flavor,
@@ -107,14 +117,24 @@ def wait(client, path, field, done, failed, interval, what, sleep=time.sleep, **
 def deploy(args, client, sleep=time.sleep):
     """submit.py deploy: check the package and the flavor, import, wait, deploy, wait, print
     the address."""
-    if not args.model_url or not args.flavor:
-        raise ValueError("deploy needs --model_url (the folder holding model/) and --flavor "
-                         "(e.g. modelarts.vm.cpu.2u)")
-    with tempfile.TemporaryDirectory() as folder:
-        config = check_package(args.model_url, folder)
+    if not (args.model_url or args.image) or not args.flavor:
+        raise ValueError("deploy needs --image (the serving image of images/serve, pushed to "
+                         "SWR) or --model_url (the folder holding model/, served by the "
+                         "TensorFlow 2.6 runtime), and --flavor (e.g. modelarts.vm.cpu.2u)")
+    if args.image and args.model_url:
+        raise ValueError("pass --image or --model_url, not both: the image holds its package")
+    if args.image:
+        body = image_model_body(args.name or "classifier", "1.0.0", args.image)
+    else:
+        with tempfile.TemporaryDirectory() as folder:
+            config = check_package(args.model_url, folder)
     check_flavor(client, args.flavor)
     name = args.name or f"classifier-{time.strftime('%Y%m%d-%H%M%S')}"
-    reply = client.call("POST", MODELS, model_body(name, "1.0.0", args.model_url, config))
+    if not args.image:
+        body = model_body(name, "1.0.0", args.model_url, config)
+    else:
+        body["model_name"] = name
+    reply = client.call("POST", MODELS, body)
     if args.dry_run:
         reply = {"model_id": "{model_id}"}  # so the next request is printed too
     model_id = (reply or {}).get("model_id")

@@ -1,7 +1,9 @@
 """A ModelArts training job (the v2 API): its request body, and following it to the end with
 its status changes and new log lines, each line printed once."""
 import logging
+import posixpath
 import re
+import shlex
 import time
 
 import obs_utils
@@ -50,6 +52,58 @@ def job_body(name, code_url, data_url, train_url, flavor, engine, node_count, pa
             "parameters": [{"name": k, "value": str(v)} for k, v in parameters],
             "inputs": [{"name": "data_url", "remote": {"obs": {"obs_url": obs_path(data_url)}}}],
             "outputs": [{"name": "train_url",
+                         "remote": {"obs": {"obs_url": obs_path(train_url)}}}],
+        },
+        "spec": {"resource": {"flavor_id": flavor, "node_count": int(node_count)}},
+    }
+
+
+# A custom image (images/train/Dockerfile): the job's inputs are downloaded to, and its output
+# uploaded from (every 30 s and at the end), these local folders; train.py reads local paths,
+# since a custom image has no MoXing and no OBS credentials.
+HOME = "/home/ma-user"          # where a custom image's boot command must run
+INPUTS = HOME + "/modelarts/inputs"
+OUTPUTS = HOME + "/modelarts/outputs"
+IMAGE_PYTHON = HOME + "/venv/bin/python"  # images/train/Dockerfile's interpreter
+# train.py flags whose OBS values become input channels (the rest are passed as they are)
+INPUT_FLAGS = ("data_url", "val_data_url", "test_data_url", "manifest", "pretrained_weights")
+
+
+def image_job_body(name, code_url, data_url, train_url, flavor, image, node_count, parameters,
+                   description=""):
+    """The v2 body for a custom image: the code from code_url (downloaded to $MA_JOB_DIR/<its
+    last folder>), every OBS input of train.py mapped to a local folder, train_url mapped to
+    the local output folder, and the boot command running train.py with those local paths
+    (the flags are in the command, so nothing depends on how the platform appends them)."""
+    code_dir = obs_path(code_url).rstrip("/") + "/"
+    code_name = code_dir.rstrip("/").rsplit("/", 1)[-1]
+    inputs, flags = [], []
+    for flag, value in [("data_url", data_url), *parameters]:
+        if flag not in INPUT_FLAGS or not obs_utils.is_remote(value):
+            flags.append(f"--{flag}={value}")
+            continue
+        if value.endswith("/"):  # a folder: its channel is named as the flag
+            channel, remote, local = flag, obs_path(value), f"{INPUTS}/{flag}_0/"
+            flags.append(f"--{flag}={local}")
+        else:  # a file: its folder is the channel, and the flag points into it
+            channel, remote = f"{flag}_folder", posixpath.dirname(obs_path(value)) + "/"
+            local = f"{INPUTS}/{channel}_0/"
+            flags.append(f"--{flag}={local}{posixpath.basename(value)}")
+        inputs.append({"name": channel, "local_dir": local.rstrip("/"),
+                       "remote": {"obs": {"obs_url": remote}}})
+    output = f"{OUTPUTS}/train_url_0"
+    flags.append(f"--train_url={output}/")
+    command = (f"cd {HOME} && {IMAGE_PYTHON} ${{MA_JOB_DIR}}/{code_name}/train.py "
+               + " ".join(shlex.quote(flag) for flag in flags))
+    return {
+        "kind": "job",
+        "metadata": {"name": name, "description": description},
+        "algorithm": {
+            "code_dir": code_dir,
+            "command": command,
+            "engine": {"image_url": image},
+            "inputs": inputs,
+            "outputs": [{"name": "train_url", "local_dir": output,
                          "remote": {"obs": {"obs_url": obs_path(train_url)}}}],
         },
         "spec": {"resource": {"flavor_id": flavor, "node_count": int(node_count)}},
@@ -119,8 +173,9 @@ def check_choices(client, flavor, engine):
                       and _version(e.get("engine_version")) >= KERAS3]
         if not tensorflow:
             raise ValueError("no TensorFlow >= 2.16 (Keras 3) engine is listed here, which "
-                             "train.py needs: pass --engine=<a custom image with TensorFlow "
-                             ">= 2.16, swr.../image:tag>, or a listed engine id")
+                             "train.py needs: pass --image=<the training image of images/"
+                             "train, pushed to SWR: swr.<region>.myhuaweicloud.com/<org>/"
+                             "<name>:<tag>> (README, 'Run on ModelArts')")
         newest = max(tensorflow, key=lambda e: _version(e.get("engine_version")))
         engine = f"{newest.get('engine_name')}+{newest.get('engine_version')}"
         log.info("engine: %s (the newest TensorFlow listed; --engine to choose)", engine)

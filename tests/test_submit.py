@@ -1,5 +1,6 @@
 """submit.py: the code folder it packs and uploads (to the moto S3 server)."""
 import json
+import os
 import shutil
 
 import pytest
@@ -276,3 +277,86 @@ def test_deploy_refuses_a_key_that_would_land_outside_its_folder(s3_env, bucket,
     with pytest.raises(obs_utils.ObsError, match="would land outside"):
         deploy.check_package(f"obs://{bucket}/run", str(work))
     assert not list(tmp_path.rglob("escaped.txt"))
+
+
+IMAGE = "swr.cn-north-4.myhuaweicloud.com/team/classifier-train:0.5"
+
+
+def test_train_in_a_custom_image_maps_obs_to_local_folders_and_its_command_runs(
+        cloud, bucket, moto_server, monkeypatch, tmp_path):
+    """--image: the v2 body names the image, maps each OBS input of train.py (a folder, or a
+    weights file's folder) and train_url to ModelArts' local folders, and its boot command
+    is one train.py ends: run here as the platform would (with /home/ma-user moved into
+    tmp_path, the inputs 'downloaded' there), it trains and writes the package into the
+    output folder the platform uploads."""
+    import subprocess
+    import sys
+
+    import submit
+    from jobs import training_job
+    from tests.servers import point_at
+    from tests.test_train_job import SMALL, digits_folder
+
+    point_at(monkeypatch, moto_server)
+    assert submit.main(["train", f"--image={IMAGE}", f"--data_url=obs://{bucket}/data/",
+                        f"--train_url=obs://{bucket}/out/", "--flavor=modelarts.vm.cpu.8u",
+                        f"--pretrained_weights=obs://{bucket}/weights/w.weights.h5",
+                        "--max_epochs=1", "--early_stop_patience=0", *SMALL, "--detach",
+                        "--interval=0"]) == 0
+    body = [r for r in cloud.requests if r["method"] == "POST"][-1]["body"]
+    algorithm = body["algorithm"]
+    assert algorithm["engine"] == {"image_url": IMAGE} and "boot_file" not in algorithm
+    assert algorithm["inputs"] == [
+        {"name": "data_url", "local_dir": "/home/ma-user/modelarts/inputs/data_url_0",
+         "remote": {"obs": {"obs_url": f"/{bucket}/data/"}}},
+        {"name": "pretrained_weights_folder",
+         "local_dir": "/home/ma-user/modelarts/inputs/pretrained_weights_folder_0",
+         "remote": {"obs": {"obs_url": f"/{bucket}/weights/"}}}]
+    assert algorithm["outputs"] == [
+        {"name": "train_url", "local_dir": "/home/ma-user/modelarts/outputs/train_url_0",
+         "remote": {"obs": {"obs_url": f"/{bucket}/out/"}}}]
+    assert algorithm["command"].startswith(
+        "cd /home/ma-user && /home/ma-user/venv/bin/python ${MA_JOB_DIR}/code/train.py ")
+
+    # The platform's side, here: code in $MA_JOB_DIR/code, inputs in their local folders.
+    home = tmp_path / "home"
+    job_dir = home / "modelarts" / "user-job-dir"
+    for name in pack.code_files(ROOT):
+        (job_dir / "code" / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(os.path.join(ROOT, name), job_dir / "code" / name)
+    digits_folder(home / "modelarts" / "inputs" / "data_url_0", count=40, broken=False)
+    from models import build
+
+    model, backbone = build.build_classifier("mobilenetv3small", 10, 32)
+    weights = home / "modelarts" / "inputs" / "pretrained_weights_folder_0" / "w.weights.h5"
+    weights.parent.mkdir(parents=True)
+    backbone.save_weights(str(weights))
+    (home / "venv" / "bin").mkdir(parents=True)
+    os.symlink(sys.executable, home / "venv" / "bin" / "python")
+    command = algorithm["command"].replace(training_job.HOME, str(home))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OBS_", "AWS_", "S3_"))}
+    env["MA_JOB_DIR"] = str(job_dir)
+    proc = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "loaded" in proc.stdout and "w.weights.h5" in proc.stdout  # the mapped file
+    assert (home / "modelarts" / "outputs" / "train_url_0" / "model" / "saved_model.pb").is_file()
+
+    assert submit.main(["train", f"--image={IMAGE}", "--engine=eng-tf",
+                        f"--data_url=obs://{bucket}/data/", f"--train_url=obs://{bucket}/out/",
+                        "--flavor=modelarts.vm.cpu.8u"]) == 2
+
+
+def test_deploy_a_custom_serving_image(cloud, capsys):
+    import submit
+
+    image = "swr.cn-north-4.myhuaweicloud.com/team/classifier-serve:0.5"
+    assert submit.main(["deploy", f"--image={image}", "--flavor=modelarts.vm.cpu.2u",
+                        "--interval=0", "--name=digits"]) == 0
+    posts = [r for r in cloud.requests if r["method"] == "POST"]
+    assert [r["path"] for r in posts] == ["/v1/proj123/models", "/v1/proj123/services"]
+    model = posts[0]["body"]
+    assert (model["model_type"], model["source_location"], model["model_name"]) == (
+        "Image", image, "digits")
+    assert model["health"]["url"] == "/health" and "execution_code" not in model
+    assert "runs at https://infer.example/v1/infers/s-1" in capsys.readouterr().out
