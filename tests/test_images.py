@@ -30,7 +30,7 @@ def instructions(dockerfile, kind):
 @pytest.mark.parametrize("name", ["train", "serve"])
 def test_each_dockerfile_follows_the_platforms_image_rules(name):
     dockerfile = parsed(name)
-    assert dockerfile.baseimage in ("ubuntu:22.04", "python:3.11-slim")
+    assert dockerfile.baseimage in ("python:3.11-slim-bookworm", "python:3.11-slim")
     runs = " ".join(instructions(dockerfile, "RUN"))
     assert "useradd -d /home/ma-user -m -u 1000 -g 100" in runs  # ma-user, uid 1000 / gid 100
     assert instructions(dockerfile, "USER")[-1] in ("ma-user", "1000")
