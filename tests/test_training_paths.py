@@ -138,3 +138,42 @@ def test_weight_decay_reaches_every_optimizer_but_not_biases_and_batchnorm():
         np.testing.assert_allclose(after["kernel"], 0.5 * (1 - 0.1 * decay), rtol=1e-6)
         for kept in ("bias", "gamma", "beta"):
             np.testing.assert_array_equal(after[kept], 0.5)
+
+
+def test_several_steps_per_call_train_as_single_steps_do():
+    """--steps_per_execution=3 (three steps in one compiled call, the sums read once): the
+    same weights, optimizer step count and summed loss / hits / images as three single steps
+    over the same batches, and run_steps reads back every image's sums across calls of
+    unequal length (7 steps = 3 + 3 + 1)."""
+    from training.loop import run_steps
+
+    rng = np.random.default_rng(1)
+    batches = [(rng.uniform(0, 255, (8, 32, 32, 3)).astype("float32"),
+                np.eye(4, dtype="float32")[rng.integers(0, 4, 8)]) for _ in range(7)]
+
+    def trained(per_call):
+        keras.utils.set_random_seed(3)
+        model, _ = build.build_classifier("mobilenetv3small", 4, 32, dropout=0.0)
+        optimizer = keras.optimizers.Adam(1e-3)
+        optimizer.build(model.trainable_variables)
+        loop = Loop(tf.distribute.get_strategy(), model, optimizer,
+                    losses.make_loss(reduction=None),
+                    StepConfig(global_batch=8, steps_per_execution=per_call))
+        data = iter(tf.data.Dataset.from_tensor_slices(
+            (np.stack([b[0] for b in batches]), np.stack([b[1] for b in batches]))))
+        if per_call == 1:
+            totals = np.sum([[float(v) for v in loop.train_step(data)[:4]]
+                             for _ in batches], axis=0)
+            reads = None
+        else:
+            reads = []
+            totals = run_steps(loop, data, len(batches), lambda n, t: reads.append(n))
+        return model, optimizer, totals, reads
+
+    single, single_opt, single_totals, _ = trained(1)
+    several, several_opt, several_totals, reads = trained(3)
+    assert int(several_opt.iterations.numpy()) == int(single_opt.iterations.numpy()) == 7
+    assert reads == [7] and several_totals[3] == single_totals[3] == 56  # every image once
+    np.testing.assert_allclose(several_totals, single_totals, rtol=1e-4)
+    for a, b in zip(several.weights, single.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5, err_msg=a.path)

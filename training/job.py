@@ -120,7 +120,8 @@ def train(args, data, augment_settings, work_dir, strategy, chief=True, pretrain
 
     counts = screening.class_counts(data.train, num_classes)
     config = StepConfig(global_batch, args.clipnorm,
-                        balance.loss_weights(counts, args.balance), xla)
+                        balance.loss_weights(counts, args.balance), xla,
+                        args.steps_per_execution)
     loop = Loop(strategy, build.training_outputs(model, args.head), optimizer, loss_fn, config)
     train_iter, val_dist = _datasets(strategy, data, args, augment_settings, args.batch_size,
                                      args.seed + 1000 * start_epoch)

@@ -32,6 +32,7 @@ class StepConfig:
     clipnorm: float = 0.0           # clip the global gradient norm (0: off)
     class_weights: object = None    # per-class loss weights (balance=class_weight), or None
     jit_compile: bool = False
+    steps_per_execution: int = 1    # training steps per compiled call (fewer host round trips)
 
 
 def _sums(probabilities, labels, per_example):
@@ -77,6 +78,7 @@ class Loop:
         self.mixed = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
         self.keras_sums = strategy.num_replicas_in_sync > 1 and not single_all_reduce(optimizer)
         self._train_fn = None
+        self._steps_fn = None
         self._eval_fn = None
         self._sync_fn = None
         self._grads_fn = None
@@ -145,21 +147,42 @@ class Loop:
     def retrace(self):
         """Forget the compiled steps (the set of trainable variables changed)."""
         self._train_fn = None
+        self._steps_fn = None
         self._eval_fn = None
         self._sync_fn = None
+        self._grads_fn = None
 
-    def train_step(self, iterator):
-        if self._train_fn is None:
+    def _compile_grads(self):
+        if self._grads_fn is None:
             self._grads_fn = (tf.function(self._forward_backward, jit_compile=True)
                               if self.config.jit_compile else self._forward_backward)
 
-            @tf.function
-            def fn(it):
-                images, labels = next(it)
-                return self._reduced(self.strategy.run(self._replica_train_step,
-                                                       args=(images, labels)))
-            self._train_fn = fn
+    def _one_step(self, iterator):
+        images, labels = next(iterator)
+        return self._reduced(self.strategy.run(self._replica_train_step, args=(images, labels)))
+
+    def train_step(self, iterator):
+        """One step -> its sums (loss, top-1 hits, top-5 hits, images, per class ...)."""
+        if self._train_fn is None:
+            self._compile_grads()
+            self._train_fn = tf.function(self._one_step)
         return self._train_fn(iterator)
+
+    def train_steps(self, iterator, steps):
+        """`steps` steps in one compiled call (Keras' steps_per_execution) -> the summed
+        [loss, top-1 hits, top-5 hits, images], a tensor left on the device: the caller reads
+        it when it logs, so the host does not wait on every step."""
+        if self._steps_fn is None:
+            self._compile_grads()
+
+            @tf.function
+            def fn(it, count):
+                totals = tf.zeros([4], tf.float32)
+                for _ in tf.range(count):
+                    totals += tf.stack(self._one_step(it)[:4])
+                return totals
+            self._steps_fn = fn
+        return self._steps_fn(iterator, tf.constant(steps, tf.int32))
 
     def eval_step(self, batch):
         if self._eval_fn is None:
@@ -186,6 +209,29 @@ class Loop:
                 "top5": totals[2] / count, "macro_recall": recall}
 
 
+READ_EVERY = 20  # steps between the host's reads of the running sums (each read waits)
+
+
+def run_steps(loop, iterator, steps, on_read=None):
+    """Train `steps` steps, --steps_per_execution to a compiled call, reading the sums back
+    every READ_EVERY steps (and at the end) rather than after each: the host queues the next
+    calls while the device works. Returns [loss, top-1 hits, top-5 hits, images] summed;
+    `on_read(steps since the last read, totals so far)` after each read."""
+    totals = np.zeros(4)
+    per_call = max(1, loop.config.steps_per_execution)
+    done, pending, unread = 0, [], 0
+    while done < steps:
+        count = min(per_call, steps - done)
+        pending.append(loop.train_steps(iterator, count))  # runs on; not read yet
+        done, unread = done + count, unread + count
+        if unread >= READ_EVERY or done == steps:
+            totals += np.sum([sums.numpy() for sums in pending], axis=0)
+            if on_read is not None:
+                on_read(unread, totals)
+            pending, unread = [], 0
+    return totals
+
+
 def progress_bar(total, epoch, epochs):
     """On a terminal a live bar, replaced by the epoch's summary line; in a log file (ModelArts)
     a line every 30 s, kept."""
@@ -210,13 +256,12 @@ def run_epochs(loop, train_iter, val_dist, steps_per_epoch, start_epoch, epochs,
             loop.retrace()
         callbacks.on_epoch_begin(epoch)
         started = time.time()
-        totals = np.zeros(4)
         with progress_bar(steps_per_epoch, epoch, epochs) as bar:
-            for _ in range(steps_per_epoch):
-                totals += [float(v) for v in loop.train_step(train_iter)[:4]]
-                bar.update(1)
+            def show(steps, totals):
+                bar.update(steps)
                 bar.set_postfix(loss=f"{totals[0] / totals[3]:.4f}",
                                 acc=f"{totals[1] / totals[3]:.3f}", refresh=False)
+            totals = run_steps(loop, train_iter, steps_per_epoch, show)
         loop.sync_statistics()
         val = loop.evaluate(val_dist)
         logs = {"loss": totals[0] / totals[3], "accuracy": totals[1] / totals[3],
