@@ -52,7 +52,8 @@ def build_parser():
         help="print the requests, send nothing")
     add("--data_url", default="")
     add("--train_url", default="")
-    add("--code_url", default="", help="where the code goes (default: <train_url>/../code/)")
+    add("--code_url", default="", help="where the code goes (default: <train_url>/../code/"
+                                       "<job name>/, one folder per job)")
     add("--code_dir", default=HERE, help="the bundle to submit")
     add("--flavor", default="", help="resource flavor id (a wrong one is answered with the list)")
     add("--image", default="", help="train / deploy in this custom image (SWR: "
@@ -83,15 +84,16 @@ def hyperparameters(unknown):
     return found
 
 
-def default_code_url(train_url):
-    """<train_url>/../code/, or <train_url>code/ when train_url is a bucket's root."""
+def default_code_url(train_url, job_name):
+    """<train_url>/../code/<job name>/ (<bucket>/code/<job name>/ when train_url is a bucket's
+    root): a folder of its own per job, so a job still queued never runs the code a sibling
+    run uploaded after it."""
     where = obs_utils.parse(train_url)
     key = where.path.strip("/")
     scheme = train_url.split("://", 1)[0]
     parent = key.rsplit("/", 1)[0] if "/" in key else ""
-    if not key:
-        return f"{scheme}://{where.bucket}/code/"
-    return f"{scheme}://{where.bucket}/" + (parent + "/" if parent else "") + "code/"
+    return (f"{scheme}://{where.bucket}/" + (parent + "/" if parent else "")
+            + f"code/{job_name}/")
 
 
 def train_flags():
@@ -111,7 +113,8 @@ def train(args, client, parameters):
     if known and unknown:  # found in the cloud only after the upload and the queue
         raise ValueError(f"train.py has no flag {', '.join('--' + n for n in unknown)}: see "
                          "python train.py --help")
-    code_url = args.code_url or default_code_url(args.train_url)
+    name = args.job_name or f"classifier-{time.strftime('%Y%m%d-%H%M%S')}"
+    code_url = args.code_url or default_code_url(args.train_url, name)
     files = pack.code_files(args.code_dir)
     size = pack.check_limits(args.code_dir, files)
     if size > pack.ADVISED_BYTES:
@@ -121,7 +124,6 @@ def train(args, client, parameters):
         raise ValueError("pass --image (a custom image) or --engine (a preset one), not both")
     image = args.image or (args.engine if "/" in args.engine else "")
     engine = training_job.check_choices(client, args.flavor, image or args.engine)
-    name = args.job_name or f"classifier-{time.strftime('%Y%m%d-%H%M%S')}"
     if image:
         body = training_job.image_job_body(name, code_url, args.data_url, args.train_url,
                                            args.flavor, image, args.node_count, parameters)

@@ -147,18 +147,34 @@ def copy_tree(src, dst, threads=None, progress=True, delete=False, exclude=()):
     skipped. delete=True also removes what `dst` holds and `src` does not (a mirror);
     `exclude` names files (relative to `src`) that are neither copied nor removed. Returns
     tree.CopyStats(copied, skipped, bytes_copied), all None when MoXing copied (it reports
-    nothing, and does not delete).
+    nothing).
     """
     src_loc, dst_loc = parse(src), parse(dst)
     if _mox(src, dst):
-        if exclude:  # copy_parallel takes no filter: file by file
-            for name in listdir(src, recursive=True):
-                if name not in exclude and not is_dir(join(src, name)):
-                    target = (join(dst, name) if dst_loc.is_remote
-                              else local_path(dst_loc.path, name))
-                    copy(join(src, name), target)
-        else:
-            _mox_call("copy_parallel", src, src_loc.url, dst_loc.url)
-        return tree.CopyStats(None, None, None)  # MoXing does not report what it copied
+        return _mox_copy_tree(src, dst, src_loc, dst_loc, delete, exclude)
     return tree.copy_tree(src_loc, dst_loc, threads=threads, progress=progress, delete=delete,
                           exclude=exclude)
+
+
+def _mox_copy_tree(src, dst, src_loc, dst_loc, delete, exclude):
+    """copy_tree through MoXing, with the guards of our own copy: every key that becomes a
+    local path is checked before anything is copied (copy_parallel checks none), and
+    delete=True removes what dst holds beyond src (copy_parallel never deletes)."""
+    names = listdir(src, recursive=True)
+    if not dst_loc.is_remote:
+        for name in names:
+            local_path(dst_loc.path, name)  # UnsafeKeyError before any file lands
+    if exclude:  # copy_parallel takes no filter: file by file
+        for name in names:
+            if name not in exclude and not is_dir(join(src, name)):
+                target = (join(dst, name) if dst_loc.is_remote
+                          else local_path(dst_loc.path, name))
+                copy(join(src, name), target)
+    else:
+        _mox_call("copy_parallel", src, src_loc.url, dst_loc.url)
+    if delete and exists(dst):
+        wanted = set(names) | set(exclude)
+        for name in listdir(dst, recursive=True):
+            if name not in wanted and not is_dir(join(dst, name)):
+                remove(join(dst, name))
+    return tree.CopyStats(None, None, None)  # MoXing does not report what it copied

@@ -138,6 +138,20 @@ def _ranked(args, fb, queries):
     return scores[:, :args.top_k], ranked[:, :args.top_k]
 
 
+def _contest_field(name):
+    """A name as a CSV field: quoted (quotes doubled) when it holds a comma, quote, brace or
+    line break, so it cannot shift its neighbours; plain otherwise, as the contest wrote them."""
+    if any(c in name for c in ',"{}\r\n'):
+        return '"' + name.replace('"', '""') + '"'
+    return name
+
+
+def submission_line(query, gallery_names):
+    """One line of the DIGIX submission format: `query.jpg,{g1.jpg,g2.jpg,...}`."""
+    return "{},{{{}}}\n".format(_contest_field(query),
+                                 ",".join(_contest_field(n) for n in gallery_names))
+
+
 def _csv_text(rows, header):
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -171,7 +185,7 @@ def search_queries(args, cache_root):
             for rank, (g, score) in enumerate(zip(gs, ss)) if g >= 0]
     obs_utils.write_text(obs_utils.join(args.output_url, "results.csv"),
                          _csv_text(rows, ["query", "rank", "gallery", "score"]))
-    contest = "".join(f"{s.rel},{{{','.join(names[g] for g in gs if g >= 0)}}}\n"
+    contest = "".join(submission_line(s.rel, [names[g] for g in gs if g >= 0])
                       for s, gs in zip(samples, ranked))
     obs_utils.write_text(obs_utils.join(args.output_url, "submission.csv"), contest)
     summary = f"top-{args.top_k} of {len(samples)} queries written to {args.output_url}"

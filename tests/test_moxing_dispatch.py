@@ -35,7 +35,16 @@ def fake_moxing(store):
             return f.read()
 
     def list_directory(url, recursive=False):
-        return sorted(os.listdir(local(url)))
+        """MoXing's: names in the folder; recursive=True, every file and folder below it,
+        relative to `url`."""
+        root = local(url)
+        if not recursive:
+            return sorted(os.listdir(root))
+        found = []
+        for folder, dirs, files in os.walk(root):
+            rel = os.path.relpath(folder, root)
+            found += [n if rel == "." else f"{rel}/{n}" for n in dirs + files]
+        return sorted(found)
 
     def remove(url, recursive=False):
         (shutil.rmtree if recursive else os.remove)(local(url))
@@ -118,3 +127,34 @@ def test_backend_can_be_forced(fresh_backend, tmp_path):
     fresh_backend.setitem(sys.modules, "moxing", types.ModuleType("moxing"))
     with pytest.raises(obs_utils.ObsError, match="not available"):
         moxing_backend.get_mox_file()
+
+
+def test_moxing_tree_copies_keep_the_traversal_guard_and_delete(fresh_backend, tmp_path):
+    """copy_parallel checks no key and never deletes: a key that would land outside the
+    local folder is refused before anything is copied, and delete=True mirrors."""
+    package, file_mod, calls = fake_moxing(str(tmp_path / "store"))
+    fresh_backend.setitem(sys.modules, "moxing", package)
+    fresh_backend.setitem(sys.modules, "moxing.file", file_mod)
+    obs_utils.write_text("obs://bkt/pkg/a.txt", "a")
+    obs_utils.write_text("obs://bkt/pkg/sub/b.txt", "b")
+
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "stale.txt").write_text("from an older package")
+    (target / "keep.txt").write_text("excluded, so kept")
+    obs_utils.copy_tree("obs://bkt/pkg", str(target), delete=True)
+    assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*.txt")) == [
+        "a.txt", "sub/b.txt"]
+    (target / "keep.txt").write_text("excluded, so kept")
+    obs_utils.copy_tree("obs://bkt/pkg", str(target), delete=True, exclude={"keep.txt"})
+    assert (target / "keep.txt").exists()
+
+    # An OBS key may hold '..' segments (a folder on disk cannot): MoXing lists it as it is.
+    real_list = file_mod.list_directory
+    file_mod.list_directory = lambda url, recursive=False: real_list(url, recursive) + [
+        "../../escaped.txt"]
+    del calls[:]
+    with pytest.raises(obs_utils.ObsError, match="escaped.txt"):
+        obs_utils.copy_tree("obs://bkt/pkg", str(tmp_path / "fresh"))
+    assert not [c for c in calls if c[0] == "copy_parallel"]
+    assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "fresh").exists()

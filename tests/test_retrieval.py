@@ -152,3 +152,17 @@ def test_query_expansion_and_database_augmentation():
     augmented = search.database_augmentation(gallery, count=2, alpha=1)
     assert augmented[0] @ augmented[1] > twins[0] @ twins[1]
     assert augmented[2] @ lone[0] > 0.9
+
+
+def test_submission_lines_quote_names_that_would_shift_their_neighbours():
+    import csv
+
+    from retrieval.stage import submission_line
+
+    line = submission_line("q,1.jpg", ["a,b.jpg", 'say "hi".jpg', "plain.jpg", "{x}.jpg"])
+    assert line == '"q,1.jpg",{"a,b.jpg","say ""hi"".jpg",plain.jpg,"{x}.jpg"}\n'
+    assert submission_line("q.jpg", ["g1.jpg", "g2.jpg"]) == "q.jpg,{g1.jpg,g2.jpg}\n"
+    query, rest = next(csv.reader([line.split(",{")[0]]))[0], line.split(",{", 1)[1]
+    assert query == "q,1.jpg"
+    assert next(csv.reader([rest.rstrip("\n")[:-1]])) == [
+        "a,b.jpg", 'say "hi".jpg', "plain.jpg", "{x}.jpg"]

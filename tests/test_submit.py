@@ -1,6 +1,7 @@
 """submit.py: the code folder it packs and uploads (to the moto S3 server)."""
 import json
 import os
+import re
 import shutil
 
 import pytest
@@ -81,15 +82,16 @@ def test_train_uploads_creates_and_follows_a_job_to_completion(cloud, bucket, ca
     from tests.servers import point_at
 
     point_at(monkeypatch, moto_server)
-    assert submit.main(train_flags(bucket)) == 0
+    assert submit.main([*train_flags(bucket), "--job_name=digits-1"]) == 0
     out = capsys.readouterr().out + caplog.text
-    code = set(obs_utils.listdir(f"obs://{bucket}/code/", recursive=True))
+    # a code folder of its own per job: a queued job never runs a sibling's later upload
+    code = set(obs_utils.listdir(f"obs://{bucket}/code/digits-1/", recursive=True))
     assert "train.py" in code and not [n for n in code if n.startswith("tests/")]
 
     created = [r for r in cloud.requests if r["method"] == "POST"]
     assert [r["path"] for r in created] == ["/v2/proj123/training-jobs"]
     body = created[0]["body"]
-    assert body["algorithm"]["boot_file"] == f"/{bucket}/code/train.py"
+    assert body["algorithm"]["boot_file"] == f"/{bucket}/code/digits-1/train.py"
     assert body["algorithm"]["engine"] == {"engine_name": "TensorFlow",
                                            "engine_version": "tensorflow_2.6.0"}
     assert body["algorithm"]["parameters"] == [{"name": "max_epochs", "value": "3"},
@@ -148,7 +150,8 @@ def test_status_stop_dry_run_and_refused_keys(cloud, capsys, caplog, monkeypatch
                         "--flavor=f", "--engine=e", "--dry-run", "--learning_rate=0.1",
                         "--flip=none"]) == 0
     out = capsys.readouterr().out
-    assert "POST " in out and "/training-jobs" in out and '"boot_file": "/b/code/train.py"' in out
+    assert "POST " in out and "/training-jobs" in out
+    assert re.search(r'"boot_file": "/b/code/classifier-\d{8}-\d{6}/train.py"', out), out
     assert '"name": "learning_rate"' in out and '"name": "flip"' in out and "would upload" in out
     for command in (["logs", "job-1", "--follow"], ["stop", "job-1"], ["status", "job-1"]):
         assert submit.main([*command, "--dry-run", "--interval=0"]) == 0  # ends, sends nothing
@@ -302,7 +305,7 @@ def test_train_in_a_custom_image_maps_obs_to_local_folders_and_its_command_runs(
                         f"--train_url=obs://{bucket}/out/", "--flavor=modelarts.vm.cpu.8u",
                         f"--pretrained_weights=obs://{bucket}/weights/w.weights.h5",
                         "--max_epochs=1", "--early_stop_patience=0", *SMALL, "--detach",
-                        "--interval=0"]) == 0
+                        "--interval=0", "--job_name=digits-2"]) == 0
     body = [r for r in cloud.requests if r["method"] == "POST"][-1]["body"]
     algorithm = body["algorithm"]
     assert algorithm["engine"] == {"image_url": IMAGE} and "boot_file" not in algorithm
@@ -316,14 +319,14 @@ def test_train_in_a_custom_image_maps_obs_to_local_folders_and_its_command_runs(
         {"name": "train_url", "local_dir": "/home/ma-user/modelarts/outputs/train_url_0",
          "remote": {"obs": {"obs_url": f"/{bucket}/out/"}}}]
     assert algorithm["command"].startswith(
-        "cd /home/ma-user && /home/ma-user/venv/bin/python ${MA_JOB_DIR}/code/train.py ")
+        "cd /home/ma-user && /home/ma-user/venv/bin/python ${MA_JOB_DIR}/digits-2/train.py ")
 
     # The platform's side, here: code in $MA_JOB_DIR/code, inputs in their local folders.
     home = tmp_path / "home"
     job_dir = home / "modelarts" / "user-job-dir"
     for name in pack.code_files(ROOT):
-        (job_dir / "code" / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(os.path.join(ROOT, name), job_dir / "code" / name)
+        (job_dir / "digits-2" / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(os.path.join(ROOT, name), job_dir / "digits-2" / name)
     digits_folder(home / "modelarts" / "inputs" / "data_url_0", count=40, broken=False)
     from models import build
 
