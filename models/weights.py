@@ -55,9 +55,14 @@ def resolve(backbone_name, flag, cache_root, pretrained_dir=PRETRAINED_DIR):
     """Local path of the weights file to load, or None (random initialisation)."""
     if flag:
         if obs_utils.is_remote(flag):
-            local = os.path.join(cache_root, "weights", os.path.basename(flag.rstrip("/")))
-            log.info("copying pretrained weights %s -> %s", flag, local)
-            obs_utils.copy(flag, local)
+            where = obs_utils.parse(flag)  # bucket and key in the path: no two files collide
+            local = os.path.join(cache_root, "weights", where.bucket,
+                                 *where.path.strip("/").split("/"))
+            if obs_utils.cached_copy(flag, local):
+                log.info("copied pretrained weights %s -> %s", flag, local)
+            else:
+                log.info("pretrained weights %s: the cached copy %s is current (same size "
+                         "and ETag)", flag, local)
             return local
         path = obs_utils.parse(flag).path
         if not os.path.isfile(path):

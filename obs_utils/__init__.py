@@ -6,8 +6,8 @@
 
 Configuration comes from the environment: see obs_utils/s3_config.py and the README.
 """
-from .api import (copy, copy_tree, exists, is_dir, listdir, local_path, make_dirs, read_bytes,
-                  read_text, remove, write_bytes, write_text)
+from .api import (cached_copy, copy, copy_tree, exists, forget_cached, is_dir, listdir,
+                  local_path, make_dirs, read_bytes, read_text, remove, write_bytes, write_text)
 from .errors import (AccessDeniedError, CredentialsError, EndpointError, NotFoundError, ObsError,
                      UnsafeKeyError)
 from .tree import CopyStats
@@ -17,7 +17,7 @@ from .urls import is_remote, join, parse
 CHATTY_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3")
 
 __all__ = [
-    "copy", "copy_tree", "exists", "is_dir", "listdir", "local_path", "make_dirs", "read_bytes",
+    "cached_copy", "copy", "copy_tree", "exists", "forget_cached", "is_dir", "listdir", "local_path", "make_dirs", "read_bytes",
     "read_text", "remove", "write_bytes", "write_text", "is_remote", "join", "parse", "CopyStats",
     "ObsError", "NotFoundError", "AccessDeniedError", "CredentialsError", "EndpointError",
     "UnsafeKeyError", "CHATTY_LOGGERS",

@@ -3,6 +3,7 @@
 On ModelArts (real MoXing present) remote URLs go through `moxing.file`; elsewhere through boto3
 (s3.py, tree.py). Local paths are always handled here, with atomic writes.
 """
+import json
 import os
 
 from . import local, s3, tree
@@ -138,6 +139,41 @@ def local_path(root, name):
     refused with UnsafeKeyError when it would land outside it ('..', an absolute path): every
     key that becomes a local path goes through here, as copy_tree's do."""
     return tree._inside(root, name)
+
+
+def cached_copy(src, dst):
+    """Make local `dst` a copy of the remote file `src`, fetching it only when `dst` is not
+    already that object: the size and ETag it had when fetched (kept beside it in
+    `dst` + '.source.json') must still be the remote's. Returns True when it fetched. A cache
+    is never trusted on its name alone: the object may have changed, or the bucket been made
+    anew. Through MoXing (no ETag there) it always fetches."""
+    loc = parse(src)
+    if _mox(src):
+        copy(src, dst)
+        return True
+    info = s3.head(loc.bucket, loc.path)
+    if info is None:
+        raise NotFoundError(f"cannot copy {src}: not found")
+    source = {"url": src, "size": info.size, "etag": info.etag}
+    record = dst + ".source.json"
+    try:
+        with open(record, encoding="utf-8") as f:
+            held = json.load(f)
+    except (OSError, ValueError):
+        held = None
+    if held == source and os.path.isfile(dst) and os.path.getsize(dst) == info.size:
+        return False
+    forget_cached(dst)
+    copy(src, dst)
+    local.write_bytes(record, json.dumps(source).encode())
+    return True
+
+
+def forget_cached(dst):
+    """Remove a cached copy and its record (its remote object is gone or changed)."""
+    for path in (dst, dst + ".source.json"):
+        if os.path.isfile(path):
+            os.remove(path)
 
 
 def copy_tree(src, dst, threads=None, progress=True, delete=False, exclude=()):

@@ -34,8 +34,11 @@ def _local_base(index_url, cache_root, download=True):
     where = obs_utils.parse(index_url)
     path = os.path.join(cache_root, "index", where.bucket, *where.path.strip("/").split("/"))
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    if download and obs_utils.exists(index_url):
-        obs_utils.copy(index_url, path)
+    if download:
+        if obs_utils.exists(index_url):
+            obs_utils.cached_copy(index_url, path)
+        else:  # gone (or a new bucket of that name): an old copy here is no longer the base
+            obs_utils.forget_cached(path)
     return path
 
 

@@ -337,3 +337,46 @@ def test_wrong_secret_key_is_access_denied_and_the_secret_is_never_printed(
         assert "Traceback" not in proc.stderr
     finally:
         server.stop()
+
+
+def test_a_cached_copy_is_used_only_while_the_remote_object_is_the_same(bucket, s3_env,
+                                                                       tmp_path, caplog):
+    """Size and ETag decide, not the name: a same-size rewrite, or a bucket made anew with
+    another object at the key, is fetched again; an unchanged object is not. Remote weights
+    are cached per bucket and key, and not downloaded again at the next start."""
+    import logging
+
+    from models import weights
+
+    url, local = f"obs://{bucket}/weights/w.h5", str(tmp_path / "cache" / "w.h5")
+    obs_utils.write_bytes(url, b"version one")
+    assert obs_utils.cached_copy(url, local) is True
+    assert obs_utils.cached_copy(url, local) is False
+    obs_utils.write_bytes(url, b"version two")  # the same size: only the ETag tells
+    assert obs_utils.cached_copy(url, local) is True
+    assert open(local, "rb").read() == b"version two"
+    with open(local, "wb") as f:  # a cache file damaged (cut short) is fetched again
+        f.write(b"vers")
+    assert obs_utils.cached_copy(url, local) is True and os.path.getsize(local) == 11
+
+    caplog.set_level(logging.INFO, logger="models")
+    other = f"obs://{bucket}/other/w.h5"  # the same file name elsewhere: its own cache entry
+    obs_utils.write_bytes(other, b"another file")
+    cache = str(tmp_path / "job-cache")
+    first = weights.resolve("resnet50", url, cache)
+    assert weights.resolve("resnet50", other, cache) != first
+    assert open(first, "rb").read() == b"version two"
+    caplog.clear()
+    assert weights.resolve("resnet50", url, cache) == first
+    assert "cached copy" in caplog.text and "is current" in caplog.text
+
+
+def test_a_feature_base_gone_from_obs_is_not_taken_from_the_cache(bucket, s3_env, tmp_path):
+    from retrieval import stage
+
+    url = f"obs://{bucket}/bases/gallery.h5"
+    obs_utils.write_bytes(url, b"an old base")
+    path = stage._local_base(url, str(tmp_path))
+    assert open(path, "rb").read() == b"an old base"
+    obs_utils.remove(url)  # e.g. the bucket was emptied or made anew
+    assert stage._local_base(url, str(tmp_path)) == path and not os.path.exists(path)
