@@ -9,10 +9,13 @@ names are in the `label_names` attribute). Attributes say which model made it: `
 
 A base is written to `<path>.partial` and renamed into place when complete, so an
 interrupted index leaves the previous base intact and a re-run reuses what the partial
-file already holds.
+file already holds. One writer at a time: `<path>.lock` (made with O_EXCL, which holds on
+NFS too, where HDF5's own file locking is often off) refuses a second one.
 """
+import contextlib
 import json
 import os
+import socket
 import time
 
 import h5py
@@ -32,6 +35,54 @@ class BaseError(UserError):
 
 def _partial(path):
     return path + ".partial"
+
+
+@contextlib.contextmanager
+def writing(path):
+    """Hold `<path>.lock` while a base is indexed: a second writer is refused with who holds
+    it. A lock left by a process of this machine that no longer runs is taken over."""
+    lock = path + ".lock"
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            holder = _lock_holder(lock)
+            if holder.get("host") == me["host"] and not _running(holder.get("pid")):
+                os.remove(lock)  # its writer died (killed, out of memory): take over
+                continue
+            raise BaseError(
+                f"another retrieve.py index is writing {path} (pid {holder.get('pid', '?')} "
+                f"on {holder.get('host', '?')}, since "
+                f"{time.strftime('%H:%M:%S', time.localtime(holder.get('since', 0)))}): wait "
+                f"for it, or remove {lock} if that run is gone") from None
+    with os.fdopen(fd, "w") as f:
+        json.dump(me, f)
+    try:
+        yield
+    finally:
+        os.remove(lock)
+
+
+def _lock_holder(lock):
+    try:
+        with open(lock, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def _running(pid):
+    if not isinstance(pid, int):
+        return True  # unknown: assume it runs
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class FeatureBase:

@@ -48,6 +48,22 @@ def _images(data_url, cache_root, report_url, data_format, manifest):
     return prepare.prepare_images(folder, report_url, cache_root, data_format, manifest)
 
 
+def _storable(samples, what):
+    """The samples whose names UTF-8 can hold (the base and the CSVs store them so); each
+    other is named in the log (its bytes shown) and left out, before any embedding."""
+    kept = []
+    for sample in samples:
+        try:
+            sample.rel.encode("utf-8")
+        except UnicodeEncodeError:
+            raw = os.fsencode(sample.rel)
+            log.warning("skipped %s image %r: its name is not UTF-8 (the base and the CSVs "
+                        "store names as UTF-8); rename it", what, raw)
+            continue
+        kept.append(sample)
+    return kept
+
+
 def _embed_named(embedder, samples, batch_size, desc):
     """Features of `samples` and the positions that embedded (a broken image is named in the
     log and skipped)."""
@@ -63,9 +79,16 @@ def index(args, cache_root):
     does not hold yet, unless --rebuild); returns the summary line."""
     embedder = Embedder(find_package(args.model_dir, cache_root))
     path = _local_base(args.index_url, cache_root, download=not args.rebuild)
+    with base.writing(path):
+        return _index_into(args, cache_root, embedder, path)
+
+
+def _index_into(args, cache_root, embedder, path):
+    """index's work, holding the base's lock."""
     report_url = os.path.splitext(args.index_url)[0] + "_screening.json"
     samples, class_names = _images(args.data_url, cache_root, report_url, args.data_format,
                                    args.manifest)
+    samples = _storable(samples, "gallery")
     reusable = {} if args.rebuild else base.reusable_rows(path, embedder.meta)
     digests = [s.digest for s in samples]  # screening hashed every file's bytes
     old = [i for i, s in enumerate(samples) if (s.rel, digests[i]) in reusable]
@@ -177,6 +200,7 @@ def search_queries(args, cache_root):
             raise base.BaseError(f"{args.index_url} holds no images: index a gallery first")
         samples, class_names = _images(args.data_url, cache_root, obs_utils.join(
             args.output_url, "screening_report.json"), args.data_format, args.manifest)
+        samples = _storable(samples, "query")
         queries, done = _embed_named(embedder, samples, args.batch_size, "embedding queries")
         samples = [samples[i] for i in done]
         if not samples:

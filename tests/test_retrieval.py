@@ -1,5 +1,6 @@
 """Retrieval: the contest's metrics on hand-made rankings, exact search against numpy, the
 HDF5 feature base."""
+import json
 import os
 
 import numpy as np
@@ -166,3 +167,46 @@ def test_submission_lines_quote_names_that_would_shift_their_neighbours():
     assert query == "q,1.jpg"
     assert next(csv.reader([rest.rstrip("\n")[:-1]])) == [
         "a,b.jpg", 'say "hi".jpg', "plain.jpg", "{x}.jpg"]
+
+
+def test_a_second_index_writer_is_refused_and_a_dead_ones_lock_taken_over(tmp_path):
+    """Another process holds the base's lock: refused, naming it. Killed (its lock left
+    behind), the lock is taken over."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.servers import ROOT
+
+    path = str(tmp_path / "gallery.h5")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[1]); "
+         "from retrieval import base\nwith base.writing(sys.argv[2]):\n"
+         "    print('held', flush=True); time.sleep(120)", ROOT, path],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(base.BaseError, match=f"another retrieve.py index is writing "
+                                                 f".*pid {holder.pid} on"):
+            with base.writing(path):
+                pass
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(30)
+    time.sleep(0.1)
+    assert os.path.exists(path + ".lock")  # a killed writer leaves it
+    with base.writing(path):
+        assert json.load(open(path + ".lock"))["pid"] == os.getpid()
+    assert not os.path.exists(path + ".lock")
+
+
+def test_names_utf8_cannot_hold_are_named_and_left_out_before_embedding(caplog):
+    from inputs.layouts import Sample
+    from retrieval.stage import _storable
+
+    bad = os.fsdecode(b"shelf/caf\xe9.jpg")  # Latin-1 bytes on disk: not UTF-8
+    samples = [Sample("a.jpg", "/x/a.jpg", 0), Sample(bad, "/x/bad", 0),
+               Sample("好.jpg", "/x/c.jpg", 0)]
+    assert [s.rel for s in _storable(samples, "gallery")] == ["a.jpg", "好.jpg"]
+    assert "skipped gallery image b'shelf/caf\\xe9.jpg': its name is not UTF-8" in caplog.text
