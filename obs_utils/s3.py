@@ -203,9 +203,24 @@ def upload(local_path, bucket, key, threads=1):
             client.put_object(Bucket=bucket, Key=key, Body=data)
 
 
+SOURCE_ETAG = "source-etag"  # metadata of a server-side copy: the ETag of what it copied
+
+
 def server_copy(src_bucket, info, dst_bucket, dst_key, threads=1):
-    """Copy an object inside the store (no bytes through this machine)."""
+    """Copy an object inside the store (no bytes through this machine). The copy records the
+    source's ETag in its metadata: a multipart copy gets an ETag of its own, never the
+    source's, so without it a later sync could not tell the copy is current."""
     client = get_client()
     client.copy({"Bucket": src_bucket, "Key": info.key}, dst_bucket, dst_key,
+                ExtraArgs={"Metadata": {SOURCE_ETAG: info.etag}, "MetadataDirective": "REPLACE"},
                 Config=transfer_config(threads))
+
+
+def copied_from(bucket, key):
+    """The ETag of the object that `key` is a server-side copy of (server_copy), or None."""
+    try:
+        reply = get_client().head_object(Bucket=bucket, Key=key)
+    except Exception:  # noqa: BLE001 - gone or unreadable: not known to be current
+        return None
+    return (reply.get("Metadata") or {}).get(SOURCE_ETAG)
 

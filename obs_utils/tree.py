@@ -8,7 +8,8 @@ object's ETag (multipart ETags are recomputed with the part size we upload with)
 gives no MD5 ETag (e.g. encrypted objects), same size and the newer side being the copy (downloads
 are stamped with the object's time). Object times have one-second resolution, so size and time
 alone would miss a same-size rewrite within a second: a checkpoint rewritten each epoch is one.
-Between two local files: same size and time; between two objects: same size and ETag.
+Between two local files: same size and time; between two objects: same size and ETag (or, for a
+copy made inside the store, the source's ETag it recorded).
 """
 import hashlib
 import logging
@@ -125,6 +126,15 @@ def _inside(root, rel):
     return target
 
 
+def _same_object(held, source, bucket, key):
+    """Is the object `held` (at bucket/key) a current copy of `source`? The same size, and the
+    same ETag, or the source's ETag recorded by the server-side copy that made it (a multipart
+    copy's own ETag never equals its source's)."""
+    if held is None or held.size != source.size:
+        return False
+    return held.etag == source.etag or s3.copied_from(bucket, key) == source.etag
+
+
 def _plan(src, dst, threads, exclude=()):
     """(per-file jobs, stale destination files) for a copy from Location `src` to `dst`; stale
     files are those at the destination that the source does not have (for delete=True).
@@ -161,9 +171,8 @@ def _plan(src, dst, threads, exclude=()):
         elif src.is_remote:  # bucket to bucket, inside the store
             key = dst_prefix + rel
             jobs.append(_Job(s3.url_of(src.bucket, item.key), item.size,
-                             lambda i=item, k=key: (existing.get(k) is not None
-                                                    and existing[k].size == i.size
-                                                    and existing[k].etag == i.etag),
+                             lambda i=item, k=key: _same_object(existing.get(k), i,
+                                                                dst.bucket, k),
                              lambda i=item, k=key: s3.server_copy(src.bucket, i, dst.bucket, k,
                                                                   threads)))
         elif dst.is_remote:  # upload
