@@ -90,14 +90,23 @@ def test_publish_to_obs_replaces_only_when_asked_and_sends_saved_model_pb_last(
         package.publish(folder, url, overwrite=False)
     assert obs_utils.read_text(f"{url}/model/stale.txt") == "a user's file"
 
-    sent, real_copy = [], obs_utils.copy
-    monkeypatch.setattr(obs_utils, "copy", lambda s, d, *a: (sent.append(d), real_copy(s, d))[1])
+    # Every object written, in order, at the lowest level (uploads and copies inside the
+    # store, whether obs_utils.copy or copy_tree's threads make them).
+    from obs_utils import s3
+
+    written, real_upload, real_server_copy = [], s3.upload, s3.server_copy
+    monkeypatch.setattr(s3, "upload", lambda path, b, key, *a: (
+        written.append(key), real_upload(path, b, key, *a))[1])
+    monkeypatch.setattr(s3, "server_copy", lambda sb, info, db, key, *a: (
+        written.append(key), real_server_copy(sb, info, db, key, *a))[1])
     package.publish(folder, url, overwrite=True)
     names = set(obs_utils.listdir(f"{url}/model", recursive=True))
     assert "stale.txt" not in names
     assert {"saved_model.pb", "variables/variables.index", "config.json", "labels.json",
             "customize_service.py", "serving/check.py"} <= names
-    assert sent[-1] == f"{url}/model/saved_model.pb" and package.complete(url)
+    into_model = [key for key in written if key.startswith("out/model/")]
+    assert into_model[-1] == "out/model/saved_model.pb", into_model  # the mark, last
+    assert into_model.count("out/model/saved_model.pb") == 1 and package.complete(url)
     assert not obs_utils.is_dir(f"{url}/.model-staging")
 
     # A job stopped while the new package uploads (the long part) leaves the old one whole.

@@ -29,15 +29,29 @@ def test_precedence_and_local_endpoints(clean_storage_env):
     assert (got["region"], got["addressing_style"], got["max_attempts"]) == ("x-1", "virtual", 2)
 
 
-def test_obs_named_keys_take_precedence_and_the_secret_is_not_in_settings(clean_storage_env):
+def test_obs_named_keys_take_precedence_and_the_secret_is_never_shown(clean_storage_env,
+                                                                      caplog):
+    """The OBS_* pair wins over AWS_* (the key and the secret alike), and a failed call (here
+    an endpoint that refuses connections) names the endpoint, never the secret, in its error
+    or in the log."""
+    import pytest
+
+    import obs_utils
+
     clean_storage_env.setenv("AWS_ACCESS_KEY_ID", "aws-key")
     clean_storage_env.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret")
     clean_storage_env.setenv("OBS_ACCESS_KEY_ID", "obs-key")
     clean_storage_env.setenv("OBS_SECRET_ACCESS_KEY", "obs-secret-value")
     clean_storage_env.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+    clean_storage_env.setenv("OBS_MAX_ATTEMPTS", "1")  # refused at once: no retries to wait
     client = s3_config.get_client()
-    assert client._request_signer._credentials.access_key == "obs-key"
-    assert "obs-secret-value" not in repr(s3_config.client_settings())
+    credentials = client._request_signer._credentials
+    assert (credentials.access_key, credentials.secret_key) == ("obs-key", "obs-secret-value")
+    caplog.set_level("DEBUG")
+    with pytest.raises(obs_utils.ObsError) as failed:
+        obs_utils.exists("obs://bucket/key.txt")
+    assert "127.0.0.1:1" in str(failed.value)
+    assert "obs-secret-value" not in str(failed.value) + caplog.text
     clean_storage_env.delenv("OBS_ACCESS_KEY_ID")
     clean_storage_env.delenv("OBS_SECRET_ACCESS_KEY")
     client = s3_config.get_client()

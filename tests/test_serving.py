@@ -467,3 +467,38 @@ def test_an_empty_token_is_refused_not_taken_for_none(package):
                            f"--model_dir={package}", "--token="], capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 2 and "--token is empty" in proc.stdout + proc.stderr
+
+
+def claimed_size(kind, width, height):
+    """A small real file whose header claims width x height (the pixels are never there):
+    what a decompression bomb looks like to a header check."""
+    import struct
+    import zlib
+
+    data = encode(digit_image(1, 8)[0], kind)
+    if kind == "PNG":  # IHDR follows the 8-byte signature; its CRC covers type + data
+        ihdr = b"IHDR" + struct.pack(">II", width, height) + data[24:29]
+        return data[:12] + ihdr + struct.pack(">I", zlib.crc32(ihdr)) + data[33:]
+    at = data.index(b"\xff\xc0")  # JPEG's baseline frame header: precision, height, width
+    return data[:at + 5] + struct.pack(">HH", height, width) + data[at + 9:]
+
+
+@pytest.mark.parametrize("kind, width, height, refused", [
+    ("PNG", 7000, 5000, "over the limit of 24000000 for PNG"),    # 35 Mpx: decoded in full
+    ("PNG", 4000, 5000, None),                                    # 20 Mpx
+    ("JPEG", 9000, 8000, "over the limit of 64000000 for JPEG"),  # 72 Mpx
+    ("JPEG", 8000, 7000, None),                                   # 56 Mpx: decoded reduced
+])
+def test_the_pixel_limits_are_ours_not_pillows(kind, width, height, refused):
+    """Under Pillow's own bomb limit (89 Mpx warns, 179 Mpx refuses) only the project's check
+    stands between a request and a full decode: each limit is hit exactly where it is set."""
+    from serving import images as checks
+    from serving.errors import BadRequest
+
+    data = claimed_size(kind, width, height)
+    if refused is None:
+        assert checks.check_image("x", data) == (kind, width * height)
+        return
+    with pytest.raises(BadRequest, match=refused) as error:
+        checks.check_image("x", data)
+    assert error.value.status == 413

@@ -83,7 +83,8 @@ def test_train_uploads_creates_and_follows_a_job_to_completion(cloud, bucket, ca
 
     point_at(monkeypatch, moto_server)
     assert submit.main([*train_flags(bucket), "--job_name=digits-1"]) == 0
-    out = capsys.readouterr().out + caplog.text
+    captured = capsys.readouterr()  # stdout, stderr (where the log goes) and the records
+    out = captured.out + captured.err + caplog.text
     # a code folder of its own per job: a queued job never runs a sibling's later upload
     code = set(obs_utils.listdir(f"obs://{bucket}/code/digits-1/", recursive=True))
     assert "train.py" in code and not [n for n in code if n.startswith("tests/")]
