@@ -97,8 +97,9 @@ def default_code_url(train_url, job_name):
 
 
 def train_flags():
-    """The flag names train.py takes, read from its source (importing it loads TensorFlow)."""
-    with open(os.path.join(HERE, "train.py"), encoding="utf-8") as f:
+    """The flag names train.py takes, read from the source of its flag table, flags.py
+    (importing it loads TensorFlow)."""
+    with open(os.path.join(HERE, "flags.py"), encoding="utf-8") as f:
         source = f.read()
     return (set(re.findall(r"""add(?:_argument)?\(\s*["']--(\w+)""", source))
             | set(re.findall(r"""\(["'](\w+)["'], (?:str|float|int)\)""", source)))

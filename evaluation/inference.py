@@ -13,8 +13,7 @@ from tqdm import tqdm
 import obs_utils
 from errors import UserError
 from inputs import label_map, pipeline
-from models import build
-from training import checkpoints
+from models import build, run_weights
 
 log = logging.getLogger("evaluation")
 
@@ -51,7 +50,7 @@ class Predictor:
 
 def best_weights(folder):
     """The weights file of `folder` (a run's weights/) with the highest val_acc in its name."""
-    ranked = checkpoints.weights_files(folder)
+    ranked = run_weights.ranked(folder)
     return os.path.join(folder, ranked[0]) if ranked else None
 
 

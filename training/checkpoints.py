@@ -17,6 +17,7 @@ import tensorflow as tf
 
 import obs_utils
 from errors import UserError
+from models import run_weights
 
 log = logging.getLogger("training")
 
@@ -152,17 +153,6 @@ def _write_callback_state(folder, epochs_done, callbacks, stopped_early):
         json.dump(state, f)
 
 
-def val_accuracy_of(name):
-    """The val_accuracy a weights file's name records (-1 for a name without one)."""
-    return float(name.split("val_acc_")[1][:6]) if "val_acc_" in name else -1.0
-
-
-def weights_files(folder):
-    """The .weights.h5 files of `folder` (a run's weights/), best val_accuracy first."""
-    names = [n for n in os.listdir(folder) if n.endswith(".weights.h5")]
-    return sorted(names, key=val_accuracy_of, reverse=True)
-
-
 class BestWeights(keras.callbacks.Callback):
     """Keep the `keep` best weight files by val_accuracy (`--keep_weights_file_num`), named
     epoch_NNN-val_acc_0.XXXX.weights.h5, under weights/ (mirrored to train_url)."""
@@ -174,21 +164,21 @@ class BestWeights(keras.callbacks.Callback):
         self.local_dir, self.remote_dir = local_dir, remote_dir
         self.keep, self.chief = keep, chief
         os.makedirs(local_dir, exist_ok=True)
-        self.ignored = set(weights_files(local_dir)) if earlier_run else set()
+        self.ignored = set(run_weights.ranked(local_dir)) if earlier_run else set()
         self._plain = self._plain_of = None  # _weights_only's model
         if self.ignored:
             log.warning("%s holds %d weight files of an earlier run; they are left there and "
                         "not used", local_dir, len(self.ignored))
 
     def _ranked(self):
-        return [n for n in weights_files(self.local_dir) if n not in self.ignored]
+        return [n for n in run_weights.ranked(self.local_dir) if n not in self.ignored]
 
     def on_epoch_end(self, epoch, logs=None):
         if not self.chief or self.keep <= 0:
             return
-        name = f"epoch_{epoch + 1:03d}-val_acc_{logs['val_accuracy']:.4f}.weights.h5"
+        name = run_weights.file_name(epoch + 1, logs["val_accuracy"])
         ranked = self._ranked()
-        if len(ranked) >= self.keep and logs["val_accuracy"] <= val_accuracy_of(
+        if len(ranked) >= self.keep and logs["val_accuracy"] <= run_weights.val_accuracy_of(
                 ranked[self.keep - 1]):
             return
         self._weights_only().save_weights(os.path.join(self.local_dir, name))

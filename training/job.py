@@ -62,99 +62,42 @@ def train(args, data, augment_settings, work_dir, strategy, chief=True, pretrain
              "%d steps per epoch, mixed precision %s, XLA %s", args.backbone, num_classes,
              len(data.train), len(data.val), args.batch_size, replicas, steps,
              "on" if mixed else "off", "on" if xla else "off")
-
     with strategy.scope():
-        model, backbone = build.build_classifier(args.backbone, num_classes, args.input_size,
-                                                 args.dropout, args.head, args.head_scale)
-        if pretrained is not None:
-            weights.apply(backbone, pretrained)
-        else:
-            weights.warn_random(args.backbone)
-        momentum = build.fit_bn_momentum(backbone, steps * args.max_epochs)
-        if momentum is not None:
-            log.info("BatchNorm momentum lowered to %.3f: %d steps are too few for the "
-                     "backbone's own", momentum, steps * args.max_epochs)
-        freeze_epochs = phases.head_only_epochs(args.freeze_epochs, pretrained is not None)
-        schedule = optim.phased_schedule(args.lr_schedule, args.learning_rate, steps,
-                                         phases.spans(freeze_epochs, args.max_epochs),
-                                         args.warmup_epochs, args.step_epochs, args.step_gamma)
-        decay = optim.weight_decay_for(args.optimizer, args.weight_decay)
-        optimizer = optim.make_optimizer(args.optimizer, schedule, decay, args.momentum)
-        log.info("optimizer %s, weight decay %g%s", args.optimizer, decay,
-                 " (biases and BatchNorm excluded)" if decay else "")
-        if mixed:
-            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-        optimizer.build(model.trainable_variables)  # every layer, before any freezing
-        loss_fn = losses.make_loss(args.loss, args.label_smoothing, reduction=None,
-                                   head=args.head, head_scale=args.head_scale,
-                                   head_margin=args.head_margin)
-    model.optimizer = optimizer  # what ReduceLROnPlateau adjusts
+        parts = _build(args, num_classes, steps, mixed, pretrained)
+    model, optimizer = parts.model, parts.optimizer
 
     state = checkpoints.ResumeState(model, optimizer, work_dir, args.train_url, chief)
     start_epoch = state.restore()
-    csv_log = os.path.join(work_dir, "training_log.csv")
-    tensorboard_dir = os.path.join(work_dir, "tensorboard")
-    remote = chief and obs_utils.is_remote(args.train_url)
-
-    def pull(name, folder):
-        """Bring an earlier run's output down from train_url, on a machine that lacks it."""
-        url = obs_utils.join(args.train_url, name)
-        if folder and obs_utils.is_dir(url):
-            obs_utils.copy_tree(url, os.path.join(work_dir, name), progress=False)
-        elif not folder and obs_utils.exists(url):
-            obs_utils.copy(url, os.path.join(work_dir, name))
-
-    if remote and start_epoch > 0:  # the earlier epochs' logs, appended to below
-        pull("training_log.csv", folder=False)
-        pull("tensorboard", folder=True)
-    remote_weights = obs_utils.join(args.train_url, "weights") if remote else None
-    if remote:  # the best weights so far compete with the new ones
-        pull("weights", folder=True)
-    best = checkpoints.BestWeights(os.path.join(work_dir, "weights"), remote_weights,
+    sync = RemoteSync(args.train_url, work_dir, chief)
+    sync.pull_earlier(resumed=start_epoch > 0)
+    best = checkpoints.BestWeights(os.path.join(work_dir, "weights"), sync.weights_url,
                                    args.keep_weights_file_num, chief,
                                    earlier_run=start_epoch == 0)
     if checkpoints.finished(start_epoch, args.max_epochs, state.saved_state(start_epoch)):
         log.info("training had already finished in %s, after %d epochs", args.train_url,
                  start_epoch)
-        return Result(_host_weights(model), [], best.best(), csv_log)
+        return Result(_host_weights(model), [], best.best(), sync.csv_log)
 
     counts = screening.class_counts(data.train, num_classes)
     config = StepConfig(global_batch, args.clipnorm,
                         balance.loss_weights(counts, args.balance), xla,
                         args.steps_per_execution)
-    loop = Loop(strategy, build.training_outputs(model, args.head), optimizer, loss_fn, config)
+    loop = Loop(strategy, build.training_outputs(model, args.head), optimizer, parts.loss_fn,
+                config)
     train_iter, val_dist = _datasets(strategy, data, args, augment_settings, args.batch_size,
                                      args.seed + 1000 * start_epoch)
-
-    def phase_for_epoch(epoch):
-        return phases.begin_epoch(epoch, start_epoch, freeze_epochs, backbone, model,
-                                  optimizer, schedule)
-
-    callback_list = [best, keras.callbacks.CSVLogger(csv_log, append=start_epoch > 0)]
-    if importlib.util.find_spec("tensorboard") is not None:
-        callback_list.append(keras.callbacks.TensorBoard(tensorboard_dir, write_graph=False,
-                                                         profile_batch=0))
-    else:
-        log.warning("no TensorBoard logs: the tensorboard package is not installed")
-    if args.lr_schedule == "plateau":
-        callback_list.append(keras.callbacks.ReduceLROnPlateau(
-            monitor="val_accuracy", mode="max", factor=args.plateau_factor,
-            patience=args.plateau_patience, min_lr=args.learning_rate * 1e-3))
-    if args.early_stop_patience > 0:
-        callback_list.append(keras.callbacks.EarlyStopping(
-            monitor="val_accuracy", mode="max", patience=args.early_stop_patience))
+    callback_list = _callbacks(args, best, sync, start_epoch)
     callbacks = keras.callbacks.CallbackList(callback_list, model=model,
                                              epochs=args.max_epochs, steps=steps)
+
+    def phase_for_epoch(epoch):
+        return phases.begin_epoch(epoch, start_epoch, parts.freeze_epochs, parts.backbone,
+                                  model, optimizer, parts.schedule)
 
     def after_epoch(epoch, _logs):
         state.save(epoch + 1, callback_list,
                    stopped_early=bool(getattr(model, "stop_training", False)))
-        if remote:
-            obs_utils.copy(csv_log, obs_utils.join(args.train_url, "training_log.csv"))
-            if os.path.isdir(tensorboard_dir):
-                obs_utils.copy_tree(tensorboard_dir,
-                                    obs_utils.join(args.train_url, "tensorboard"),
-                                    progress=False)
+        sync.push_logs()
 
     history = run_epochs(loop, train_iter, val_dist, steps, start_epoch, args.max_epochs,
                          callbacks, after_epoch, phase_for_epoch,
@@ -162,7 +105,105 @@ def train(args, data, augment_settings, work_dir, strategy, chief=True, pretrain
     final_weights = _host_weights(model)
     log.info("weights fingerprint %s (equal on every worker of a multi-node job)",
              fingerprint(final_weights))
-    return Result(final_weights, history, best.best(), csv_log)
+    return Result(final_weights, history, best.best(), sync.csv_log)
+
+
+@dataclass
+class Parts:
+    """What _build makes under the strategy's scope."""
+    model: object
+    backbone: object
+    optimizer: object
+    loss_fn: object
+    schedule: object
+    freeze_epochs: int
+
+
+def _build(args, num_classes, steps, mixed, pretrained):
+    """The classifier (pretrained backbone, or random weights said loudly), its BatchNorm
+    momentum for short runs, the phased schedule, the optimizer and the loss."""
+    model, backbone = build.build_classifier(args.backbone, num_classes, args.input_size,
+                                             args.dropout, args.head, args.head_scale)
+    if pretrained is not None:
+        weights.apply(backbone, pretrained)
+    else:
+        weights.warn_random(args.backbone)
+    momentum = build.fit_bn_momentum(backbone, steps * args.max_epochs)
+    if momentum is not None:
+        log.info("BatchNorm momentum lowered to %.3f: %d steps are too few for the "
+                 "backbone's own", momentum, steps * args.max_epochs)
+    freeze_epochs = phases.head_only_epochs(args.freeze_epochs, pretrained is not None)
+    schedule = optim.phased_schedule(args.lr_schedule, args.learning_rate, steps,
+                                     phases.spans(freeze_epochs, args.max_epochs),
+                                     args.warmup_epochs, args.step_epochs, args.step_gamma)
+    decay = optim.weight_decay_for(args.optimizer, args.weight_decay)
+    optimizer = optim.make_optimizer(args.optimizer, schedule, decay, args.momentum)
+    log.info("optimizer %s, weight decay %g%s", args.optimizer, decay,
+             " (biases and BatchNorm excluded)" if decay else "")
+    if mixed:
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    optimizer.build(model.trainable_variables)  # every layer, before any freezing
+    loss_fn = losses.make_loss(args.loss, args.label_smoothing, reduction=None,
+                               head=args.head, head_scale=args.head_scale,
+                               head_margin=args.head_margin)
+    model.optimizer = optimizer  # what ReduceLROnPlateau adjusts
+    return Parts(model, backbone, optimizer, loss_fn, schedule, freeze_epochs)
+
+
+class RemoteSync:
+    """The run's logs and weights between the local work folder and a remote train_url (the
+    chief's, and only when train_url is remote): an earlier run's pulled at the start, the
+    logs pushed after each epoch (the weights mirror themselves: BestWeights)."""
+
+    def __init__(self, train_url, work_dir, chief):
+        self.train_url, self.work_dir = train_url, work_dir
+        self.remote = chief and obs_utils.is_remote(train_url)
+        self.csv_log = os.path.join(work_dir, "training_log.csv")
+        self.tensorboard_dir = os.path.join(work_dir, "tensorboard")
+        self.weights_url = obs_utils.join(train_url, "weights") if self.remote else None
+
+    def _pull(self, name, folder):
+        """Bring an earlier run's output down from train_url, on a machine that lacks it."""
+        url = obs_utils.join(self.train_url, name)
+        if folder and obs_utils.is_dir(url):
+            obs_utils.copy_tree(url, os.path.join(self.work_dir, name), progress=False)
+        elif not folder and obs_utils.exists(url):
+            obs_utils.copy(url, os.path.join(self.work_dir, name))
+
+    def pull_earlier(self, resumed):
+        if not self.remote:
+            return
+        if resumed:  # the earlier epochs' logs, appended to below
+            self._pull("training_log.csv", folder=False)
+            self._pull("tensorboard", folder=True)
+        self._pull("weights", folder=True)  # the best weights so far compete with new ones
+
+    def push_logs(self):
+        if not self.remote:
+            return
+        obs_utils.copy(self.csv_log, obs_utils.join(self.train_url, "training_log.csv"))
+        if os.path.isdir(self.tensorboard_dir):
+            obs_utils.copy_tree(self.tensorboard_dir,
+                                obs_utils.join(self.train_url, "tensorboard"), progress=False)
+
+
+def _callbacks(args, best, sync, start_epoch):
+    """Keras' callbacks the loop drives: best weights, the CSV log, TensorBoard (when
+    installed), ReduceLROnPlateau for the plateau schedule, early stopping."""
+    found = [best, keras.callbacks.CSVLogger(sync.csv_log, append=start_epoch > 0)]
+    if importlib.util.find_spec("tensorboard") is not None:
+        found.append(keras.callbacks.TensorBoard(sync.tensorboard_dir, write_graph=False,
+                                                 profile_batch=0))
+    else:
+        log.warning("no TensorBoard logs: the tensorboard package is not installed")
+    if args.lr_schedule == "plateau":
+        found.append(keras.callbacks.ReduceLROnPlateau(
+            monitor="val_accuracy", mode="max", factor=args.plateau_factor,
+            patience=args.plateau_patience, min_lr=args.learning_rate * 1e-3))
+    if args.early_stop_patience > 0:
+        found.append(keras.callbacks.EarlyStopping(
+            monitor="val_accuracy", mode="max", patience=args.early_stop_patience))
+    return found
 
 
 @dataclass
