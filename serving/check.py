@@ -369,7 +369,11 @@ def check_replies(model_dir):
     spec = importlib.util.spec_from_file_location("packaged_service",
                                                   os.path.join(model_dir, SERVICE))
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    path = list(sys.path)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path[:] = path  # the service puts its folder first: not this process's business
     service = module.ImageClassifierService("model", model_dir, background=False)
     service.wait_ready()
     problems = []
