@@ -175,6 +175,11 @@ class PredictorServer:
              f"--model_dir={model_dir}", f"--port={self.port}", *flags],
             cwd=os.path.dirname(model_dir), env={**clean, **(env or {})},
             stdout=self.log, stderr=subprocess.STDOUT)
+        self.wait_healthy(timeout, "the predictor")
+
+    def wait_healthy(self, timeout, what):
+        """Until GET /health answers 200; RuntimeError with the log if the process ends or
+        `timeout` seconds pass first."""
         deadline = time.time() + timeout
         while True:
             try:
@@ -184,7 +189,7 @@ class PredictorServer:
             except (urllib.error.URLError, ConnectionError, OSError):
                 pass
             if self.proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"the predictor did not start:\n{self.output()}")
+                raise RuntimeError(f"{what} did not start:\n{self.output()}")
             time.sleep(0.2)
 
     def output(self):
@@ -225,14 +230,4 @@ class PlatformServer(PredictorServer):
              f"--service_file={os.path.join(model_dir, 'customize_service.py')}",
              f"--port={self.port}"],
             cwd=model_dir, env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + timeout
-        while True:
-            try:
-                with urllib.request.urlopen(self.url + "/health", timeout=2) as reply:
-                    if reply.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, OSError):
-                pass
-            if self.proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"the stand-in framework did not start:\n{self.output()}")
-            time.sleep(0.3)
+        self.wait_healthy(timeout, "the stand-in framework")
