@@ -27,13 +27,14 @@ import runtime_check  # noqa: E402
 
 runtime_check.check("train.py")  # one line on an old Python/TensorFlow, before any import fails
 
+# Only what parsing the flags needs is imported here; each stage is imported where it is
+# used, so `--help` and a bad flag are answered in a second, without loading TensorFlow.
+import config  # noqa: E402 - the typed configuration each stage is handed
 import obs_utils  # noqa: E402
-from cli import run_job, setup_logging  # noqa: E402
+from cli import import_tensorflow, run_job, setup_logging  # noqa: E402
 from errors import UserError  # noqa: E402
 from flags import parse_args  # noqa: E402 - the flag table and the demo's settings
-from inputs import augment, balance, fetch, prepare, screening  # noqa: E402
-from models import weights  # noqa: E402
-from training import distribute  # noqa: E402
+from training import distribute  # noqa: E402 - the cluster, from TF_CONFIG (no TensorFlow)
 from version import VERSION  # noqa: E402
 
 log = logging.getLogger("train")
@@ -65,7 +66,7 @@ def work_dir_for(train_url, cache_root, tf_config):
     return folder
 
 
-def package_plan(args):
+def package_plan(run):
     """(keep the package in train_url, overwrite it), decided before any training: an existing
     package is refused now, not after hours, unless --overwrite_model; the same job restarted
     after it finished (ModelArts' auto restart) keeps the one it wrote, or writes it again when
@@ -73,122 +74,146 @@ def package_plan(args):
     from export import package
     from training import checkpoints
 
-    if not args.export_model:
+    if not run.export.export_model:
         return False, False
-    if args.overwrite_model or not package.exists(args.train_url):
-        return False, args.overwrite_model
-    if checkpoints.job_finished(args.train_url, args.max_epochs):
-        if package.complete(args.train_url):
+    if run.export.overwrite_model or not package.exists(run.train_url):
+        return False, run.export.overwrite_model
+    if checkpoints.job_finished(run.train_url, run.fit.max_epochs):
+        if package.complete(run.train_url):
             return True, False
         log.warning("%s is incomplete (its upload was cut short?): this job writes it again",
-                    package.model_url(args.train_url))
+                    package.model_url(run.train_url))
         return False, True
-    package.check_destination(args.train_url, overwrite=False)  # raises, saying what to do
+    package.check_destination(run.train_url, overwrite=False)  # raises, saying what to do
     return False, False
 
 
-def train_and_export(args, unknown, cache_root):
-    """The training job: data, training, then (chief) evaluation of the best weights on the
-    validation set and the model package. Returns the one-line summary."""
+def train_and_export(run, flags, unknown, cache_root):
+    """The training job (run: config.RunConfig; flags: what was parsed, for run_config.json):
+    data, training, then (chief) evaluation of the best weights on the validation set and the
+    model package. Returns the one-line summary."""
     started = time.time()
-    tf_config = distribute.cluster_from_env(port=args.worker_port)
+    data_cfg, feed, spec = run.data, run.feed, run.model
+    tf_config = distribute.cluster_from_env(port=run.worker_port)
     chief = distribute.is_chief(tf_config)
     # Before any other TensorFlow work: MultiWorkerMirroredStrategy must come first.
     strategy = distribute.make_strategy(tf_config)
     from evaluation import inference, stage
     from export import package
+    from inputs import balance, fetch, prepare, screening
+    from models import weights
     from training import job
 
-    keep_package, overwrite = package_plan(args)
+    keep_package, overwrite = package_plan(run)
     # The weights file is fetched, read and matched now: a wrong one stops the job before any
     # data is screened or anything is written to train_url.
-    pretrained = weights.prepare(args.backbone, args.pretrained_weights, cache_root,
-                                 args.input_size)
-    settings = augment.resolve(args.augment, {
-        name: getattr(args, name) for name in augment.DEFAULTS})
-    data_dir = fetch.fetch_data(args.data_url, cache_root, threads=args.obs_threads)
-    val_dir = (fetch.fetch_data(args.val_data_url, cache_root, threads=args.obs_threads)
-               if args.val_data_url else None)
+    pretrained = weights.prepare(spec.backbone, spec.pretrained_weights, cache_root,
+                                 spec.input_size)
+    data_dir = fetch.fetch_data(data_cfg.data_url, cache_root, threads=data_cfg.obs_threads)
+    val_dir = (fetch.fetch_data(data_cfg.val_data_url, cache_root, threads=data_cfg.obs_threads)
+               if data_cfg.val_data_url else None)
     # Every worker prepares the same data (same seed, or the split already saved); only the
     # chief writes to train_url.
-    data = prepare.prepare(data_dir, args.train_url, cache_root, args.data_format,
-                           args.manifest or None, val_dir, args.val_ratio, args.seed,
-                           args.max_image_pixels, args.min_image_side, write=chief,
-                           drop_val_copies=args.drop_val_copies)
-    if args.num_classes and args.num_classes != len(data.class_names):
-        raise UserError(f"--num_classes={args.num_classes} but the data has "
+    data = prepare.prepare(data_dir, run.train_url, cache_root, data_cfg.data_format,
+                           data_cfg.manifest or None, val_dir, data_cfg.val_ratio,
+                           data_cfg.seed, data_cfg.max_image_pixels, data_cfg.min_image_side,
+                           write=chief, drop_val_copies=data_cfg.drop_val_copies)
+    if spec.num_classes and spec.num_classes != len(data.class_names):
+        raise UserError(f"--num_classes={spec.num_classes} but the data has "
                          f"{len(data.class_names)} classes; leave it at 0 to take the data's")
     counts = screening.class_counts(data.train, len(data.class_names))
-    balance.log_plan(counts, args.balance, data.class_names, len(data.train))
-    run_config = {"flags": vars(args), "ignored_flags": unknown, "versions": versions(),
-                  "local_data_dir": data_dir, "augmentation": settings,
-                  "classes": len(data.class_names), "train_images": len(data.train),
-                  "val_images": len(data.val), "cluster": tf_config}
+    balance.log_plan(counts, feed.balance, data.class_names, len(data.train))
+    run_config = {"config": config.as_dict(run), "flags": vars(flags),
+                  "ignored_flags": unknown, "versions": versions(),
+                  "local_data_dir": data_dir, "classes": len(data.class_names),
+                  "train_images": len(data.train), "val_images": len(data.val),
+                  "cluster": tf_config}
     if chief:
-        obs_utils.write_text(obs_utils.join(args.train_url, "run_config.json"),
+        obs_utils.write_text(obs_utils.join(run.train_url, "run_config.json"),
                              json.dumps(run_config, indent=2, ensure_ascii=False))
-    work_dir = work_dir_for(args.train_url, cache_root, tf_config)
-    result = job.train(args, data, settings, work_dir, strategy, chief, pretrained)
+    work_dir = work_dir_for(run.train_url, cache_root, tf_config)
+    result = job.train(run, data, work_dir, strategy, chief, pretrained)
     if not chief:
         return f"worker done in {time.time() - started:.0f} s; the chief writes the outputs"
-    model = job.final_model(args, data.class_names, result)
-    probabilities = inference.keras_probabilities(model, data.val, args.input_size,
-                                                  args.resize_mode, args.batch_size)
-    metrics = stage.evaluate(data.val, probabilities, data.class_names, args.train_url,
+    model = job.final_model(spec, data.class_names, result)
+    probabilities = inference.keras_probabilities(model, data.val, feed.input_size,
+                                                  feed.resize_mode, feed.batch_size)
+    metrics = stage.evaluate(data.val, probabilities, data.class_names, run.train_url,
                              work_dir, result.log_csv)
     where = "no model package (--export_model=false)"
     if keep_package:
-        where = f"the package this job wrote before, kept: {package.model_url(args.train_url)}"
-    elif args.export_model:
-        url = package.export(model, data.class_names, args.input_size, args.resize_mode,
-                             metrics, args.train_url, work_dir, args.runtime, overwrite)
+        where = f"the package this job wrote before, kept: {package.model_url(run.train_url)}"
+    elif run.export.export_model:
+        url = package.export(model, data.class_names, feed.input_size, feed.resize_mode,
+                             metrics, run.train_url, work_dir, run.export.runtime, overwrite)
         where = f"model package {url}"
+    if not data_cfg.data_url and run.export.export_model:  # the demo: what to do next
+        log.info("serve it: python customize_service.py --model_dir %s", package.model_url(
+            run.train_url))
+        log.info("ask it:   curl -F images=@%s http://127.0.0.1:8080/", data.val[0].path)
     return (f"done in {time.time() - started:.0f} s: {len(result.history)} epochs run now; "
             f"best weights on validation: top-1 {metrics['top1_accuracy']:.4f}, macro F1 "
             f"{metrics['macro']['f1']:.4f}; {where}; reports in "
-            f"{obs_utils.join(args.train_url, stage.FOLDER)}")
+            f"{obs_utils.join(run.train_url, stage.FOLDER)}")
 
 
-def evaluate_or_predict(args, cache_root):
+def evaluate_or_predict(run, cache_root):
     """--mode=eval (reports on labelled images) or --mode=predict (top-k of unlabelled ones)
     for --eval_model; returns the one-line summary."""
-    if not args.eval_model or not args.test_data_url:
-        raise UserError(f"--mode={args.mode} needs --eval_model (a model/ folder, a train_url "
+    wanted, data_cfg = run.eval, run.data
+    if not wanted.eval_model or not wanted.test_data_url:
+        raise UserError(f"--mode={run.mode} needs --eval_model (a model/ folder, a train_url "
                          "or a .weights.h5 file) and --test_data_url (the images)")
     from evaluation import inference, stage
+    from inputs import fetch, prepare
 
-    predictor = inference.load(args.eval_model, cache_root, args.batch_size)
-    data_dir = fetch.fetch_data(args.test_data_url, cache_root, threads=args.obs_threads)
-    work_dir = work_dir_for(args.train_url, cache_root, None)
-    report_url = obs_utils.join(args.train_url, "screening_report_test.json")
-    if args.mode == "eval":
+    predictor = inference.load(wanted.eval_model, cache_root, run.feed.batch_size)
+    data_dir = fetch.fetch_data(wanted.test_data_url, cache_root, threads=data_cfg.obs_threads)
+    work_dir = work_dir_for(run.train_url, cache_root, None)
+    report_url = obs_utils.join(run.train_url, "screening_report_test.json")
+    if run.mode == "eval":
         samples = prepare.prepare_test(data_dir, predictor.class_names, report_url, cache_root,
-                                       args.data_format, args.manifest or None,
-                                       args.max_image_pixels, args.min_image_side)
+                                       data_cfg.data_format, data_cfg.manifest or None,
+                                       data_cfg.max_image_pixels, data_cfg.min_image_side)
         metrics = stage.evaluate(samples, predictor.probabilities(samples),
-                                 predictor.class_names, args.train_url, work_dir)
+                                 predictor.class_names, run.train_url, work_dir)
         return (f"evaluated {predictor.source} on {len(samples)} images: top-1 "
                 f"{metrics['top1_accuracy']:.4f}; reports in "
-                f"{obs_utils.join(args.train_url, stage.FOLDER)}")
+                f"{obs_utils.join(run.train_url, stage.FOLDER)}")
     samples = prepare.prepare_unlabelled(data_dir, report_url, cache_root,
-                                         args.max_image_pixels, args.min_image_side)
+                                         data_cfg.max_image_pixels, data_cfg.min_image_side)
     url = stage.predict(samples, predictor.probabilities(samples), predictor.class_names,
-                        args.train_url, work_dir, args.top_k)
-    return f"top-{args.top_k} classes of {len(samples)} images in {url}"
+                        run.train_url, work_dir, wanted.top_k)
+    return f"top-{wanted.top_k} classes of {len(samples)} images in {url}"
+
+
+def configure(flags):
+    """The typed config of parsed flags, with the augmentation preset and its per-op
+    overrides resolved (a bad combination is a UserError)."""
+    from inputs import augment
+
+    settings = augment.resolve(flags.augment, {
+        name: getattr(flags, name) for name in augment.DEFAULTS})
+    return config.from_flags(flags, settings)
 
 
 def main(argv=None):
     setup_logging()
-    args, unknown = parse_args(argv)
+    flags, unknown = parse_args(argv)
     if unknown:
         log.warning("ignoring flags this job does not know (the platform adds some): %s",
                     " ".join(unknown))
 
+    import_tensorflow()  # after the flags parse, without its start-up banner
+
     def job():
-        cache_root = fetch.resolve_cache_root(args.local_data_root)
-        if args.mode == "train":
-            return train_and_export(args, unknown, cache_root)
-        return evaluate_or_predict(args, cache_root)
+        from inputs import fetch
+
+        cache_root = fetch.resolve_cache_root(flags.local_data_root)
+        run = configure(flags)
+        if run.mode == "train":
+            return train_and_export(run, flags, unknown, cache_root)
+        return evaluate_or_predict(run, cache_root)
 
     return run_job(job, (obs_utils.ObsError, UserError), log)
 

@@ -63,17 +63,26 @@ def _from_weights(path, batch_size):
         raise ModelNotFound(f"{path} is a weights file, but its run's run_config.json and "
                             f"labels.json are not in {run_dir}: point --eval_model at the "
                             "run's model/ folder or keep the weights in <train_url>/weights/")
-    with open(config_path, encoding="utf-8") as f:
-        flags = json.load(f)["flags"]
+    spec = _model_spec(config_path)
     class_names = label_map.load(labels_path)
-    model, _ = build.build_classifier(flags["backbone"], len(class_names), flags["input_size"],
-                                      flags["dropout"], flags.get("head", "softmax"),
-                                      flags.get("head_scale", 30.0))
+    model, _ = build.build_classifier(spec["backbone"], len(class_names), spec["input_size"],
+                                      spec["dropout"], spec.get("head", "softmax"),
+                                      spec.get("head_scale", 30.0))
     model.load_weights(path)
-    log.info("evaluating %s (%s, input %d, from %s)", path, flags["backbone"],
-             flags["input_size"], config_path)
+    log.info("evaluating %s (%s, input %d, from %s)", path, spec["backbone"],
+             spec["input_size"], config_path)
     return Predictor(class_names, lambda samples: keras_probabilities(
-        model, samples, flags["input_size"], flags["resize_mode"], batch_size), path)
+        model, samples, spec["input_size"], spec["resize_mode"], batch_size), path)
+
+
+def _model_spec(config_path):
+    """What rebuilding a run's model needs, from its run_config.json: the typed config's
+    model and feed parts (0.6 on), else the flags (runs of earlier versions)."""
+    with open(config_path, encoding="utf-8") as f:
+        saved = json.load(f)
+    if "config" in saved:
+        return {**saved["config"]["model"], "resize_mode": saved["config"]["feed"]["resize_mode"]}
+    return saved["flags"]
 
 
 def _fetch_model(url, local):

@@ -74,7 +74,10 @@ def test_end_to_end_over_obs_with_weights_from_obs(bucket, tmp_path):
         f"obs://{bucket}/out/training_log.csv").splitlines()))
     assert [r["epoch"] for r in rows] == ["0", "1"] and "val_accuracy" in rows[0]
     config = json.loads(obs_utils.read_text(f"obs://{bucket}/out/run_config.json"))
-    assert config["flags"]["backbone"] == "mobilenetv3small"
+    assert config["flags"]["backbone"] == "mobilenetv3small"  # as typed
+    assert config["config"]["model"]["backbone"] == "mobilenetv3small"  # as handed down
+    assert config["config"]["fit"]["freeze_epochs"] == 1
+    assert config["config"]["feed"]["augmentation"]["flip"] == "none"  # the demo preset
     assert config["ignored_flags"] == flags[-2:]
     assert config["versions"]["modelarts-classifier"] == VERSION
     assert {"evaluation/metrics.json", "evaluation/metric.json", "evaluation/per_class.csv",
@@ -144,6 +147,16 @@ def test_demo_recipe_learns_the_digits_and_leaves_a_valid_package(demo_run):
     top1 = float(re.search(r"best weights on validation: top-1 ([\d.]+)",
                            demo_run.stdout).group(1))
     assert top1 >= 0.95, demo_run.stdout
+    # It says how long is left, then what to do next with a demo image that exists; and
+    # TensorFlow's start-up banner stays out of its output.
+    assert re.search(r"epoch 1/8 .* elapsed \d+s, about \S+ left", demo_run.stdout)
+    assert re.search(r"epoch 8/8 .* elapsed \S+, done", demo_run.stdout)
+    assert f"serve it: python customize_service.py --model_dir {demo_run.out / 'model'}" \
+        in demo_run.stdout
+    image = re.search(r"ask it: +curl -F images=@(\S+) http://127.0.0.1:8080/",
+                      demo_run.stdout).group(1)
+    assert os.path.isfile(image)
+    assert "absl::InitializeLog" not in demo_run.stdout + demo_run.stderr
     best_epoch = max(csv.DictReader(open(demo_run.out / "training_log.csv")),
                      key=lambda r: float(r["val_accuracy"]))
     assert abs(float(best_epoch["val_accuracy"]) - top1) < 1e-4  # the best weights evaluated
@@ -272,7 +285,8 @@ def test_the_package_plan_refuses_keeps_or_rewrites(tmp_path):
     from training import checkpoints
 
     run = tmp_path / "run"
-    args, _ = train.parse_args(["--data_url=data", f"--train_url={run}", "--max_epochs=3"])
+    flags = ["--data_url=data", f"--train_url={run}", "--max_epochs=3"]
+    args = train.configure(train.parse_args(flags)[0])
     assert train.package_plan(args) == (False, False)
     (run / "model").mkdir(parents=True)
     (run / "model" / "config.json").write_text("{}")
@@ -284,5 +298,5 @@ def test_the_package_plan_refuses_keeps_or_rewrites(tmp_path):
     assert train.package_plan(args) == (False, True)  # cut short
     (run / "model" / "saved_model.pb").write_bytes(b"the package's last file")
     assert train.package_plan(args) == (True, False)
-    args.overwrite_model = True
+    args = train.configure(train.parse_args([*flags, "--overwrite_model=true"])[0])
     assert train.package_plan(args) == (False, True)

@@ -1,7 +1,7 @@
 """The training stage of a job: strategy, model, weights, optimizer, resume, callbacks, phases,
 then the loop. Takes the prepared data and the parsed flags; returns the trained weights, the
 per-epoch history and the best weights file (Result); final_model builds what is evaluated and
-exported from them."""
+exported from them. Each part takes its piece of the typed config (config.py), never the flags."""
 import hashlib
 import importlib.util
 import logging
@@ -26,69 +26,72 @@ def _auto(flag, gpu):
     return gpu if flag == "auto" else flag == "true"
 
 
-def _datasets(strategy, data, args, settings, replica_batch, seed):
-    """Per-replica datasets: each input pipeline draws its own stream (seed + pipeline id)."""
+def _datasets(strategy, data, feed, seed):
+    """Per-replica datasets (feed: config.FeedConfig): each input pipeline draws its own
+    stream (seed + pipeline id)."""
     num_classes = len(data.class_names)
 
     def train_fn(context):
         return pipeline.train_dataset(
-            data.train, num_classes, replica_batch, args.input_size, args.resize_mode,
-            args.balance, settings, seed + 7919 * context.input_pipeline_id,
-            args.cache_images, args.deterministic)
+            data.train, num_classes, feed.batch_size, feed.input_size, feed.resize_mode,
+            feed.balance, feed.augmentation, seed + 7919 * context.input_pipeline_id,
+            feed.cache_images, feed.deterministic)
 
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    val = pipeline.eval_dataset(data.val, num_classes, replica_batch * strategy.num_replicas_in_sync,
-                                args.input_size, args.resize_mode,
-                                cache=args.cache_images).with_options(options)
+    val = pipeline.eval_dataset(data.val, num_classes,
+                                feed.batch_size * strategy.num_replicas_in_sync,
+                                feed.input_size, feed.resize_mode,
+                                cache=feed.cache_images).with_options(options)
     return (iter(strategy.distribute_datasets_from_function(train_fn)),
             strategy.experimental_distribute_dataset(val))
 
 
-def train(args, data, augment_settings, work_dir, strategy, chief=True, pretrained=None):
-    """Train on `data` (inputs.prepare.PreparedData) under `strategy` (made at program start,
-    as MultiWorkerMirroredStrategy requires), from `pretrained` (models.weights.prepare's Match,
+def train(run, data, work_dir, strategy, chief=True, pretrained=None):
+    """Train as `run` (config.RunConfig: its feed, model and fit parts, and train_url) says,
+    on `data` (inputs.prepare.PreparedData) under `strategy` (made at program start, as
+    MultiWorkerMirroredStrategy requires), from `pretrained` (models.weights.prepare's Match,
     checked before the data was touched) or random weights; outputs under work_dir and
     train_url."""
+    feed, fit, train_url = run.feed, run.fit, run.train_url
     gpu = bool(tf.config.list_physical_devices("GPU"))
-    mixed, xla = _auto(args.mixed_precision, gpu), _auto(args.xla, gpu)
+    mixed, xla = _auto(fit.mixed_precision, gpu), _auto(fit.xla, gpu)
     if mixed:
         keras.mixed_precision.set_global_policy("mixed_float16")
     replicas = strategy.num_replicas_in_sync
-    global_batch = args.batch_size * replicas
+    global_batch = feed.batch_size * replicas
     steps = pipeline.steps_per_epoch(len(data.train), global_batch)
     num_classes = len(data.class_names)
     log.info("training %s on %d classes: %d train / %d val images, batch %d x %d replicas, "
-             "%d steps per epoch, mixed precision %s, XLA %s", args.backbone, num_classes,
-             len(data.train), len(data.val), args.batch_size, replicas, steps,
+             "%d steps per epoch, mixed precision %s, XLA %s", run.model.backbone, num_classes,
+             len(data.train), len(data.val), feed.batch_size, replicas, steps,
              "on" if mixed else "off", "on" if xla else "off")
     with strategy.scope():
-        parts = _build(args, num_classes, steps, mixed, pretrained)
+        parts = _build(run.model, fit, num_classes, steps, mixed, pretrained)
     model, optimizer = parts.model, parts.optimizer
 
-    state = checkpoints.ResumeState(model, optimizer, work_dir, args.train_url, chief)
+    state = checkpoints.ResumeState(model, optimizer, work_dir, train_url, chief)
     start_epoch = state.restore()
-    sync = RemoteSync(args.train_url, work_dir, chief)
+    sync = RemoteSync(train_url, work_dir, chief)
     sync.pull_earlier(resumed=start_epoch > 0)
     best = checkpoints.BestWeights(os.path.join(work_dir, "weights"), sync.weights_url,
-                                   args.keep_weights_file_num, chief,
+                                   fit.keep_weights_file_num, chief,
                                    earlier_run=start_epoch == 0)
-    if checkpoints.finished(start_epoch, args.max_epochs, state.saved_state(start_epoch)):
-        log.info("training had already finished in %s, after %d epochs", args.train_url,
+    if checkpoints.finished(start_epoch, fit.max_epochs, state.saved_state(start_epoch)):
+        log.info("training had already finished in %s, after %d epochs", train_url,
                  start_epoch)
         return Result(_host_weights(model), [], best.best(), sync.csv_log)
 
     counts = screening.class_counts(data.train, num_classes)
-    config = StepConfig(global_batch, args.clipnorm,
-                        balance.loss_weights(counts, args.balance), xla,
-                        args.steps_per_execution)
-    loop = Loop(strategy, build.training_outputs(model, args.head), optimizer, parts.loss_fn,
-                config)
-    train_iter, val_dist = _datasets(strategy, data, args, augment_settings, args.batch_size,
-                                     args.seed + 1000 * start_epoch)
-    callback_list = _callbacks(args, best, sync, start_epoch)
+    config = StepConfig(global_batch, fit.clipnorm,
+                        balance.loss_weights(counts, feed.balance), xla,
+                        fit.steps_per_execution)
+    loop = Loop(strategy, build.training_outputs(model, run.model.head), optimizer,
+                parts.loss_fn, config)
+    train_iter, val_dist = _datasets(strategy, data, feed, fit.seed + 1000 * start_epoch)
+    callback_list = _callbacks(fit, best, sync, start_epoch)
     callbacks = keras.callbacks.CallbackList(callback_list, model=model,
-                                             epochs=args.max_epochs, steps=steps)
+                                             epochs=fit.max_epochs, steps=steps)
 
     def phase_for_epoch(epoch):
         return phases.begin_epoch(epoch, start_epoch, parts.freeze_epochs, parts.backbone,
@@ -99,7 +102,7 @@ def train(args, data, augment_settings, work_dir, strategy, chief=True, pretrain
                    stopped_early=bool(getattr(model, "stop_training", False)))
         sync.push_logs()
 
-    history = run_epochs(loop, train_iter, val_dist, steps, start_epoch, args.max_epochs,
+    history = run_epochs(loop, train_iter, val_dist, steps, start_epoch, fit.max_epochs,
                          callbacks, after_epoch, phase_for_epoch,
                          lambda: state.restore_callbacks(callback_list, start_epoch))
     final_weights = _host_weights(model)
@@ -119,33 +122,33 @@ class Parts:
     freeze_epochs: int
 
 
-def _build(args, num_classes, steps, mixed, pretrained):
-    """The classifier (pretrained backbone, or random weights said loudly), its BatchNorm
-    momentum for short runs, the phased schedule, the optimizer and the loss."""
-    model, backbone = build.build_classifier(args.backbone, num_classes, args.input_size,
-                                             args.dropout, args.head, args.head_scale)
+def _build(spec, fit, num_classes, steps, mixed, pretrained):
+    """The classifier of `spec` (config.ModelConfig: pretrained backbone, or random weights
+    said loudly), its BatchNorm momentum for short runs, and from `fit` (config.FitConfig)
+    the phased schedule, the optimizer and the loss."""
+    model, backbone = _classifier(spec, num_classes)
     if pretrained is not None:
         weights.apply(backbone, pretrained)
     else:
-        weights.warn_random(args.backbone)
-    momentum = build.fit_bn_momentum(backbone, steps * args.max_epochs)
+        weights.warn_random(spec.backbone)
+    momentum = build.fit_bn_momentum(backbone, steps * fit.max_epochs)
     if momentum is not None:
         log.info("BatchNorm momentum lowered to %.3f: %d steps are too few for the "
-                 "backbone's own", momentum, steps * args.max_epochs)
-    freeze_epochs = phases.head_only_epochs(args.freeze_epochs, pretrained is not None)
-    schedule = optim.phased_schedule(args.lr_schedule, args.learning_rate, steps,
-                                     phases.spans(freeze_epochs, args.max_epochs),
-                                     args.warmup_epochs, args.step_epochs, args.step_gamma)
-    decay = optim.weight_decay_for(args.optimizer, args.weight_decay)
-    optimizer = optim.make_optimizer(args.optimizer, schedule, decay, args.momentum)
-    log.info("optimizer %s, weight decay %g%s", args.optimizer, decay,
+                 "backbone's own", momentum, steps * fit.max_epochs)
+    freeze_epochs = phases.head_only_epochs(fit.freeze_epochs, pretrained is not None)
+    schedule = optim.phased_schedule(fit.lr_schedule, fit.learning_rate, steps,
+                                     phases.spans(freeze_epochs, fit.max_epochs),
+                                     fit.warmup_epochs, fit.step_epochs, fit.step_gamma)
+    decay = optim.weight_decay_for(fit.optimizer, fit.weight_decay)
+    optimizer = optim.make_optimizer(fit.optimizer, schedule, decay, fit.momentum)
+    log.info("optimizer %s, weight decay %g%s", fit.optimizer, decay,
              " (biases and BatchNorm excluded)" if decay else "")
     if mixed:
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     optimizer.build(model.trainable_variables)  # every layer, before any freezing
-    loss_fn = losses.make_loss(args.loss, args.label_smoothing, reduction=None,
-                               head=args.head, head_scale=args.head_scale,
-                               head_margin=args.head_margin)
+    loss_fn = losses.make_loss(spec.loss, spec.label_smoothing, reduction=None,
+                               head=spec.head, head_scale=spec.head_scale,
+                               head_margin=spec.head_margin)
     model.optimizer = optimizer  # what ReduceLROnPlateau adjusts
     return Parts(model, backbone, optimizer, loss_fn, schedule, freeze_epochs)
 
@@ -187,22 +190,22 @@ class RemoteSync:
                                 obs_utils.join(self.train_url, "tensorboard"), progress=False)
 
 
-def _callbacks(args, best, sync, start_epoch):
-    """Keras' callbacks the loop drives: best weights, the CSV log, TensorBoard (when
-    installed), ReduceLROnPlateau for the plateau schedule, early stopping."""
+def _callbacks(fit, best, sync, start_epoch):
+    """Keras' callbacks the loop drives (fit: config.FitConfig): best weights, the CSV log,
+    TensorBoard (when installed), ReduceLROnPlateau for the plateau schedule, early stopping."""
     found = [best, keras.callbacks.CSVLogger(sync.csv_log, append=start_epoch > 0)]
     if importlib.util.find_spec("tensorboard") is not None:
         found.append(keras.callbacks.TensorBoard(sync.tensorboard_dir, write_graph=False,
                                                  profile_batch=0))
     else:
         log.warning("no TensorBoard logs: the tensorboard package is not installed")
-    if args.lr_schedule == "plateau":
+    if fit.lr_schedule == "plateau":
         found.append(keras.callbacks.ReduceLROnPlateau(
-            monitor="val_accuracy", mode="max", factor=args.plateau_factor,
-            patience=args.plateau_patience, min_lr=args.learning_rate * 1e-3))
-    if args.early_stop_patience > 0:
+            monitor="val_accuracy", mode="max", factor=fit.plateau_factor,
+            patience=fit.plateau_patience, min_lr=fit.learning_rate * 1e-3))
+    if fit.early_stop_patience > 0:
         found.append(keras.callbacks.EarlyStopping(
-            monitor="val_accuracy", mode="max", patience=args.early_stop_patience))
+            monitor="val_accuracy", mode="max", patience=fit.early_stop_patience))
     return found
 
 
@@ -227,13 +230,18 @@ def fingerprint(weights):
     return digest.hexdigest()[:16]
 
 
-def final_model(args, class_names, result):
-    """The model to evaluate and export: built anew outside any distribution strategy, in
-    float32 (also after mixed-precision training: serving runs on CPUs too), holding the best
-    weights by val_accuracy, else the last epoch's."""
+def _classifier(spec, num_classes):
+    """(model, backbone) as config.ModelConfig `spec` describes them."""
+    return build.build_classifier(spec.backbone, num_classes, spec.input_size, spec.dropout,
+                                  spec.head, spec.head_scale)
+
+
+def final_model(spec, class_names, result):
+    """The model to evaluate and export (spec: config.ModelConfig): built anew outside any
+    distribution strategy, in float32 (also after mixed-precision training: serving runs on
+    CPUs too), holding the best weights by val_accuracy, else the last epoch's."""
     keras.mixed_precision.set_global_policy("float32")
-    model, _ = build.build_classifier(args.backbone, len(class_names), args.input_size,
-                                      args.dropout, args.head, args.head_scale)
+    model, _ = _classifier(spec, len(class_names))
     if result.best_weights:
         model.load_weights(result.best_weights)
         log.info("best weights restored: %s", os.path.basename(result.best_weights))
