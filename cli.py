@@ -1,7 +1,9 @@
 """What the boot files (train.py, retrieve.py) share on the command line: ModelArts' text
 flags read as booleans and counts, and a log a person can read."""
 import argparse
+import importlib
 import logging
+import os
 import sys
 
 import obs_utils
@@ -18,10 +20,63 @@ def boolean(text):
 
 
 def positive(text):
-    value = int(text)
+    """A whole number >= 1 (counts, sizes, epochs)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
     return value
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, answering a bad flag with one line (the flag, the value, the
+    choices) and a pointer to --help, instead of the whole usage block first."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: {message}; see {self.prog} --help\n")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help with every flag's default said once: appended unless the help text says it
+    already; an empty or unset default said in words; `demo` (flag -> value) adds what the
+    built-in demo runs with where it differs."""
+
+    def __init__(self, prog, demo=None, **kwargs):
+        super().__init__(prog, **kwargs)
+        self.demo = demo or {}
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.nargs == 0 or action.default is argparse.SUPPRESS:  # --help, switches
+            return text
+        said = []
+        if "default" not in text:
+            default = action.default
+            said.append("default: " + ("empty" if default == "" else "unset" if default is None
+                                       else "%(default)s"))
+        if action.dest in self.demo and self.demo[action.dest] != action.default:
+            said.append(f"demo: {self.demo[action.dest]}")
+        return f"{text} ({'; '.join(said)})" if said else text
+
+
+def import_tensorflow():
+    """Import TensorFlow and Keras with their C++ start-up banner (absl's "before
+    absl::InitializeLog()" warning, oneDNN's notice: written before any log level applies)
+    kept out of the log. TF_CPP_MIN_LOG_LEVEL=0 or 1, set by the user, shows it again."""
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2") in ("0", "1"):
+        importlib.import_module("keras")
+        return
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        importlib.import_module("keras")  # imports TensorFlow, its backend
+    finally:  # an import error is raised after standard error is back
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
 
 
 def setup_logging():

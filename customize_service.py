@@ -82,7 +82,9 @@ class ImageClassifierService(TfServingBaseService):
                 self.gallery = None
                 self.signature = self.model.signatures["serving_default"]
                 self.output = "probabilities"
-            log.info("model %s loaded from %s", self.model_name, self.model_path)
+            log.info("the model in %s is loaded, %s: ready to serve", self.model_path,
+                     "a gallery of {} images".format(len(self.gallery)) if self.gallery is not None
+                     else "{} classes".format(len(self.class_names)))
         except Exception as exc:  # noqa: BLE001 - kept, logged, and named in every reply
             log.exception("the model in %s could not be loaded", self.model_path)
             self.load_error = "{}: {}".format(type(exc).__name__, exc)
@@ -179,13 +181,48 @@ class ImageClassifierService(TfServingBaseService):
         return status
 
 
+def local_package(given, cache_root=""):
+    """(the local package folder of --model_dir, None), or (None, what is wrong). It takes a
+    package or a train_url holding model/, local or (from a repository checkout, which has
+    obs_utils) obs:// and s3://, copied to the cache first (`cache_root`, empty: the default
+    one), as train.py and retrieve.py do."""
+    folder = given
+    if "://" in given:
+        try:
+            import obs_utils
+            from evaluation import inference
+            from inputs import fetch
+        except ImportError:
+            return None, ("--model_dir={}: a remote package is served from a repository "
+                          "checkout (it has obs_utils), not from a package's own copy of this "
+                          "file; copy the package down first".format(given))
+        try:
+            folder = inference.local_copy(given, fetch.resolve_cache_root(cache_root))
+        except (obs_utils.ObsError, OSError) as exc:
+            return None, "--model_dir={}: {}".format(given, exc)
+    for candidate in (folder, os.path.join(folder, "model")):
+        if os.path.isfile(os.path.join(candidate, "saved_model.pb")):
+            return candidate, None
+    return None, ("--model_dir={} holds no model package (saved_model.pb): give the model/ "
+                  "folder train.py wrote, or its train_url".format(given))
+
+
+class _Parser(argparse.ArgumentParser):
+    """One line for a bad flag (the flag, the value, the choices), not the usage block.
+    (cli.ArgumentParser's twin: this file travels in the package, without cli.py.)"""
+
+    def error(self, message):
+        self.exit(2, "{}: {}; see {} --help\n".format(self.prog, message, self.prog))
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         description="Serve a model package over HTTP (ModelArts' request and reply), or "
                     "check one.", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         allow_abbrev=False)
-    parser.add_argument("--model_dir", default=HERE, help="the model/ folder (SavedModel, "
-                                                          "labels.json)")
+    parser.add_argument("--model_dir", default=HERE,
+                        help="the model/ folder (SavedModel, labels.json), or the train_url "
+                             "holding it; obs:// and s3:// are copied to the cache first")
     parser.add_argument("--check", metavar="MODEL_DIR", default=None,
                         help="check a package against ModelArts' rules and exit")
     parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to accept other machines")
@@ -195,6 +232,8 @@ def build_parser():
                         help="images of concurrent requests run together (1 = no batching)")
     parser.add_argument("--max_wait_ms", type=float, default=5.0,
                         help="how long a batch waits for more requests")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no log line per request (errors are still logged)")
     parser.add_argument("--token", default=os.environ.get("SERVICE_AUTH_TOKEN") or None,
                         help="require this X-Auth-Token header (default: $SERVICE_AUTH_TOKEN, "
                              "else no check)")
@@ -224,20 +263,19 @@ def main(argv=None):
     if args.token is None and args.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s without a token: anyone who reaches this address can "
                     "use the model; pass --token (or set SERVICE_AUTH_TOKEN)", args.host)
-    if not os.path.isfile(os.path.join(args.model_dir, "saved_model.pb")):
-        log.error("%s holds no saved_model.pb: pass --model_dir <train_url>/model (written by "
-                  "train.py)", args.model_dir)
+    model_dir, problem = local_package(args.model_dir)
+    if problem:
+        log.error("%s", problem)
         return 2
-    for problem in check.check_package(args.model_dir):
+    for problem in check.check_package(model_dir):
         log.warning("package check: %s (ModelArts may refuse this package)", problem)
     from serving.batcher import Batcher
     from serving.server import App, serve
 
-    service = ImageClassifierService(os.path.basename(os.path.normpath(args.model_dir)),
-                                     args.model_dir)
+    service = ImageClassifierService(os.path.basename(os.path.normpath(model_dir)), model_dir)
     if args.max_batch > 1:
         service.batcher = Batcher(service.predict, args.max_batch, args.max_wait_ms / 1000.0)
-    serve(App(service, token=args.token), args.host, args.port, args.threads)
+    serve(App(service, token=args.token, quiet=args.quiet), args.host, args.port, args.threads)
     return 0
 
 

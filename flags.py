@@ -1,13 +1,27 @@
 """train.py's flags: the table (every option a flag, with its default), the demo's settings
-for what the user leaves unset, and the parse. train.py orchestrates; this is what it reads."""
-import argparse
+for what the user leaves unset, and the parse. train.py orchestrates; this is what it reads.
+Nothing here imports TensorFlow, so `--help` and a bad flag are answered at once: the choices
+are named here, and tests/test_config.py holds each list against the code that implements it."""
 import os
 import sys
 
-from cli import boolean, positive
-from inputs import augment, balance, screening
-from models import backbones, heads
-from training import distribute, optim
+from cli import ArgumentParser, HelpFormatter, boolean, positive
+
+BACKBONES = ("resnet50", "resnet101", "densenet121", "efficientnetb0", "efficientnetb1",
+             "efficientnetb2", "efficientnetb3", "efficientnetb4", "mobilenetv3small",
+             "mobilenetv3large", "xception")          # models/backbones.BACKBONES
+HEADS = ("softmax", "normface", "cosface", "arcface")  # models/heads.HEADS
+AUGMENT_PRESETS = ("none", "light", "standard", "strong")  # inputs/augment.PRESETS
+AUGMENT_OPS = (("flip", str), ("rotation", float), ("zoom", float), ("shift", float),
+               ("brightness", float), ("contrast", float), ("saturation", float),
+               ("hue", float), ("cutmix_prob", float), ("cutmix_alpha", float),
+               ("mixup_prob", float), ("mixup_alpha", float))  # inputs/augment.DEFAULTS
+BALANCE_POLICIES = ("none", "oversample", "sqrt", "class_weight")  # inputs/balance.POLICIES
+OPTIMIZERS = ("adam", "sgd", "adamw")                 # training/optim.OPTIMIZERS
+SCHEDULES = ("plateau", "cosine", "step")             # training/optim.SCHEDULES
+MAX_IMAGE_PIXELS = 64_000_000                         # inputs/screening.MAX_PIXELS
+MIN_IMAGE_SIDE = 8                                    # inputs/screening.MIN_SIDE
+WORKER_PORT = 2222                                    # training/distribute.DEFAULT_PORT
 
 # What the demo (no --data_url) runs with, for every flag the user leaves unset: small enough
 # to finish in minutes on a 2-core machine.
@@ -26,93 +40,116 @@ def _mode_default_train_url(args, given):
 def build_parser():
     # No abbreviations: the platform adds flags of its own, and `--batch=64` must not silently
     # become something else; an unknown flag is reported instead.
-    parser = argparse.ArgumentParser(
-        description="Train an image classifier the way ModelArts runs it.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
+    parser = ArgumentParser(
+        prog="train.py", description="Train an image classifier the way ModelArts runs it. "
+        "With no --data_url it runs the built-in demo, on a small backbone for 8 epochs so "
+        "that it ends in about a minute on a laptop (the 'demo:' values below).",
+        formatter_class=lambda prog: HelpFormatter(prog, demo=DEMO), allow_abbrev=False)
     add = parser.add_argument
     add("--data_url", default="", help="training images: obs://, s3:// or a local folder; "
                                        "empty = the built-in demo data")
     add("--train_url", default=os.path.join("outputs", "run"),
-        help="where the outputs go: obs://, s3:// or a local folder (demo: outputs/demo)")
-    add("--local_data_root", default="", help="local cache (default: /cache if writable, "
-                                              "else ~/.cache/modelarts-classifier)")
+        help="where the outputs go: obs://, s3:// or a local folder")
+    add("--local_data_root", default="", help="local cache; empty = /cache if writable, "
+                                              "else ~/.cache/modelarts-classifier")
     add("--obs_threads", type=positive, default=16, help="parallel transfers when syncing with OBS")
 
     data = parser.add_argument_group("data")
     data.add_argument("--data_format", default="auto",
-                      choices=["auto", "garbage", "folders", "manifest"])
+                      choices=["auto", "garbage", "folders", "manifest"],
+                      help="the layout of data_url (README: Data layouts); auto tells it apart")
     data.add_argument("--manifest", default="", help="manifest file, relative to data_url")
     data.add_argument("--val_data_url", default="",
-                      help="explicit validation set (any layout); default: split from data_url")
+                      help="an explicit validation set (any layout); empty = split from data_url")
     data.add_argument("--drop_val_copies", type=boolean, default=True,
                       help="with --val_data_url: leave out of training the images that are "
                            "exact copies of validation images")
-    data.add_argument("--val_ratio", type=float, default=0.2)
-    data.add_argument("--seed", type=int, default=0)
-    data.add_argument("--max_image_pixels", type=int, default=screening.MAX_PIXELS)
-    data.add_argument("--min_image_side", type=int, default=screening.MIN_SIDE)
+    data.add_argument("--val_ratio", type=float, default=0.2,
+                      help="share of each class held out for validation (stratified)")
+    data.add_argument("--seed", type=int, default=0,
+                      help="seed of the split, the batches and the augmentation")
+    data.add_argument("--max_image_pixels", type=int, default=MAX_IMAGE_PIXELS,
+                      help="images with more pixels are left out (decompression bombs)")
+    data.add_argument("--min_image_side", type=int, default=MIN_IMAGE_SIDE,
+                      help="images with a shorter side are left out")
 
     feed = parser.add_argument_group("input pipeline")
-    feed.add_argument("--input_size", type=positive, default=224)
-    feed.add_argument("--resize_mode", default="letterbox", choices=["letterbox", "stretch"])
+    feed.add_argument("--input_size", type=positive, default=224,
+                      help="side of the square the model sees, in pixels")
+    feed.add_argument("--resize_mode", default="letterbox", choices=["letterbox", "stretch"],
+                      help="letterbox keeps the aspect ratio (black bars); the same in serving")
     feed.add_argument("--batch_size", type=positive, default=32, help="per GPU (replica)")
-    feed.add_argument("--balance", default="oversample", choices=list(balance.POLICIES))
-    feed.add_argument("--augment", default="standard", choices=list(augment.PRESETS))
-    feed.add_argument("--cache_images", type=boolean, default=False)
-    feed.add_argument("--deterministic", type=boolean, default=False)
-    for name, kind in (("flip", str), ("rotation", float), ("zoom", float), ("shift", float),
-                       ("brightness", float), ("contrast", float), ("saturation", float),
-                       ("hue", float), ("cutmix_prob", float), ("cutmix_alpha", float),
-                       ("mixup_prob", float), ("mixup_alpha", float)):
+    feed.add_argument("--balance", default="oversample", choices=BALANCE_POLICIES,
+                      help="against class imbalance: oversample draws every class equally "
+                           "often, sqrt by the root of its size, class_weight weighs the loss")
+    feed.add_argument("--augment", default="standard", choices=AUGMENT_PRESETS,
+                      help="augmentation preset (inputs/augment.py); the flags below override "
+                           "its parts")
+    feed.add_argument("--cache_images", type=boolean, default=False,
+                      help="keep the decoded images in memory after the first epoch")
+    feed.add_argument("--deterministic", type=boolean, default=False,
+                      help="the same batches in the same order on every run (slower input)")
+    for name, kind in AUGMENT_OPS:
+        what = "none|horizontal|vertical|both" if name == "flip" else kind.__name__
         feed.add_argument(f"--{name}", type=kind, default=None,
-                          help=f"override the --augment preset's {name}")
+                          help=f"{what}: override the --augment preset's {name} "
+                               "(default: the preset's)")
 
     model = parser.add_argument_group("model")
-    model.add_argument("--backbone", default="resnet50", choices=list(backbones.BACKBONES))
+    model.add_argument("--backbone", default="resnet50", choices=BACKBONES, metavar="NAME",
+                       help=f"one of {', '.join(BACKBONES)}")
     model.add_argument("--pretrained_weights", default="",
                        help="notop weights file (local, obs://, s3://); default: "
                             "pretrained/<Keras file name>, else random (with a warning)")
-    model.add_argument("--num_classes", type=int, default=0, help="0 = from the data")
-    model.add_argument("--dropout", type=float, default=0.3)
-    model.add_argument("--loss", default="categorical_crossentropy")
-    model.add_argument("--label_smoothing", type=float, default=0.1)
-    model.add_argument("--head", default="softmax", choices=list(heads.HEADS),
+    model.add_argument("--num_classes", type=int, default=0,
+                       help="0 = from the data; else checked against it")
+    model.add_argument("--dropout", type=float, default=0.3, help="before the classifier")
+    model.add_argument("--loss", default="categorical_crossentropy",
+                       help="the classification loss (binary_crossentropy is refused)")
+    model.add_argument("--label_smoothing", type=float, default=0.1,
+                       help="share of each target spread over the other classes")
+    model.add_argument("--head", default="softmax", choices=HEADS,
                        help="cosine heads (normface, cosface, arcface) give the better "
                             "embedding for retrieve.py")
     model.add_argument("--head_scale", type=float, default=30.0,
                        help="cosine heads: the scale s of softmax(s x cos)")
     model.add_argument("--head_margin", type=float, default=None,
-                       help="cosface / arcface margin (default 0.35 / 0.5), in the loss only")
+                       help="cosface / arcface margin, in the loss only (default: 0.35 / 0.5)")
 
     fit = parser.add_argument_group("training")
-    fit.add_argument("--max_epochs", type=positive, default=30)
-    fit.add_argument("--learning_rate", type=float, default=1e-3)
+    fit.add_argument("--max_epochs", type=positive, default=30, help="epochs to train for")
+    fit.add_argument("--learning_rate", type=float, default=1e-3,
+                     help="peak learning rate, for the global batch")
     fit.add_argument("--freeze_epochs", type=int, default=1,
-                     help="head-only warm-up epochs before every layer trains")
-    fit.add_argument("--optimizer", default="adam", choices=list(optim.OPTIMIZERS))
+                     help="head-only epochs before every layer trains (skipped from random "
+                          "weights)")
+    fit.add_argument("--optimizer", default="adam", choices=OPTIMIZERS, help="the optimizer")
     fit.add_argument("--weight_decay", type=float, default=None,
                      help="decoupled weight decay (w -= lr x wd x w), biases and BatchNorm "
-                          "excluded; default: 0 for adam, 0.05 for adamw, 5e-4 for sgd")
-    fit.add_argument("--momentum", type=float, default=0.9, help="sgd")
-    fit.add_argument("--lr_schedule", default="cosine", choices=list(optim.SCHEDULES))
-    fit.add_argument("--warmup_epochs", type=float, default=1.0, help="cosine")
-    fit.add_argument("--step_epochs", type=int, default=10, help="step")
-    fit.add_argument("--step_gamma", type=float, default=0.1, help="step")
-    fit.add_argument("--plateau_patience", type=int, default=3, help="plateau")
-    fit.add_argument("--plateau_factor", type=float, default=0.5, help="plateau")
-    fit.add_argument("--early_stop_patience", type=int, default=10, help="0 = off")
-    fit.add_argument("--clipnorm", type=float, default=0.0, help="clip the gradient's global "
-                                                                 "norm (0 = off)")
+                          "excluded (default: 0 for adam, 0.05 for adamw, 5e-4 for sgd)")
+    fit.add_argument("--momentum", type=float, default=0.9, help="sgd's momentum")
+    fit.add_argument("--lr_schedule", default="cosine", choices=SCHEDULES,
+                     help="cosine (with warm-up), step, or plateau (ReduceLROnPlateau)")
+    fit.add_argument("--warmup_epochs", type=float, default=1.0, help="cosine: linear warm-up")
+    fit.add_argument("--step_epochs", type=int, default=10, help="step: epochs per step")
+    fit.add_argument("--step_gamma", type=float, default=0.1, help="step: factor per step")
+    fit.add_argument("--plateau_patience", type=int, default=3,
+                     help="plateau: epochs without a better val_accuracy before a cut")
+    fit.add_argument("--plateau_factor", type=float, default=0.5, help="plateau: factor per cut")
+    fit.add_argument("--early_stop_patience", type=int, default=10,
+                     help="stop after this many epochs without a better val_accuracy; 0 = off")
+    fit.add_argument("--clipnorm", type=float, default=0.0,
+                     help="clip the gradient's global norm; 0 = off")
     fit.add_argument("--mixed_precision", default="auto", choices=["auto", "true", "false"],
-                     help="auto: on when a GPU is present")
+                     help="float16 compute; auto: on when a GPU is present")
     fit.add_argument("--xla", default="auto", choices=["auto", "true", "false"],
-                     help="auto: on when a GPU is present")
+                     help="compile the step with XLA; auto: on when a GPU is present")
     fit.add_argument("--steps_per_execution", type=positive, default=1,
                      help="training steps per compiled call: more cuts the host's per-step "
                           "overhead for small models (Keras' steps_per_execution)")
     fit.add_argument("--keep_weights_file_num", type=int, default=3,
                      help="best weight files kept, by val_accuracy")
-    fit.add_argument("--worker_port", type=int, default=distribute.DEFAULT_PORT,
+    fit.add_argument("--worker_port", type=int, default=WORKER_PORT,
                      help="port of the workers of a multi-node job")
 
     out = parser.add_argument_group("evaluation and export")
@@ -129,8 +166,8 @@ def build_parser():
     out.add_argument("--overwrite_model", type=boolean, default=False,
                      help="replace an existing {train_url}/model")
     out.add_argument("--runtime", default="",
-                     help="config.json runtime, the ModelArts inference image to deploy on "
-                          "(default: the one in the top-level config.json)")
+                     help="config.json runtime, the ModelArts inference image to deploy on; "
+                          "empty = the one in the top-level config.json")
     return parser
 
 

@@ -25,7 +25,8 @@ import runtime_check  # noqa: E402
 runtime_check.check("retrieve.py")  # one line on an old Python/TensorFlow
 
 import obs_utils  # noqa: E402
-from cli import boolean, positive, run_job, setup_logging  # noqa: E402
+from cli import (ArgumentParser, boolean, import_tensorflow, positive, run_job,  # noqa: E402
+                 setup_logging)
 from errors import UserError  # noqa: E402
 from inputs import fetch  # noqa: E402
 
@@ -33,7 +34,7 @@ log = logging.getLogger("retrieve")
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False,
+    parser = ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n", 2)[2])
     parser.add_argument("command", choices=["index", "search", "package"])
@@ -79,7 +80,8 @@ def main(argv=None):
     args, unknown = build_parser().parse_known_args(argv)
     if unknown:
         log.warning("ignoring flags retrieve.py does not know: %s", " ".join(unknown))
-    from retrieval import stage  # TensorFlow loads here, after the flags parse
+    import_tensorflow()  # after the flags parse, without its start-up banner
+    from retrieval import stage
 
     def job():
         for flag in ("model_dir", "index_url"):

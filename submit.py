@@ -31,6 +31,7 @@ import runtime_check  # noqa: E402
 runtime_check.check("submit.py", needs_tensorflow=False)  # it sends jobs: no TensorFlow here
 
 import obs_utils  # noqa: E402
+from cli import ArgumentParser  # noqa: E402 - one line for a bad flag
 from jobs import client as cloud  # noqa: E402
 from jobs import pack, training_job  # noqa: E402
 
@@ -38,7 +39,7 @@ log = logging.getLogger("submit")
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False,
+    parser = ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n", 2)[2])
     parser.add_argument("command", choices=["train", "status", "logs", "stop", "deploy"])

@@ -170,9 +170,9 @@ def summarize(index, usable, problems):
 
 
 def log_summary(report, report_url=None):
-    log.info("data: %s layout in %s: %d labelled images, %d usable",
-             report["layout"], report["data_root"], report["labelled_images"],
-             report["usable_images"])
+    log.info("data: %s layout in %s: %d %s, %d usable", report["layout"], report["data_root"],
+             report["labelled_images"], "images" if report["layout"] == "unlabelled"
+             else "labelled images", report["usable_images"])
     for reason, count in report["problem_counts"].items():
         example = next(p for p in report["problems"] if p["reason"] == reason)
         where = example["file"] + (f":{example['line']}" if example["line"] else "")
@@ -194,5 +194,5 @@ def check_enough(usable, class_names, report_url, min_images=10):
     populated = sum(1 for n in counts if n > 0)
     if len(usable) < min_images or populated < 2:
         raise DataError(f"too little usable data to train: {len(usable)} usable images in "
-                        f"{populated} classes (need at least {min_images} images and 2 "
+                        f"{populated} class{'' if populated == 1 else 'es'} (need at least {min_images} images and 2 "
                         f"classes); see {report_url} for what was set aside and why")

@@ -35,7 +35,9 @@ class UnsafeKeyError(ObsError, ValueError):
 
 
 _CREDENTIAL_HELP = ("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or OBS_ACCESS_KEY_ID and "
-                    "OBS_SECRET_ACCESS_KEY) to the keys of an account that may use this bucket")
+                    "OBS_SECRET_ACCESS_KEY) to the keys of an account that may use this bucket, "
+                    "and the endpoint in OBS_ENDPOINT, S3_ENDPOINT or AWS_ENDPOINT_URL (e.g. "
+                    "https://obs.cn-north-4.myhuaweicloud.com)")
 _ENDPOINT_HELP = ("check the endpoint (OBS_ENDPOINT, S3_ENDPOINT or AWS_ENDPOINT_URL, e.g. "
                   "https://obs.cn-north-4.myhuaweicloud.com) and that this machine can reach it")
 

@@ -8,6 +8,7 @@ pool; every error is a JSON {"error": "..."} with a 4xx, or a 500 that names no 
 import hmac
 import json
 import logging
+import time
 
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
@@ -42,15 +43,29 @@ def _request_data(request, field="images"):
 
 
 class App(object):
-    """The WSGI application around a service (customize_service.ImageClassifierService)."""
+    """The WSGI application around a service (customize_service.ImageClassifierService);
+    each request is logged in one line (method, path, status, images, milliseconds) unless
+    `quiet`."""
 
-    def __init__(self, service, token=None, max_body=MAX_BODY_BYTES):
+    def __init__(self, service, token=None, max_body=MAX_BODY_BYTES, quiet=False):
         self.service, self.token, self.max_body = service, token, max_body
+        self.quiet = quiet
 
     def __call__(self, environ, start_response):
+        started = time.time()
         request = Request(environ)
         request.max_content_length = self.max_body
         request.max_form_memory_size = self.max_body
+        request.images = 0  # counted once the body is parsed
+        response = self.respond(request)
+        if not self.quiet:
+            log.info("%s %s %d, %d image%s, %.0f ms", request.method, request.path,
+                     response.status_code, request.images,
+                     "" if request.images == 1 else "s", 1000 * (time.time() - started))
+        return response(environ, start_response)
+
+    def respond(self, request):
+        """The response to `request`: the reply, or a JSON error with its status."""
         try:
             response = self.dispatch(request)
         except (BadRequest, NotReady) as exc:
@@ -61,7 +76,7 @@ class App(object):
             log.exception("request failed")
             response = _json({"error": "internal error while predicting; see the server "
                                        "log"}, 500)
-        return response(environ, start_response)
+        return response
 
     def authorised(self, request):
         if self.token is None:
@@ -96,6 +111,7 @@ class App(object):
                              "(curl -F images=@x.jpg ...), got {!r}".format(
                                  request.mimetype or "no body"), status=415)
         data = _request_data(request)
+        request.images = sum(len(files) for files in data.values() if isinstance(files, dict))
         if not data and (request.content_length or 0) > 0:
             raise BadRequest("the multipart body could not be parsed (a missing or wrong "
                              "boundary?): send it as curl -F images=@x.jpg does")
@@ -112,11 +128,18 @@ CONNECTION_LIMIT = 1000
 
 
 def serve(app, host="127.0.0.1", port=8080, threads=32):
-    """Serve until interrupted. Threads bound the requests in progress, and so the batch."""
+    """Serve until interrupted (then say so). Threads bound the requests in progress, and so
+    the batch."""
     import waitress
 
-    log.info("serving on http://%s:%d/ (POST / with field 'images'; GET /health)", host, port)
-    waitress.serve(app, host=host, port=port, threads=threads, ident="modelarts-classifier",
-                   max_request_body_size=app.max_body + 2 ** 20,
-                   channel_timeout=CHANNEL_TIMEOUT, cleanup_interval=5,
-                   connection_limit=max(CONNECTION_LIMIT, 8 * threads), _quiet=True)
+    log.info("listening on http://%s:%d/ (POST / with field 'images'; GET /health says when "
+             "the model is ready)%s", host, port, "; requests not logged (--quiet)"
+             if app.quiet else "")
+    try:
+        waitress.serve(app, host=host, port=port, threads=threads, ident="modelarts-classifier",
+                       max_request_body_size=app.max_body + 2 ** 20,
+                       channel_timeout=CHANNEL_TIMEOUT, cleanup_interval=5,
+                       connection_limit=max(CONNECTION_LIMIT, 8 * threads), _quiet=True)
+    except KeyboardInterrupt:
+        pass
+    log.info("stopped serving on http://%s:%d/", host, port)

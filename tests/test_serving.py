@@ -3,7 +3,9 @@ service driven the way ModelArts drives it, and the local HTTP server (a real pr
 from the package's own files) on good, bad and concurrent requests."""
 import io
 import json
+import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -222,7 +224,7 @@ def test_the_service_under_a_modelarts_like_base_class(package, images, expected
 
 
 def test_the_model_loads_in_the_background_and_health_says_so(package, images, expected,
-                                                             monkeypatch, tmp_path):
+                                                             monkeypatch, tmp_path, caplog):
     """Construction returns at once (the manual's advice, so start-up cannot time out); until
     the model is in, health says "loading" and the server answers 503; a request waits for
     it; a package that cannot load says why, in health and in each reply."""
@@ -249,6 +251,17 @@ def test_the_model_loads_in_the_background_and_health_says_so(package, images, e
     waiting.join(60)
     assert_matches(answer["reply"], expected[1][0], expected[0])
     assert client.get("/health").status_code == 200 and service.health()["status"] == "ok"
+    # Each request is one log line (method, path, status, images, time), unless quiet.
+    caplog.set_level(logging.INFO, logger="serving")
+    for quiet in (False, True):
+        caplog.clear()
+        reply = werkzeug_client(App(service, quiet=quiet)).post("/", data={"images": [
+            (io.BytesIO(images[0].read_bytes()), "a.jpg"),
+            (io.BytesIO(images[1].read_bytes()), "b.png")]})
+        assert reply.status_code == 200
+        logged = [r.getMessage() for r in caplog.records if r.name == "serving"]
+        assert logged == ([] if quiet else [logged[0]]), logged
+        assert quiet or re.fullmatch(r"POST / 200, 2 images, \d+ ms", logged[0]), logged
 
     broken = broken_copy(package, tmp_path)
     (broken / "saved_model.pb").write_bytes(b"not a protobuf")
@@ -258,6 +271,26 @@ def test_the_model_loads_in_the_background_and_health_says_so(package, images, e
     reply = werkzeug_client(App(service)).post("/", data={"images": (io.BytesIO(
         images[0].read_bytes()), "a.jpg")})
     assert reply.status_code == 503 and "failed to load" in reply.get_json()["error"]
+
+
+def test_model_dir_takes_a_package_or_a_train_url_local_or_remote(package, bucket, tmp_path):
+    """As retrieve.py and train.py --eval_model do: model/ itself, or the run holding it, on
+    this machine or on OBS (copied to the cache first)."""
+    import customize_service
+    import obs_utils
+
+    assert customize_service.local_package(str(package)) == (str(package), None)
+    assert customize_service.local_package(str(package.parent)) == (str(package), None)
+    folder, problem = customize_service.local_package(str(tmp_path))
+    assert folder is None and "holds no model package (saved_model.pb)" in problem
+    obs_utils.copy_tree(str(package), f"obs://{bucket}/run/model/", progress=False)
+    folder, problem = customize_service.local_package(f"s3://{bucket}/run",
+                                                       str(tmp_path / "cache"))
+    assert problem is None and folder.startswith(str(tmp_path / "cache"))
+    assert os.path.isfile(os.path.join(folder, "saved_model.pb"))
+    folder, problem = customize_service.local_package(f"obs://{bucket}/nothing-here",
+                                                       str(tmp_path / "cache"))
+    assert folder is None and "nothing-here" in problem, problem
 
 
 def werkzeug_client(app):
@@ -289,6 +322,9 @@ def test_curl_as_the_modelarts_manual_calls_it(server, images, expected):
                           f"X-Auth-Token: {TOKEN}", "-X", "POST", server.url + "/"],
                          capture_output=True, text=True, timeout=60).stdout
     assert_matches(json.loads(out), expected[1][1], expected[0])
+    log = server.output()  # the server said what it serves, and logged the request
+    assert f"is loaded, {len(expected[0])} classes: ready to serve" in log, log
+    assert re.search(r"POST / 200, 1 image, \d+ ms", log), log
 
 
 def bad_requests(images):

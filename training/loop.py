@@ -240,6 +240,16 @@ def progress_bar(total, epoch, epochs):
                 mininterval=0.5 if tty else 30, leave=not tty)
 
 
+def duration(seconds):
+    """45s, 3m12s, 1h05m: how long, as a person reads it."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
 def run_epochs(loop, train_iter, val_dist, steps_per_epoch, start_epoch, epochs, callbacks,
                on_epoch_saved=None, phase_for_epoch=None, on_train_begin=None):
     """Train epochs start_epoch..epochs-1; callbacks see Keras-named logs (val_accuracy...).
@@ -247,7 +257,7 @@ def run_epochs(loop, train_iter, val_dist, steps_per_epoch, start_epoch, epochs,
     `phase_for_epoch(epoch)` may change what trains (returns True when it did, so the steps are
     compiled again); `on_epoch_saved(epoch, logs)` runs after the callbacks, for checkpoints;
     `on_train_begin()` after the callbacks' own (which reset their state), to restore it."""
-    history = []
+    history, began = [], time.time()
     callbacks.on_train_begin()
     if on_train_begin is not None:
         on_train_begin()
@@ -270,11 +280,14 @@ def run_epochs(loop, train_iter, val_dist, steps_per_epoch, start_epoch, epochs,
                 "val_macro_recall": val["macro_recall"],
                 "learning_rate": current_learning_rate(loop.optimizer),
                 "seconds": time.time() - started}
+        elapsed = time.time() - began  # the epochs of this run (a resumed one: since then)
+        left = elapsed / (epoch + 1 - start_epoch) * (epochs - epoch - 1)
         log.info("epoch %d/%d  loss %.4f  acc %.4f  val_loss %.4f  val_acc %.4f  val_top5 %.4f"
-                 "  val_macro_recall %.4f  lr %.2e  %.0fs  (%.1f img/s)", epoch + 1, epochs,
-                 logs["loss"], logs["accuracy"], logs["val_loss"], logs["val_accuracy"],
-                 logs["val_top5_accuracy"], logs["val_macro_recall"], logs["learning_rate"],
-                 logs["seconds"], totals[3] / max(logs["seconds"], 1e-9))
+                 "  val_macro_recall %.4f  lr %.2e  %.0fs  (%.1f img/s)  elapsed %s, %s",
+                 epoch + 1, epochs, logs["loss"], logs["accuracy"], logs["val_loss"],
+                 logs["val_accuracy"], logs["val_top5_accuracy"], logs["val_macro_recall"],
+                 logs["learning_rate"], logs["seconds"], totals[3] / max(logs["seconds"], 1e-9),
+                 duration(elapsed), f"about {duration(left)} left" if left else "done")
         callbacks.on_epoch_end(epoch, logs)
         history.append({"epoch": epoch + 1, **logs})
         if on_epoch_saved is not None:

@@ -1,0 +1,80 @@
+"""The boot files' command lines as a newcomer meets them: --help and a bad flag answered at
+once, without importing TensorFlow, a bad flag in one line, every default said once."""
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.servers import ROOT
+
+BOOT_FILES = ["train.py", "retrieve.py", "customize_service.py", "submit.py"]
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-X", "importtime", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+def imported(proc):
+    """Module names in `python -X importtime`'s report (written to standard error)."""
+    return {line.split("|")[-1].strip() for line in proc.stderr.splitlines()
+            if line.startswith("import time:")}
+
+
+@pytest.mark.parametrize("boot_file", BOOT_FILES)
+def test_help_is_answered_without_tensorflow(boot_file):
+    proc = run(boot_file, "--help")
+    assert proc.returncode == 0 and "usage:" in proc.stdout, proc.stdout + proc.stderr
+    assert not {"tensorflow", "keras"} & imported(proc)
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["train.py", "--backbone=resnet51"],
+     ["--backbone", "'resnet51'", "'resnet50'", "see train.py --help"]),
+    (["train.py", "--max_epochs=abc"], ["--max_epochs", "expected a whole number >= 1",
+                                        "'abc'"]),
+    (["retrieve.py", "index", "--top_k=0"], ["--top_k", "'0'", "see retrieve.py --help"]),
+    (["customize_service.py", "--port=abc"], ["--port", "'abc'"]),
+    (["submit.py", "nosuch"], ["'nosuch'", "'train'", "see submit.py --help"]),
+])
+def test_a_bad_flag_is_one_line_without_tensorflow(argv, words):
+    proc = run(*argv)
+    lines = [line for line in proc.stderr.splitlines() if not line.startswith("import time:")]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert all(word in lines[0] for word in words), lines[0]
+    assert not {"tensorflow", "keras"} & imported(proc)
+
+
+def test_train_help_shows_every_default_once_and_the_demos_own_values():
+    import flags
+
+    text = flags.build_parser().format_help()
+    blocks = re.split(r"\n  (?=--)", text.split("options:", 1)[1])
+    options = [b for b in blocks if b.startswith("--") and not b.startswith("--help")]
+    assert len(options) == len([a for a in flags.build_parser()._actions if a.dest != "help"])
+    for block in options:
+        flat = " ".join(block.split())
+        assert flat.count("default") == 1, flat
+    assert re.search(r"--max_epochs .*\(default: 30; demo: 8\)", " ".join(text.split()))
+    assert re.search(r"--backbone .*\(default: resnet50; demo: mobilenetv3small\)",
+                     " ".join(text.split()))
+
+
+def test_the_flag_tables_name_what_the_code_implements():
+    """flags.py names the choices itself (so --help needs no TensorFlow): each list must be
+    what the implementing module offers, or a flag would be refused or crash later."""
+    import flags
+    from inputs import augment, balance, screening
+    from models import backbones, heads
+    from training import distribute, optim
+
+    assert list(flags.BACKBONES) == list(backbones.BACKBONES)
+    assert list(flags.HEADS) == list(heads.HEADS)
+    assert list(flags.AUGMENT_PRESETS) == list(augment.PRESETS)
+    assert [name for name, _ in flags.AUGMENT_OPS] == list(augment.DEFAULTS)
+    assert list(flags.BALANCE_POLICIES) == list(balance.POLICIES)
+    assert list(flags.OPTIMIZERS) == list(optim.OPTIMIZERS)
+    assert list(flags.SCHEDULES) == list(optim.SCHEDULES)
+    assert (flags.MAX_IMAGE_PIXELS, flags.MIN_IMAGE_SIDE, flags.WORKER_PORT) == \
+        (screening.MAX_PIXELS, screening.MIN_SIDE, distribute.DEFAULT_PORT)
