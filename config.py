@@ -1,6 +1,7 @@
-"""train.py's typed configuration: one frozen dataclass per stage (data, input pipeline, model,
-fit, export, eval), built once from the parsed flags, written to run_config.json and handed
-down. No layer below train.py reads the argparse namespace; each takes the part it needs."""
+"""The boot files' typed configuration. train.py's: one frozen dataclass per stage (data, input
+pipeline, model, fit, export, eval), built once from the parsed flags, written to
+run_config.json and handed down; retrieve.py's: RetrievalConfig. No layer below the boot files
+reads the argparse namespace; each takes the part it needs."""
 import dataclasses
 from dataclasses import dataclass
 from typing import Optional
@@ -44,6 +45,7 @@ class ModelConfig:
     input_size: int
     dropout: float
     loss: str
+    focal_gamma: float
     label_smoothing: float
     head: str
     head_scale: float
@@ -63,10 +65,14 @@ class FitConfig:
     warmup_epochs: float
     step_epochs: int
     step_gamma: float
+    restart_epochs: float
+    restart_mult: float
     plateau_patience: int
     plateau_factor: float
     early_stop_patience: int
     clipnorm: float
+    grad_centralization: bool
+    monitor: str
     mixed_precision: str
     xla: str
     steps_per_execution: int
@@ -105,6 +111,29 @@ class RunConfig:
     eval: EvalConfig
 
 
+@dataclass(frozen=True)
+class RetrievalConfig:
+    """retrieve.py index|search|package: the model, the images, the feature base, the search."""
+    command: str
+    model_dir: str
+    data_url: str
+    index_url: str
+    data_format: str
+    manifest: Optional[str]
+    batch_size: int
+    local_data_root: Optional[str]
+    rebuild: bool
+    float16: bool
+    top_k: int
+    overwrite: bool
+    search: str
+    query_expansion: int
+    qe_alpha: float
+    database_augmentation: int
+    dba_alpha: float
+    output_url: str
+
+
 STAGES = {"data": DataConfig, "feed": FeedConfig, "model": ModelConfig, "fit": FitConfig,
           "export": ExportConfig, "eval": EvalConfig}
 # Fields that are not flags of their own: computed from flags when the config is built.
@@ -127,6 +156,11 @@ def from_flags(flags, augmentation):
     return RunConfig(mode=flags.mode, train_url=flags.train_url,
                      local_data_root=flags.local_data_root, worker_port=flags.worker_port,
                      **parts)
+
+
+def retrieval_from_flags(flags):
+    """The RetrievalConfig of retrieve.py's parsed flags."""
+    return _take(RetrievalConfig, flags)
 
 
 def used_flags():

@@ -226,7 +226,7 @@ def build_parser():
     parser.add_argument("--check", metavar="MODEL_DIR", default=None,
                         help="check a package against ModelArts' rules and exit")
     parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to accept other machines")
-    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--port", type=int, default=8080, help="the port to listen on")
     parser.add_argument("--threads", type=int, default=32, help="requests served at once")
     parser.add_argument("--max_batch", type=int, default=32,
                         help="images of concurrent requests run together (1 = no batching)")

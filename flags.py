@@ -18,7 +18,9 @@ AUGMENT_OPS = (("flip", str), ("rotation", float), ("zoom", float), ("shift", fl
                ("mixup_prob", float), ("mixup_alpha", float))  # inputs/augment.DEFAULTS
 BALANCE_POLICIES = ("none", "oversample", "sqrt", "class_weight")  # inputs/balance.POLICIES
 OPTIMIZERS = ("adam", "sgd", "adamw")                 # training/optim.OPTIMIZERS
-SCHEDULES = ("plateau", "cosine", "step")             # training/optim.SCHEDULES
+SCHEDULES = ("plateau", "cosine", "sgdr", "step")     # training/optim.SCHEDULES
+LOSSES = ("categorical_crossentropy", "focal")         # models/losses.ALLOWED
+MONITORS = ("val_accuracy", "val_macro_recall", "val_loss")  # models/run_weights.MONITORS
 MAX_IMAGE_PIXELS = 64_000_000                         # inputs/screening.MAX_PIXELS
 MIN_IMAGE_SIDE = 8                                    # inputs/screening.MIN_SIDE
 WORKER_PORT = 2222                                    # training/distribute.DEFAULT_PORT
@@ -105,7 +107,10 @@ def build_parser():
                        help="0 = from the data; else checked against it")
     model.add_argument("--dropout", type=float, default=0.3, help="before the classifier")
     model.add_argument("--loss", default="categorical_crossentropy",
-                       help="the classification loss (binary_crossentropy is refused)")
+                       help=f"the classification loss: {' or '.join(LOSSES)} (focal: "
+                            "-(1-p)^gamma log p; binary_crossentropy is refused)")
+    model.add_argument("--focal_gamma", type=float, default=2.0,
+                       help="--loss=focal: the focusing exponent (0 = crossentropy)")
     model.add_argument("--label_smoothing", type=float, default=0.1,
                        help="share of each target spread over the other classes")
     model.add_argument("--head", default="softmax", choices=HEADS,
@@ -129,17 +134,27 @@ def build_parser():
                           "excluded (default: 0 for adam, 0.05 for adamw, 5e-4 for sgd)")
     fit.add_argument("--momentum", type=float, default=0.9, help="sgd's momentum")
     fit.add_argument("--lr_schedule", default="cosine", choices=SCHEDULES,
-                     help="cosine (with warm-up), step, or plateau (ReduceLROnPlateau)")
-    fit.add_argument("--warmup_epochs", type=float, default=1.0, help="cosine: linear warm-up")
+                     help="cosine (with warm-up), sgdr (warm-up, then cosine with warm "
+                          "restarts), step, or plateau (ReduceLROnPlateau)")
+    fit.add_argument("--warmup_epochs", type=float, default=1.0,
+                     help="cosine and sgdr: linear warm-up from 0")
+    fit.add_argument("--restart_epochs", type=float, default=5.0,
+                     help="sgdr: epochs of the first cosine cycle")
+    fit.add_argument("--restart_mult", type=float, default=2.0,
+                     help="sgdr: each cycle this many times as long as the one before")
     fit.add_argument("--step_epochs", type=int, default=10, help="step: epochs per step")
     fit.add_argument("--step_gamma", type=float, default=0.1, help="step: factor per step")
     fit.add_argument("--plateau_patience", type=int, default=3,
-                     help="plateau: epochs without a better val_accuracy before a cut")
+                     help="plateau: epochs without a better --monitor before a cut")
     fit.add_argument("--plateau_factor", type=float, default=0.5, help="plateau: factor per cut")
     fit.add_argument("--early_stop_patience", type=int, default=10,
-                     help="stop after this many epochs without a better val_accuracy; 0 = off")
+                     help="stop after this many epochs without a better --monitor; 0 = off")
     fit.add_argument("--clipnorm", type=float, default=0.0,
                      help="clip the gradient's global norm; 0 = off")
+    fit.add_argument("--grad_centralization", type=boolean, default=False,
+                     help="subtract from each kernel's gradient its mean (any optimizer)")
+    fit.add_argument("--monitor", default="val_accuracy", choices=MONITORS,
+                     help="what picks the best weights and drives plateau and early stopping")
     fit.add_argument("--mixed_precision", default="auto", choices=["auto", "true", "false"],
                      help="float16 compute; auto: on when a GPU is present")
     fit.add_argument("--xla", default="auto", choices=["auto", "true", "false"],
@@ -148,7 +163,7 @@ def build_parser():
                      help="training steps per compiled call: more cuts the host's per-step "
                           "overhead for small models (Keras' steps_per_execution)")
     fit.add_argument("--keep_weights_file_num", type=int, default=3,
-                     help="best weight files kept, by val_accuracy")
+                     help="best weight files kept, by --monitor")
     fit.add_argument("--worker_port", type=int, default=WORKER_PORT,
                      help="port of the workers of a multi-node job")
 

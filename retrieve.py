@@ -25,19 +25,25 @@ import runtime_check  # noqa: E402
 runtime_check.check("retrieve.py")  # one line on an old Python/TensorFlow
 
 import obs_utils  # noqa: E402
-from cli import (ArgumentParser, boolean, import_tensorflow, positive, run_job,  # noqa: E402
-                 setup_logging)
+import config  # noqa: E402 - the typed configuration the stage is handed
+from cli import (ArgumentParser, HelpFormatter, boolean, import_tensorflow, positive,  # noqa: E402
+                 run_job, setup_logging)
 from errors import UserError  # noqa: E402
 from inputs import fetch  # noqa: E402
 
 log = logging.getLogger("retrieve")
 
 
+class RawDescriptionHelpFormatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every default said once (cli.HelpFormatter), the examples below kept as written."""
+
+
 def build_parser():
-    parser = ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n", 2)[2])
-    parser.add_argument("command", choices=["index", "search", "package"])
+    parser = ArgumentParser(prog="retrieve.py", description=__doc__.splitlines()[0],
+                            allow_abbrev=False, formatter_class=RawDescriptionHelpFormatter,
+                            epilog=__doc__.split("\n", 2)[2])
+    parser.add_argument("command", choices=["index", "search", "package"],
+                        help="index a gallery, search it with queries, or put it in a package")
     parser.add_argument("--model_dir", default=os.path.join("outputs", "demo"),
                         help="a model package (model/) or a train_url holding one (default: "
                              "what `python train.py` left)")
@@ -49,9 +55,13 @@ def build_parser():
     parser.add_argument("--data_format", default="auto",
                         choices=["auto", "garbage", "folders", "manifest", "unlabelled"],
                         help="auto: a labelled layout if the folder is one, else every image")
-    parser.add_argument("--manifest", default=None)
-    parser.add_argument("--batch_size", type=positive, default=64)
-    parser.add_argument("--local_data_root", default=None, help="the local cache")
+    parser.add_argument("--manifest", default=None,
+                        help="manifest file, relative to data_url (--data_format=manifest)")
+    parser.add_argument("--batch_size", type=positive, default=64, help="images per embedding "
+                                                                        "batch")
+    parser.add_argument("--local_data_root", default=None,
+                        help="the local cache (default: /cache if writable, else "
+                             "~/.cache/modelarts-classifier)")
     parser.add_argument("--rebuild", type=boolean, default=False,
                         help="index: embed everything again instead of only new images")
     parser.add_argument("--float16", type=boolean, default=False,
@@ -66,33 +76,37 @@ def build_parser():
     parser.add_argument("--query_expansion", type=int, default=0,
                         help="search: average each query with its first N results and search "
                              "again (alpha-QE; 0: off)")
-    parser.add_argument("--qe_alpha", type=float, default=3.0)
+    parser.add_argument("--qe_alpha", type=float, default=3.0,
+                        help="search: alpha-QE's weight exponent")
     parser.add_argument("--database_augmentation", type=int, default=0,
                         help="search: average each gallery feature with its N nearest gallery "
                              "neighbours first (DBA; holds the gallery in memory; 0: off)")
-    parser.add_argument("--dba_alpha", type=float, default=3.0)
-    parser.add_argument("--output_url", default=os.path.join("outputs", "retrieval"))
+    parser.add_argument("--dba_alpha", type=float, default=3.0,
+                        help="search: DBA's weight exponent")
+    parser.add_argument("--output_url", default=os.path.join("outputs", "retrieval"),
+                        help="search: where results.csv, submission.csv and metrics go")
     return parser
 
 
 def main(argv=None):
     setup_logging()
-    args, unknown = build_parser().parse_known_args(argv)
+    flags, unknown = build_parser().parse_known_args(argv)
     if unknown:
         log.warning("ignoring flags retrieve.py does not know: %s", " ".join(unknown))
+    run = config.retrieval_from_flags(flags)
     import_tensorflow()  # after the flags parse, without its start-up banner
     from retrieval import stage
 
     def job():
         for flag in ("model_dir", "index_url"):
-            if not getattr(args, flag):
-                raise UserError(f"{args.command} needs --{flag}: python retrieve.py --help")
-        cache_root = fetch.resolve_cache_root(args.local_data_root)
-        if args.command == "index":
-            return stage.index(args, cache_root)
-        if args.command == "package":
-            return stage.package(args, cache_root)
-        return stage.search_queries(args, cache_root)
+            if not getattr(run, flag):
+                raise UserError(f"{run.command} needs --{flag}: python retrieve.py --help")
+        cache_root = fetch.resolve_cache_root(run.local_data_root)
+        if run.command == "index":
+            return stage.index(run, cache_root)
+        if run.command == "package":
+            return stage.package(run, cache_root)
+        return stage.search_queries(run, cache_root)
 
     return run_job(job, (obs_utils.ObsError, UserError), log)
 

@@ -147,11 +147,11 @@ def train_and_export(run, flags, unknown, cache_root):
         url = package.export(model, data.class_names, feed.input_size, feed.resize_mode,
                              metrics, run.train_url, work_dir, run.export.runtime, overwrite)
         where = f"model package {url}"
-    if not data_cfg.data_url and run.export.export_model:  # the demo: what to do next
-        log.info("serve it: python customize_service.py --model_dir %s", package.model_url(
-            run.train_url))
-        log.info("ask it:   curl -F images=@%s http://127.0.0.1:8080/", data.val[0].path)
-    return (f"done in {time.time() - started:.0f} s: {len(result.history)} epochs run now; "
+    if not data_cfg.data_url and run.export.export_model:  # the demo: an image to send it
+        log.info("once served, ask it: curl -F images=@%s http://127.0.0.1:8080/",
+                 data.val[0].path)
+    return (f"done in {time.time() - started:.0f} s: {len(result.history)} "
+            f"epoch{'' if len(result.history) == 1 else 's'} run now; "
             f"best weights on validation: top-1 {metrics['top1_accuracy']:.4f}, macro F1 "
             f"{metrics['macro']['f1']:.4f}; {where}; reports in "
             f"{obs_utils.join(run.train_url, stage.FOLDER)}")

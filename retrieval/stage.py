@@ -74,22 +74,22 @@ def _embed_named(embedder, samples, batch_size, desc):
     return features[keep], keep
 
 
-def index(args, cache_root):
+def index(run, cache_root):
     """retrieve.py index: embed the gallery into the base at --index_url (only images the base
     does not hold yet, unless --rebuild); returns the summary line."""
-    embedder = Embedder(find_package(args.model_dir, cache_root))
-    path = _local_base(args.index_url, cache_root, download=not args.rebuild)
+    embedder = Embedder(find_package(run.model_dir, cache_root))
+    path = _local_base(run.index_url, cache_root, download=not run.rebuild)
     with base.writing(path):
-        return _index_into(args, cache_root, embedder, path)
+        return _index_into(run, cache_root, embedder, path)
 
 
-def _index_into(args, cache_root, embedder, path):
+def _index_into(run, cache_root, embedder, path):
     """index's work, holding the base's lock."""
-    report_url = os.path.splitext(args.index_url)[0] + "_screening.json"
-    samples, class_names = _images(args.data_url, cache_root, report_url, args.data_format,
-                                   args.manifest)
+    report_url = os.path.splitext(run.index_url)[0] + "_screening.json"
+    samples, class_names = _images(run.data_url, cache_root, report_url, run.data_format,
+                                   run.manifest)
     samples = _storable(samples, "gallery")
-    reusable = {} if args.rebuild else base.reusable_rows(path, embedder.meta)
+    reusable = {} if run.rebuild else base.reusable_rows(path, embedder.meta)
     digests = [s.digest for s in samples]  # screening hashed every file's bytes
     old = [i for i, s in enumerate(samples) if (s.rel, digests[i]) in reusable]
     new = [i for i, s in enumerate(samples) if (s.rel, digests[i]) not in reusable]
@@ -99,7 +99,7 @@ def _index_into(args, cache_root, embedder, path):
     def labels(rows):
         return [samples[i].label if class_names else -1 for i in rows]
 
-    writer = base.Writer(path, embedder.meta, class_names or [], float16=args.float16)
+    writer = base.Writer(path, embedder.meta, class_names or [], float16=run.float16)
     try:
         if old:
             writer.append(np.stack([reusable[(samples[i].rel, digests[i])] for i in old]),
@@ -108,7 +108,7 @@ def _index_into(args, cache_root, embedder, path):
         for start in range(0, len(new), CHUNK):
             rows = new[start:start + CHUNK]
             features, done = _embed_named(embedder, [samples[i] for i in rows],
-                                          args.batch_size, "embedding gallery")
+                                          run.batch_size, "embedding gallery")
             kept = [rows[j] for j in done]
             skipped += len(rows) - len(kept)
             writer.append(features, [samples[i].rel for i in kept],
@@ -116,37 +116,37 @@ def _index_into(args, cache_root, embedder, path):
         writer.commit()
     finally:
         writer.close()
-    if obs_utils.is_remote(args.index_url):
-        obs_utils.copy(path, args.index_url)
+    if obs_utils.is_remote(run.index_url):
+        obs_utils.copy(path, run.index_url)
     with base.open_base(path) as fb:
         total = len(fb)
     if not total:
-        raise UserError(f"no image of {args.data_url or 'the demo'} could be embedded: the "
+        raise UserError(f"no image of {run.data_url or 'the demo'} could be embedded: the "
                          "base is empty")
-    return (f"indexed {total} images into {args.index_url} ({len(new) - skipped} embedded, "
+    return (f"indexed {total} images into {run.index_url} ({len(new) - skipped} embedded, "
             f"{len(old)} kept, {skipped} skipped; {embedder.meta['dim']}-d, "
             f"{embedder.meta['backbone']} {embedder.meta['fingerprint']})")
 
 
-def _ranked(args, fb, queries):
+def _ranked(run, fb, queries):
     """(scores, gallery rows) [Q, top_k] by --search, with the re-ranking asked for:
     --database_augmentation (the gallery, in memory, averaged with its own neighbours) and
     --query_expansion (each query averaged with its first results, then searched again)."""
-    k = max(args.top_k, args.query_expansion)
-    if args.database_augmentation:
+    k = max(run.top_k, run.query_expansion)
+    if run.database_augmentation:
         log.info("database-side augmentation over %d neighbours (the gallery in memory)",
-                 args.database_augmentation)
+                 run.database_augmentation)
         gallery = search.database_augmentation(
-            np.concatenate([block for _, block in fb.blocks()]), args.database_augmentation,
-            args.dba_alpha)
+            np.concatenate([block for _, block in fb.blocks()]), run.database_augmentation,
+            run.dba_alpha)
         blocks, rows = (lambda: [(0, gallery)]), (lambda idx: gallery[idx])
     else:
         blocks, rows = fb.blocks, fb.rows
-    if args.search == "exact":
+    if run.search == "exact":
         def find(q, count):
             return search.exact_search(q, blocks(), count)
     else:
-        index = search.approximate_index(blocks(), queries.shape[1], args.search)
+        index = search.approximate_index(blocks(), queries.shape[1], run.search)
 
         def find(q, count):
             return search.approximate_search(index, q, count)
@@ -154,14 +154,14 @@ def _ranked(args, fb, queries):
         recall = search.recall_at_k(find(sample, 10)[1], search.exact_search(
             sample, blocks(), 10)[1])
         log.info("approximate search (%s): recall@10 %.4f against exact on %d queries",
-                 args.search, recall, len(sample))
+                 run.search, recall, len(sample))
     scores, ranked = find(queries, k)
-    if args.query_expansion:
-        n = args.query_expansion
+    if run.query_expansion:
+        n = run.query_expansion
         queries = search.query_expansion(queries, rows(ranked[:, :n]), scores[:, :n],
-                                         args.qe_alpha)
-        scores, ranked = find(queries, args.top_k)
-    return scores[:, :args.top_k], ranked[:, :args.top_k]
+                                         run.qe_alpha)
+        scores, ranked = find(queries, run.top_k)
+    return scores[:, :run.top_k], ranked[:, :run.top_k]
 
 
 def _contest_field(name):
@@ -186,42 +186,42 @@ def _csv_text(rows, header):
     return out.getvalue()
 
 
-def search_queries(args, cache_root):
+def search_queries(run, cache_root):
     """retrieve.py search: the top-k gallery images per query into --output_url; returns the
     summary line (the metrics when queries and gallery carry labels)."""
-    embedder = Embedder(find_package(args.model_dir, cache_root))
-    if obs_utils.is_remote(args.index_url) and not obs_utils.exists(args.index_url):
-        raise base.BaseError(f"{args.index_url} does not exist: make it with python "
+    embedder = Embedder(find_package(run.model_dir, cache_root))
+    if obs_utils.is_remote(run.index_url) and not obs_utils.exists(run.index_url):
+        raise base.BaseError(f"{run.index_url} does not exist: make it with python "
                              "retrieve.py index")
-    path = _local_base(args.index_url, cache_root)
+    path = _local_base(run.index_url, cache_root)
     with base.open_base(path) as fb:
         fb.check_model(embedder.meta)
         if not len(fb):
-            raise base.BaseError(f"{args.index_url} holds no images: index a gallery first")
-        samples, class_names = _images(args.data_url, cache_root, obs_utils.join(
-            args.output_url, "screening_report.json"), args.data_format, args.manifest)
+            raise base.BaseError(f"{run.index_url} holds no images: index a gallery first")
+        samples, class_names = _images(run.data_url, cache_root, obs_utils.join(
+            run.output_url, "screening_report.json"), run.data_format, run.manifest)
         samples = _storable(samples, "query")
-        queries, done = _embed_named(embedder, samples, args.batch_size, "embedding queries")
+        queries, done = _embed_named(embedder, samples, run.batch_size, "embedding queries")
         samples = [samples[i] for i in done]
         if not samples:
-            raise UserError(f"no query image of {args.data_url} could be embedded")
-        scores, ranked = _ranked(args, fb, queries)
+            raise UserError(f"no query image of {run.data_url} could be embedded")
+        scores, ranked = _ranked(run, fb, queries)
         names, gallery_labels, label_names = fb.names, fb.labels, fb.label_names
     rows = [(s.rel, rank + 1, names[g], f"{score:.6f}")
             for s, gs, ss in zip(samples, ranked, scores)
             for rank, (g, score) in enumerate(zip(gs, ss)) if g >= 0]
-    obs_utils.write_text(obs_utils.join(args.output_url, "results.csv"),
+    obs_utils.write_text(obs_utils.join(run.output_url, "results.csv"),
                          _csv_text(rows, ["query", "rank", "gallery", "score"]))
     contest = "".join(submission_line(s.rel, [names[g] for g in gs if g >= 0])
                       for s, gs in zip(samples, ranked))
-    obs_utils.write_text(obs_utils.join(args.output_url, "submission.csv"), contest)
-    summary = f"top-{args.top_k} of {len(samples)} queries written to {args.output_url}"
+    obs_utils.write_text(obs_utils.join(run.output_url, "submission.csv"), contest)
+    summary = f"top-{run.top_k} of {len(samples)} queries written to {run.output_url}"
     if class_names and label_names:
         by_name = {name: i for i, name in enumerate(label_names)}
         query_labels = np.array([by_name.get(class_names[s.label], -2) for s in samples])
         scores_ = metrics.retrieval_scores(query_labels, gallery_labels[ranked],
                                            gallery_labels, k=10)
-        obs_utils.write_text(obs_utils.join(args.output_url, "metrics.json"),
+        obs_utils.write_text(obs_utils.join(run.output_url, "metrics.json"),
                              json.dumps(scores_, indent=2))
         summary = metrics.summary_line(scores_) + "; " + summary
     return summary
@@ -241,14 +241,14 @@ NEIGHBORS_RESPONSE = {  # config.json's reply schema for a retrieval package: on
                            "neighbors": _NEIGHBORS}}}}}}
 
 
-def package(args, cache_root):
+def package(run, cache_root):
     """retrieve.py package: put the base at --index_url into the model package, record it in
     its config.json and bring its customize_service.py and serving/ up to date, so the
     deployed service answers with the nearest gallery images. A package already serving a
     gallery is changed only with --overwrite."""
-    folder = find_package(args.model_dir, cache_root)
+    folder = find_package(run.model_dir, cache_root)
     embedder = Embedder(folder)
-    path = _local_base(args.index_url, cache_root)
+    path = _local_base(run.index_url, cache_root)
     with base.open_base(path) as fb:
         fb.check_model(embedder.meta)
         images = len(fb)
@@ -256,15 +256,15 @@ def package(args, cache_root):
     with open(config_path, encoding="utf-8") as f:
         config = json.load(f)
     serving_now = served_gallery.settings(folder) or config.get("retrieval")  # or an old one
-    if serving_now and not args.overwrite:
-        raise UserError(f"{args.model_dir} already serves a gallery "
+    if serving_now and not run.overwrite:
+        raise UserError(f"{run.model_dir} already serves a gallery "
                          f"({serving_now.get('images')} images); pass --overwrite=true "
                          "to replace it")
     shutil.copyfile(path, os.path.join(folder, GALLERY_FILE))
     export_package.copy_service(folder)  # a service that knows galleries
     settings_path = os.path.join(folder, served_gallery.SETTINGS_FILE)
     with open(settings_path, "w", encoding="utf-8") as f:
-        json.dump({"index": GALLERY_FILE, "top_k": args.top_k, "images": images,
+        json.dump({"index": GALLERY_FILE, "top_k": run.top_k, "images": images,
                    "fingerprint": embedder.meta["fingerprint"]}, f, indent=2)
     config.pop("retrieval", None)  # where packages before 0.5 kept it: not a spec field
     config["model_algorithm"] = "image_retrieval"
@@ -275,8 +275,8 @@ def package(args, cache_root):
     if problems:
         raise ValueError("the package fails the check after adding the gallery: "
                          + "; ".join(problems))
-    if obs_utils.is_remote(args.model_dir):  # the gallery first: retrieval.json switches it on
-        remote = args.model_dir
+    if obs_utils.is_remote(run.model_dir):  # the gallery first: retrieval.json switches it on
+        remote = run.model_dir
         if not obs_utils.exists(obs_utils.join(remote, "saved_model.pb")):
             remote = obs_utils.join(remote, "model")
         obs_utils.copy(os.path.join(folder, GALLERY_FILE), obs_utils.join(remote, GALLERY_FILE))
@@ -288,5 +288,5 @@ def package(args, cache_root):
                 obs_utils.copy(os.path.join(folder, name), obs_utils.join(remote, name))
         obs_utils.copy(settings_path, obs_utils.join(remote, served_gallery.SETTINGS_FILE))
         obs_utils.copy(config_path, obs_utils.join(remote, check.CONFIG))
-    return (f"{args.model_dir} now serves the {args.top_k} nearest of {images} gallery images "
+    return (f"{run.model_dir} now serves the {run.top_k} nearest of {images} gallery images "
             f"(check: OK); try it: python customize_service.py --model_dir {folder}")

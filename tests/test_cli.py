@@ -46,16 +46,24 @@ def test_a_bad_flag_is_one_line_without_tensorflow(argv, words):
     assert not {"tensorflow", "keras"} & imported(proc)
 
 
+def _option_blocks(parser):
+    """Each --flag's block of `parser`'s help, on one line."""
+    text = parser.format_help().split("options:", 1)[1]
+    blocks = [" ".join(b.split()) for b in re.split(r"\n  (?=--)", text)]
+    return [b for b in blocks if b.startswith("--") and not b.startswith("--help")]
+
+
 def test_train_help_shows_every_default_once_and_the_demos_own_values():
     import flags
+    import retrieve
 
+    for parser in (flags.build_parser(), retrieve.build_parser()):
+        options = _option_blocks(parser)
+        assert len(options) == len([a for a in parser._actions
+                                    if a.option_strings and a.dest != "help"])
+        for block in options:
+            assert block.count("default") == 1, block
     text = flags.build_parser().format_help()
-    blocks = re.split(r"\n  (?=--)", text.split("options:", 1)[1])
-    options = [b for b in blocks if b.startswith("--") and not b.startswith("--help")]
-    assert len(options) == len([a for a in flags.build_parser()._actions if a.dest != "help"])
-    for block in options:
-        flat = " ".join(block.split())
-        assert flat.count("default") == 1, flat
     assert re.search(r"--max_epochs .*\(default: 30; demo: 8\)", " ".join(text.split()))
     assert re.search(r"--backbone .*\(default: resnet50; demo: mobilenetv3small\)",
                      " ".join(text.split()))
@@ -66,7 +74,7 @@ def test_the_flag_tables_name_what_the_code_implements():
     what the implementing module offers, or a flag would be refused or crash later."""
     import flags
     from inputs import augment, balance, screening
-    from models import backbones, heads
+    from models import backbones, heads, losses, run_weights
     from training import distribute, optim
 
     assert list(flags.BACKBONES) == list(backbones.BACKBONES)
@@ -76,5 +84,7 @@ def test_the_flag_tables_name_what_the_code_implements():
     assert list(flags.BALANCE_POLICIES) == list(balance.POLICIES)
     assert list(flags.OPTIMIZERS) == list(optim.OPTIMIZERS)
     assert list(flags.SCHEDULES) == list(optim.SCHEDULES)
+    assert list(flags.LOSSES) == list(losses.ALLOWED)
+    assert list(flags.MONITORS) == list(run_weights.MONITORS)
     assert (flags.MAX_IMAGE_PIXELS, flags.MIN_IMAGE_SIDE, flags.WORKER_PORT) == \
         (screening.MAX_PIXELS, screening.MIN_SIDE, distribute.DEFAULT_PORT)

@@ -46,3 +46,14 @@ def test_each_flag_reaches_its_stage_with_the_value_given():
         pass
     else:
         raise AssertionError("the config must be frozen")
+
+
+def test_every_retrieve_flag_is_in_its_config():
+    import retrieve
+
+    parser = retrieve.build_parser()
+    names = {a.dest for a in parser._actions if not isinstance(a, argparse._HelpAction)}
+    assert names == {f.name for f in dataclasses.fields(config.RetrievalConfig)}
+    run = config.retrieval_from_flags(parser.parse_args(["search", "--top_k=3",
+                                                         "--search=hnsw"]))
+    assert (run.command, run.top_k, run.search) == ("search", 3, "hnsw")

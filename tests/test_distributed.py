@@ -86,6 +86,17 @@ def test_xla_compiled_step_matches(two_replica_facts):
                                    atol=1e-5)
 
 
+def test_gradient_centralization_is_the_same_step_on_one_and_two_replicas(two_replica_facts):
+    """From zero weights with SGD at rate 1 the update is -gradient, so the centralized step
+    is the plain one minus its mean over the input axis (the kernel's all but last)."""
+    facts = two_replica_facts["gc"]
+    plain = np.array(facts["plain"])
+    expected = plain - plain.mean(axis=0, keepdims=True)
+    assert np.abs(plain.mean(axis=0)).max() > 0.05  # centralizing changes this step
+    for name in ("one", "two", "two_mixed"):
+        np.testing.assert_allclose(facts[name], expected, atol=1e-6)
+
+
 def test_an_overflow_on_one_replica_skips_the_step_everywhere(two_replica_facts):
     assert two_replica_facts["overflow"] == {"finite": True, "unchanged": True}
 
@@ -119,11 +130,11 @@ def test_two_workers_on_localhost_end_with_identical_weights_and_resume_together
     assert (tmp_path / "out" / "model" / "saved_model.pb").exists()  # by the chief alone
     assert "the chief writes the outputs" in outputs[1]
 
-    # Restarted with one more epoch (the package replaced, as asked): both workers resume
-    # from the chief's checkpoint.
-    outputs = run_two_workers(tmp_path, data, 2, "--overwrite_model=true")
+    # Restarted with one more epoch: both workers resume from the chief's checkpoint (the
+    # export, seen above, is left out this time).
+    outputs = run_two_workers(tmp_path, data, 2, "--export_model=false")
     for out in outputs:
-        assert "1 epochs already done" in out and "epoch 2/2 " in out and "epoch 1/2 " not in out
+        assert "1 epoch already done" in out and "epoch 2/2 " in out and "epoch 1/2 " not in out
     prints = [re.search(r"weights fingerprint ([0-9a-f]+)", out).group(1) for out in outputs]
     assert prints[0] == prints[1]
     rows = (tmp_path / "out" / "training_log.csv").read_text().splitlines()

@@ -41,7 +41,7 @@ def _counting(all_reduce):
 tf.distribute.ReplicaContext.all_reduce = _counting(tf.distribute.ReplicaContext.all_reduce)
 
 
-def one_step(strategy, x, y, clipnorm, mixed=False, lr=1.0, xla=False):
+def one_step(strategy, x, y, clipnorm, mixed=False, lr=1.0, xla=False, gc=False):
     with strategy.scope():
         model = linear_model()
         optimizer = keras.optimizers.SGD(learning_rate=lr)
@@ -49,7 +49,8 @@ def one_step(strategy, x, y, clipnorm, mixed=False, lr=1.0, xla=False):
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(model.trainable_variables)
         loss = keras.losses.CategoricalCrossentropy(reduction=None)
-    loop = Loop(strategy, model, optimizer, loss, StepConfig(len(x), clipnorm, jit_compile=xla))
+    loop = Loop(strategy, model, optimizer, loss, StepConfig(len(x), clipnorm, jit_compile=xla,
+                                                         grad_centralization=gc))
     dataset = tf.data.Dataset.from_tensors((x, y)).repeat()
     iterator = iter(strategy.experimental_distribute_dataset(dataset))
     sums = loop.train_step(iterator)
@@ -79,6 +80,14 @@ def main():
     for name, strategy in (("xla_one", single), ("xla_two", mirrored)):
         weights, _ = one_step(strategy, x, y, 1.0, xla=True)
         facts[name] = weights.tolist()
+    # Gradient centralization, on inputs whose kernel gradient has non-zero column means
+    # (on x above they are zero): one device, two replicas, and two under loss scaling.
+    skewed = x + np.array([[0.0, 1.0], [0.0, 0.0], [0.0, 1.0], [0.0, 0.0]], "float32")
+    facts["gc"] = {"plain": one_step(single, skewed, y, 0.0)[0].tolist(),
+                   "one": one_step(single, skewed, y, 0.0, gc=True)[0].tolist(),
+                   "two": one_step(mirrored, skewed, y, 0.0, gc=True)[0].tolist(),
+                   "two_mixed": one_step(mirrored, skewed, y, 0.0, mixed=True,
+                                         gc=True)[0].tolist()}
     # An overflow on the second replica only: every replica must skip the step.
     bad = x.copy()
     bad[2:] = np.float32(3e38)

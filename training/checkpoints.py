@@ -99,8 +99,8 @@ class ResumeState:
                 f"{str(exc).strip().splitlines()[0][:200]}. Use a new --train_url, or remove "
                 "its checkpoints/ and weights/ to start over") from None
         done = int(self.epochs_done.numpy())
-        log.info("resuming from %s: %d epochs already done, optimizer at step %d", latest, done,
-                 int(self.checkpoint.optimizer.iterations.numpy()))
+        log.info("resuming from %s: %d epoch%s already done, optimizer at step %d", latest,
+                 done, "" if done == 1 else "s", int(self.checkpoint.optimizer.iterations.numpy()))
         return done
 
     def save(self, epochs_done, callbacks=(), stopped_early=False):
@@ -154,15 +154,17 @@ def _write_callback_state(folder, epochs_done, callbacks, stopped_early):
 
 
 class BestWeights(keras.callbacks.Callback):
-    """Keep the `keep` best weight files by val_accuracy (`--keep_weights_file_num`), named
-    epoch_NNN-val_acc_0.XXXX.weights.h5, under weights/ (mirrored to train_url)."""
+    """Keep the `keep` best weight files by `monitor` (`--keep_weights_file_num`, `--monitor`),
+    named epoch_NNN-val_acc_0.XXXX.weights.h5 (or val_macro_recall_, val_loss_), under
+    weights/ (mirrored to train_url)."""
 
-    def __init__(self, local_dir, remote_dir, keep, chief, earlier_run=False):
+    def __init__(self, local_dir, remote_dir, keep, chief, earlier_run=False,
+                 monitor="val_accuracy"):
         """earlier_run=True: the files already in local_dir belong to another run (this one
         starts at epoch 0): they are left there but never compete, nor are exported."""
         super().__init__()
         self.local_dir, self.remote_dir = local_dir, remote_dir
-        self.keep, self.chief = keep, chief
+        self.keep, self.chief, self.monitor = keep, chief, monitor
         os.makedirs(local_dir, exist_ok=True)
         self.ignored = set(run_weights.ranked(local_dir)) if earlier_run else set()
         self._plain = self._plain_of = None  # _weights_only's model
@@ -176,10 +178,11 @@ class BestWeights(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if not self.chief or self.keep <= 0:
             return
-        name = run_weights.file_name(epoch + 1, logs["val_accuracy"])
+        value = logs[self.monitor]
+        name = run_weights.file_name(epoch + 1, value, self.monitor)
         ranked = self._ranked()
-        if len(ranked) >= self.keep and logs["val_accuracy"] <= run_weights.val_accuracy_of(
-                ranked[self.keep - 1]):
+        if len(ranked) >= self.keep and not run_weights.better(value, ranked[self.keep - 1],
+                                                               self.monitor):
             return
         self._weights_only().save_weights(os.path.join(self.local_dir, name))
         for stale in self._ranked()[self.keep:]:

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 import obs_utils
 from inputs import balance, pipeline, screening
-from models import build, losses, weights
+from models import build, losses, run_weights, weights
 
 from . import checkpoints, optim, phases
 from .loop import Loop, StepConfig, run_epochs
@@ -76,7 +76,7 @@ def train(run, data, work_dir, strategy, chief=True, pretrained=None):
     sync.pull_earlier(resumed=start_epoch > 0)
     best = checkpoints.BestWeights(os.path.join(work_dir, "weights"), sync.weights_url,
                                    fit.keep_weights_file_num, chief,
-                                   earlier_run=start_epoch == 0)
+                                   earlier_run=start_epoch == 0, monitor=fit.monitor)
     if checkpoints.finished(start_epoch, fit.max_epochs, state.saved_state(start_epoch)):
         log.info("training had already finished in %s, after %d epochs", train_url,
                  start_epoch)
@@ -85,7 +85,7 @@ def train(run, data, work_dir, strategy, chief=True, pretrained=None):
     counts = screening.class_counts(data.train, num_classes)
     config = StepConfig(global_batch, fit.clipnorm,
                         balance.loss_weights(counts, feed.balance), xla,
-                        fit.steps_per_execution)
+                        fit.steps_per_execution, fit.grad_centralization)
     loop = Loop(strategy, build.training_outputs(model, run.model.head), optimizer,
                 parts.loss_fn, config)
     train_iter, val_dist = _datasets(strategy, data, feed, fit.seed + 1000 * start_epoch)
@@ -138,7 +138,8 @@ def _build(spec, fit, num_classes, steps, mixed, pretrained):
     freeze_epochs = phases.head_only_epochs(fit.freeze_epochs, pretrained is not None)
     schedule = optim.phased_schedule(fit.lr_schedule, fit.learning_rate, steps,
                                      phases.spans(freeze_epochs, fit.max_epochs),
-                                     fit.warmup_epochs, fit.step_epochs, fit.step_gamma)
+                                     fit.warmup_epochs, fit.step_epochs, fit.step_gamma,
+                                     fit.restart_epochs, fit.restart_mult)
     decay = optim.weight_decay_for(fit.optimizer, fit.weight_decay)
     optimizer = optim.make_optimizer(fit.optimizer, schedule, decay, fit.momentum)
     log.info("optimizer %s, weight decay %g%s", fit.optimizer, decay,
@@ -148,7 +149,7 @@ def _build(spec, fit, num_classes, steps, mixed, pretrained):
     optimizer.build(model.trainable_variables)  # every layer, before any freezing
     loss_fn = losses.make_loss(spec.loss, spec.label_smoothing, reduction=None,
                                head=spec.head, head_scale=spec.head_scale,
-                               head_margin=spec.head_margin)
+                               head_margin=spec.head_margin, focal_gamma=spec.focal_gamma)
     model.optimizer = optimizer  # what ReduceLROnPlateau adjusts
     return Parts(model, backbone, optimizer, loss_fn, schedule, freeze_epochs)
 
@@ -199,13 +200,14 @@ def _callbacks(fit, best, sync, start_epoch):
                                                  profile_batch=0))
     else:
         log.warning("no TensorBoard logs: the tensorboard package is not installed")
+    mode = "max" if run_weights.MONITORS[fit.monitor][1] else "min"
     if fit.lr_schedule == "plateau":
         found.append(keras.callbacks.ReduceLROnPlateau(
-            monitor="val_accuracy", mode="max", factor=fit.plateau_factor,
+            monitor=fit.monitor, mode=mode, factor=fit.plateau_factor,
             patience=fit.plateau_patience, min_lr=fit.learning_rate * 1e-3))
     if fit.early_stop_patience > 0:
         found.append(keras.callbacks.EarlyStopping(
-            monitor="val_accuracy", mode="max", patience=fit.early_stop_patience))
+            monitor=fit.monitor, mode=mode, patience=fit.early_stop_patience))
     return found
 
 
@@ -213,7 +215,7 @@ def _callbacks(fit, best, sync, start_epoch):
 class Result:
     weights: list        # the last epoch's weights, numpy (read on every worker)
     history: list        # one dict of metrics per epoch run now
-    best_weights: str    # the best weights file by val_accuracy (chief), or None
+    best_weights: str    # the best weights file by --monitor (chief), or None
     log_csv: str         # the per-epoch log
 
 
@@ -239,7 +241,7 @@ def _classifier(spec, num_classes):
 def final_model(spec, class_names, result):
     """The model to evaluate and export (spec: config.ModelConfig): built anew outside any
     distribution strategy, in float32 (also after mixed-precision training: serving runs on
-    CPUs too), holding the best weights by val_accuracy, else the last epoch's."""
+    CPUs too), holding the best weights by --monitor, else the last epoch's."""
     keras.mixed_precision.set_global_policy("float32")
     model, _ = _classifier(spec, len(class_names))
     if result.best_weights:

@@ -33,6 +33,17 @@ class StepConfig:
     class_weights: object = None    # per-class loss weights (balance=class_weight), or None
     jit_compile: bool = False
     steps_per_execution: int = 1    # training steps per compiled call (fewer host round trips)
+    grad_centralization: bool = False  # centralize kernels' gradients (--grad_centralization)
+
+
+def centralize(gradient):
+    """Gradient centralization (Yong et al., 2020): a kernel's gradient minus its mean over
+    every axis but the last (Keras' output channels); biases, BatchNorm's weights and other
+    vectors pass as they are. Linear, so the same before or after the all-reduce."""
+    if gradient is None or len(gradient.shape) < 2:
+        return gradient
+    axes = list(range(len(gradient.shape) - 1))
+    return gradient - tf.reduce_mean(gradient, axis=axes, keepdims=True)
 
 
 def _sums(probabilities, labels, per_example):
@@ -106,6 +117,8 @@ class Loop:
         if replicas > 1:
             grads = tf.distribute.get_replica_context().all_reduce(
                 tf.distribute.ReduceOp.SUM, grads)
+        if self.config.grad_centralization:
+            grads = [centralize(g) for g in grads]
         if self.config.clipnorm:
             scale = tf.cast(self.optimizer.dynamic_scale, tf.float32) if self.mixed else 1.0
             grads, _ = tf.clip_by_global_norm(grads, self.config.clipnorm * scale)
@@ -295,7 +308,9 @@ def run_epochs(loop, train_iter, val_dist, steps_per_epoch, start_epoch, epochs,
         # EarlyStopping stops the model the callbacks hold: the classifier, which for a
         # cosine head is not the model the loop trains (its cosines).
         if getattr(callbacks.model, "stop_training", False):
-            log.info("early stopping after epoch %d: val_accuracy stopped improving", epoch + 1)
+            log.info("early stopping after epoch %d: %s stopped improving", epoch + 1,
+                     next((c.monitor for c in callbacks.callbacks
+                           if isinstance(c, keras.callbacks.EarlyStopping)), "val_accuracy"))
             break
     callbacks.on_train_end()
     return history

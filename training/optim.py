@@ -1,8 +1,9 @@
 """Optimizers and learning-rate schedules (all from Keras 3), chosen by flag.
 
-Schedules: plateau (a constant rate that ReduceLROnPlateau lowers when val_accuracy stalls, the
-seeds' choice), cosine (linear warmup from 0, then cosine decay to 0), step (multiply by
-`step_gamma` every `step_epochs`). Cosine and step run once per training phase (the head-only
+Schedules: plateau (a constant rate that ReduceLROnPlateau lowers when --monitor stalls, the
+seeds' choice), cosine (linear warmup from 0, then cosine decay to 0), sgdr (the same warm-up,
+then cosine with warm restarts: cycles of `restart_epochs`, each `restart_mult` times the one
+before, the smoking/calling system's), step (multiply by `step_gamma` every `step_epochs`). Cosine and step run once per training phase (the head-only
 warm-up, then the whole network: each its own warm-up and decay) and follow epoch progress,
 not the optimizer's step count (PhasedSchedule), so a job resumed on another GPU count or
 batch size goes on where the uninterrupted one would be. Gradient clipping is not set here:
@@ -15,15 +16,42 @@ import tensorflow as tf
 from errors import UserError
 
 OPTIMIZERS = ("adam", "sgd", "adamw")
-SCHEDULES = ("plateau", "cosine", "step")
+SCHEDULES = ("plateau", "cosine", "sgdr", "step")
+
+
+class WarmupThen(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from 0 to `target` over `warmup` steps, then `after` counted from the
+    warm-up's end (Keras' CosineDecayRestarts has no warm-up of its own). Branch-free."""
+
+    def __init__(self, warmup, target, after):
+        self.warmup, self.target, self.after = int(warmup), float(target), after
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        ramp = self.target * step / float(max(self.warmup, 1))
+        later = tf.cast(self.after(tf.maximum(step - self.warmup, 0.0)), tf.float32)
+        return tf.where(step < self.warmup, ramp, later)
+
+    def get_config(self):
+        return {"warmup": self.warmup, "target": self.target,
+                "after": keras.optimizers.schedules.serialize(self.after)}
 
 
 def make_schedule(name, learning_rate, steps_per_epoch, epochs, warmup_epochs=0.0,
-                  step_epochs=10, step_gamma=0.1):
+                  step_epochs=10, step_gamma=0.1, restart_epochs=5.0, restart_mult=2.0):
     """A float (plateau) or a keras LearningRateSchedule over optimizer steps."""
     if name == "plateau":
         return float(learning_rate)
     total = max(1, steps_per_epoch * epochs)
+    if name == "sgdr":
+        if restart_epochs <= 0 or restart_mult < 1:
+            raise UserError(f"--restart_epochs={restart_epochs} --restart_mult={restart_mult}: "
+                            "use a cycle of more than 0 epochs and a factor of 1 or more")
+        warmup = min(int(warmup_epochs * steps_per_epoch), total - 1)
+        cycles = keras.optimizers.schedules.CosineDecayRestarts(
+            learning_rate, max(1, int(restart_epochs * steps_per_epoch)), t_mul=restart_mult,
+            m_mul=1.0, alpha=0.0)
+        return WarmupThen(warmup, learning_rate, cycles) if warmup > 0 else cycles
     if name == "cosine":
         warmup = min(int(warmup_epochs * steps_per_epoch), total - 1)
         if warmup <= 0:
@@ -82,14 +110,14 @@ def _constant(rate):
 
 
 def phased_schedule(name, learning_rate, steps_per_epoch, phases, warmup_epochs=0.0,
-                    step_epochs=10, step_gamma=0.1):
+                    step_epochs=10, step_gamma=0.1, restart_epochs=5.0, restart_mult=2.0):
     """The run's rate: a float for plateau (ReduceLROnPlateau moves it), else a PhasedSchedule
     over `phases` [(first epoch, end epoch)], each phase its own make_schedule."""
     if name == "plateau":
         return float(learning_rate)
     return PhasedSchedule([(first, end, make_schedule(name, learning_rate, steps_per_epoch,
                                                       end - first, warmup_epochs, step_epochs,
-                                                      step_gamma))
+                                                      step_gamma, restart_epochs, restart_mult))
                            for first, end in phases], steps_per_epoch)
 
 

@@ -1,0 +1,142 @@
+"""The contest recipes as flags, each against its maths: focal loss against its formula,
+SGDR's warm-up and restarts, gradient centralization's projection, --monitor's choice of the
+best weights and its direction; then all of them in one train.py job, resumed. (GC on two
+replicas and under loss scaling: tests/test_distributed.py.)"""
+import csv
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import config
+import flags
+from models import losses, run_weights
+from tests.test_train_job import SMALL, digits_folder, run_train
+from training import checkpoints, optim, phases
+from training.loop import centralize
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_focal_loss_is_its_formula_with_alpha_one(smoothing):
+    """-(sum over classes of t (1 - p)^gamma log p), t the smoothed target; gamma 0 is the
+    plain crossentropy. Keras' own default (alpha 0.25) would be a quarter of this."""
+    labels = np.eye(4, dtype="float32")[[0, 3, 1]]
+    probabilities = np.array([[0.7, 0.1, 0.1, 0.1], [0.25, 0.25, 0.2, 0.3],
+                              [0.05, 0.9, 0.03, 0.02]], "float32")
+    target = labels * (1 - smoothing) + smoothing / 4
+    for gamma in (0.0, 2.0):
+        focal = losses.make_loss("focal", smoothing, reduction=None, focal_gamma=gamma)
+        expected = -(target * (1 - probabilities) ** gamma * np.log(probabilities)).sum(1)
+        np.testing.assert_allclose(focal(labels, probabilities), expected, rtol=1e-5)
+    plain = losses.make_loss("categorical_crossentropy", smoothing, reduction=None)
+    np.testing.assert_allclose(losses.make_loss("focal", smoothing, reduction=None,
+                                                focal_gamma=0.0)(labels, probabilities),
+                               plain(labels, probabilities), rtol=1e-5)
+    with pytest.raises(Exception, match="for --head=softmax"):
+        losses.make_loss("focal", head="arcface")
+
+
+def test_sgdr_warms_up_from_zero_then_restarts_in_growing_cycles():
+    """10 steps per epoch, 1 warm-up epoch, cycles of 2 epochs then 4 (restart_mult 2): 0 at
+    the start, the peak after the warm-up and at each restart, near 0 just before one."""
+    peak = 0.1
+    schedule = optim.make_schedule("sgdr", peak, 10, 12, warmup_epochs=1, restart_epochs=2,
+                                   restart_mult=2)
+
+    def rate(step):
+        return float(schedule(step))
+
+    assert rate(0) == 0.0 and rate(5) == pytest.approx(peak / 2)
+    for restart in (10, 30, 70):  # warm-up end; + 2 epochs; + 4 more
+        assert rate(restart) == pytest.approx(peak, rel=1e-5)
+        assert rate(restart - 1) < peak * 0.05 or restart == 10
+    assert rate(20) == pytest.approx(peak / 2, rel=1e-4)  # half-way through the first cycle
+    assert rate(50) == pytest.approx(peak / 2, rel=1e-4)  # and through the second, twice long
+    with pytest.raises(Exception, match="--restart_epochs"):
+        optim.make_schedule("sgdr", peak, 10, 12, restart_epochs=0)
+
+
+def test_sgdr_follows_epoch_progress_when_resumed_with_another_batch():
+    """As cosine does (tests/test_training_paths.py): the resumed job's rates are the
+    uninterrupted job's, though its steps per epoch halved."""
+    def rates(steps_per_epoch, resume_at, restored_step):
+        schedule = optim.phased_schedule("sgdr", 1e-2, steps_per_epoch, phases.spans(0, 8),
+                                         warmup_epochs=1, restart_epochs=2, restart_mult=2)
+        found = []
+        for epoch in range(resume_at, 8):
+            step = restored_step + (epoch - resume_at) * steps_per_epoch
+            schedule.start_epoch(epoch, step)
+            found += [float(schedule(step + round(steps_per_epoch * f))) for f in (0, 0.4, 0.8)]
+        return found
+
+    np.testing.assert_allclose(rates(5, 3, 30), rates(10, 3, 30), rtol=1e-5, atol=1e-9)
+
+
+def test_gradient_centralization_projects_kernels_and_leaves_vectors():
+    rng = np.random.default_rng(0)
+    conv, dense, bias = (rng.normal(size=s).astype("float32") for s in
+                         [(3, 3, 4, 8), (5, 6), (6,)])
+    for kernel in (conv, dense):
+        centred = centralize(keras.ops.convert_to_tensor(kernel)).numpy()
+        axes = tuple(range(kernel.ndim - 1))
+        np.testing.assert_allclose(centred.mean(axis=axes), 0, atol=1e-6)
+        np.testing.assert_allclose(centred, kernel - kernel.mean(axis=axes, keepdims=True),
+                                   atol=1e-6)
+        again = centralize(keras.ops.convert_to_tensor(centred)).numpy()
+        np.testing.assert_allclose(again, centred, atol=1e-6)  # a projection
+    np.testing.assert_array_equal(centralize(keras.ops.convert_to_tensor(bias)).numpy(), bias)
+
+
+def test_monitor_val_loss_keeps_the_lowest_losses_and_stops_on_them(tmp_path):
+    """--monitor=val_loss: the best files are the lowest losses (named so, ranked so by
+    evaluation too), and early stopping and plateau watch the loss, going down."""
+    from tests.test_checkpoints import tiny
+    from training import job
+
+    model, _ = tiny(2)
+    best = checkpoints.BestWeights(str(tmp_path), None, 2, True, monitor="val_loss")
+    best.set_model(model)
+    for epoch, loss in enumerate([0.9, 12.5, 0.4, 0.7, 0.5]):
+        best.on_epoch_end(epoch, {"val_loss": loss, "val_accuracy": 0.5})
+    assert sorted(os.listdir(tmp_path)) == ["epoch_003-val_loss_0.4000.weights.h5",
+                                            "epoch_005-val_loss_0.5000.weights.h5"]
+    assert os.path.basename(best.best()) == "epoch_003-val_loss_0.4000.weights.h5"
+    assert run_weights.ranked(str(tmp_path))[0].startswith("epoch_003")
+
+    parsed, _ = flags.parse_args(["--data_url=d", "--monitor=val_loss",
+                                  "--lr_schedule=plateau", "--early_stop_patience=2"])
+    fit = config.from_flags(parsed, {}).fit
+    watching = {type(c).__name__: c for c in job._callbacks(fit, best, job.RemoteSync(
+        str(tmp_path), str(tmp_path), True), 0)}
+    for name in ("EarlyStopping", "ReduceLROnPlateau"):
+        assert watching[name].monitor == "val_loss"
+        assert watching[name].mode == "min"  # lower is better
+
+
+def test_the_recipe_flags_train_and_resume_in_one_job(tmp_path, clean_storage_env):
+    """Focal loss, SGDR, gradient centralization and --monitor=val_macro_recall together
+    through train.py, stopped after 2 epochs and resumed to 3: the weights files are named by
+    the monitor, and the resumed epoch runs at the rate SGDR gives it."""
+    data = digits_folder(tmp_path / "data", count=60, broken=False)
+    out = tmp_path / "out"
+    recipe = ["--loss=focal", "--focal_gamma=2", "--lr_schedule=sgdr", "--restart_epochs=1",
+              "--restart_mult=4", "--warmup_epochs=0", "--grad_centralization=true",
+              "--monitor=val_macro_recall", "--freeze_epochs=0", "--export_model=false",
+              "--early_stop_patience=0"]
+    common = [f"--data_url={data}", f"--train_url={out}",
+              f"--local_data_root={tmp_path / 'cache'}", *SMALL, *recipe]
+    first = run_train(*common, "--max_epochs=2")
+    assert first.returncode == 0, first.stdout + first.stderr
+    second = run_train(*common, "--max_epochs=3")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "2 epochs already done" in second.stdout and "epoch 3/3 " in second.stdout
+    names = os.listdir(out / "weights")
+    assert names and all("-val_macro_recall_" in n for n in names), names
+    rows = list(csv.DictReader(open(out / "training_log.csv")))
+    assert [r["epoch"] for r in rows] == ["0", "1", "2"]
+    # 48 train images, batch 8: 6 steps an epoch; cycles of 1 epoch, then 4: the rate after
+    # epoch 3's last step (step 18) is half-way down the second cycle (steps 6-29).
+    schedule = optim.make_schedule("sgdr", 1e-3, 6, 3, restart_epochs=1, restart_mult=4)
+    assert float(rows[2]["learning_rate"]) == pytest.approx(float(schedule(18)), rel=1e-4)
+    assert float(rows[2]["learning_rate"]) == pytest.approx(5e-4, rel=1e-3)
