@@ -43,6 +43,7 @@ class ModelConfig:
     pretrained_weights: str
     num_classes: int
     input_size: int
+    zero_init_residual: bool
     dropout: float
     loss: str
     focal_gamma: float
@@ -72,6 +73,7 @@ class FitConfig:
     early_stop_patience: int
     clipnorm: float
     grad_centralization: bool
+    ema: float
     monitor: str
     mixed_precision: str
     xla: str

@@ -103,6 +103,9 @@ def build_parser():
     model.add_argument("--pretrained_weights", default="",
                        help="notop weights file (local, obs://, s3://); default: "
                             "pretrained/<Keras file name>, else random (with a warning)")
+    model.add_argument("--zero_init_residual", type=boolean, default=True,
+                       help="from random weights: start each residual block as the identity "
+                            "(its last BatchNorm's scale at 0), for a stable start")
     model.add_argument("--num_classes", type=int, default=0,
                        help="0 = from the data; else checked against it")
     model.add_argument("--dropout", type=float, default=0.3, help="before the classifier")
@@ -153,6 +156,9 @@ def build_parser():
                      help="clip the gradient's global norm; 0 = off")
     fit.add_argument("--grad_centralization", type=boolean, default=False,
                      help="subtract from each kernel's gradient its mean (any optimizer)")
+    fit.add_argument("--ema", type=float, default=0.0,
+                     help="keep a moving average of the weights with this momentum (e.g. "
+                          "0.99) and validate, choose and export it; 0 = off")
     fit.add_argument("--monitor", default="val_accuracy", choices=MONITORS,
                      help="what picks the best weights and drives plateau and early stopping")
     fit.add_argument("--mixed_precision", default="auto", choices=["auto", "true", "false"],

@@ -29,6 +29,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # name -> the flags it adds to the common ones. `default` is train.py as it stands.
 RECIPES = {
     "default": [],
+    "no_zero_init": ["--zero_init_residual=false"],
+    "light_sgd": ["--augment=light", "--optimizer=sgd", "--learning_rate=0.05"],
+    "light_lr3e-4": ["--augment=light", "--learning_rate=3e-4"],
+    "focal": ["--loss=focal"],
+    "sgdr": ["--lr_schedule=sgdr", "--restart_epochs=5", "--restart_mult=2"],
+    "gc": ["--grad_centralization=true"],
+    "ema": ["--ema=0.99"],
+    "balance_none": ["--balance=none"],
+    "dropout0": ["--dropout=0"],
     "light": ["--augment=light"],
     "none": ["--augment=none"],
     "lr3e-4": ["--learning_rate=3e-4"],

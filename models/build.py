@@ -71,3 +71,28 @@ def fit_bn_momentum(backbone, total_steps):
     for layer in layers:
         layer.momentum = limit
     return limit if layers else None
+
+
+def _source(tensor):
+    """The layer that made `tensor`, looking through Dropout (EfficientNet's drop-connect)."""
+    layer = tensor._keras_history[0]
+    while isinstance(layer, keras.layers.Dropout):
+        layer = layer.input._keras_history[0]
+    return layer
+
+
+def zero_init_residuals(backbone):
+    """Start every residual block as the identity: the scale (gamma) of the BatchNorm that
+    ends each block's residual branch set to 0 (Goyal et al., 2017, "zero-gamma"), so a
+    network trained from random weights starts as a shallow one and its first steps do not
+    blow up. The residual branch of an Add is its input built last (the shortcut is built
+    before it, in Keras' applications). Returns how many blocks were changed."""
+    order = {id(layer): i for i, layer in enumerate(backbone.layers)}
+    changed = 0
+    for add in (layer for layer in backbone.layers if isinstance(layer, keras.layers.Add)):
+        sources = [_source(t) for t in add.input]
+        branch = max(sources, key=lambda layer: order.get(id(layer), -1))
+        if isinstance(branch, keras.layers.BatchNormalization) and branch.scale:
+            branch.gamma.assign(keras.ops.zeros_like(branch.gamma))
+            changed += 1
+    return changed

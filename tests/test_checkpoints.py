@@ -10,18 +10,19 @@ import obs_utils
 from training import checkpoints
 
 
-def tiny(units):
+def tiny(units, ema=0.0):
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(units)])
-    optimizer = keras.optimizers.Adam()
+    optimizer = keras.optimizers.Adam(use_ema=ema > 0, ema_momentum=ema or 0.99)
     optimizer.build(model.trainable_variables)
     return model, optimizer
 
 
 def test_resume_reads_train_url_and_uploads_the_index_last(bucket, tmp_path, monkeypatch):
     train_url = f"obs://{bucket}/job"
-    model, optimizer = tiny(2)
+    model, optimizer = tiny(2, ema=0.9)  # --ema's averages are optimizer variables too
+    assert any("average" in v.path for v in optimizer.variables)
     rng = np.random.default_rng(0)
-    for _ in range(3):  # moments, step count and rate that a restore must bring back
+    for _ in range(3):  # moments, averages, step count and rate a restore must bring back
         optimizer.apply_gradients([(rng.normal(size=v.shape).astype("float32"), v)
                                    for v in model.trainable_variables])
     optimizer.learning_rate.assign(0.0123)
@@ -38,7 +39,7 @@ def test_resume_reads_train_url_and_uploads_the_index_last(bucket, tmp_path, mon
 
     # Another machine (an empty cache) and another worker both resume at epoch 3.
     for folder, chief in (("fresh", True), ("worker-1", False)):
-        other, other_opt = tiny(2)
+        other, other_opt = tiny(2, ema=0.9)
         resumed = checkpoints.ResumeState(other, other_opt, str(tmp_path / folder), train_url,
                                           chief)
         assert resumed.restore() == 3

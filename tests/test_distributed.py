@@ -97,6 +97,21 @@ def test_gradient_centralization_is_the_same_step_on_one_and_two_replicas(two_re
         np.testing.assert_allclose(facts[name], expected, atol=1e-6)
 
 
+def test_ema_averages_alike_on_one_and_two_replicas(two_replica_facts):
+    """--ema=0.5 over three steps: Keras' average starts at the first step's weights, then
+    0.5 x average + 0.5 x weights; swapped in, it is what the model holds, and swapped out,
+    the trained weights are back. The same on one device, two replicas, and with loss
+    scaling."""
+    facts = two_replica_facts["ema"]
+    w1, w2, w3 = (np.array(w) for w in facts["plain"])
+    expected = 0.5 * (0.5 * w1 + 0.5 * w2) + 0.5 * w3
+    assert not np.allclose(expected, w3, atol=1e-3)  # the average is not the last weights
+    for name in ("one", "two", "two_mixed"):
+        np.testing.assert_allclose(facts[name]["trained"], w3, atol=1e-6)
+        np.testing.assert_allclose(facts[name]["average"], expected, atol=1e-6)
+        np.testing.assert_allclose(facts[name]["back"], w3, atol=1e-6)
+
+
 def test_an_overflow_on_one_replica_skips_the_step_everywhere(two_replica_facts):
     assert two_replica_facts["overflow"] == {"finite": True, "unchanged": True}
 

@@ -142,6 +142,31 @@ def test_every_listed_backbone_builds_small():
         backbones.build("xception", 32)
 
 
+@pytest.mark.parametrize("name", ["resnet50", "efficientnetb0", "mobilenetv3small"])
+def test_zero_init_starts_every_residual_block_as_the_identity(name):
+    """After zero_init_residuals each Add passes its shortcut through unchanged (the residual
+    branch's last BatchNorm outputs 0), and nothing else was touched: the shortcut branch of a
+    projection block (ResNet's _0_bn) still computes."""
+    backbone = backbones.build(name, 32)
+    adds = [layer for layer in backbone.layers if isinstance(layer, keras.layers.Add)]
+    kernels = [w.numpy().copy() for w in backbone.weights if "gamma" not in w.path]
+    assert build.zero_init_residuals(backbone) == len(adds) > 0
+    assert all(np.array_equal(a, w.numpy()) for a, w in zip(
+        kernels, [w for w in backbone.weights if "gamma" not in w.path]))
+    probe = keras.Model(backbone.inputs, [[a.output, *a.input] for a in adds])
+    images = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
+    for add, (out, *inputs) in zip(adds, probe(images)):
+        scale = float(np.abs(np.asarray(out)).max())
+        assert scale > 0, add.name
+        zero = [float(np.abs(np.asarray(x)).max()) <= 1e-6 * scale for x in inputs]
+        assert zero.count(True) == 1, add.name  # the residual branch adds nothing...
+        branch = build._source(add.input[zero.index(True)]).name  # (it is this block's)
+        assert branch.startswith(add.name.rsplit("_add", 1)[0] + "_"), (add.name, branch)
+        assert not branch.endswith("_0_bn"), branch  # ResNet's projection shortcut
+        through = inputs[zero.index(False)]
+        np.testing.assert_allclose(out, through, rtol=1e-5, atol=1e-6 * scale)  # ...the rest
+
+
 def test_binary_crossentropy_is_refused_and_smoothing_works():
     with pytest.raises(ValueError, match="binary_crossentropy is refused"):
         losses.make_loss("binary_crossentropy")

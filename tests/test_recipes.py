@@ -115,15 +115,17 @@ def test_monitor_val_loss_keeps_the_lowest_losses_and_stops_on_them(tmp_path):
 
 
 def test_the_recipe_flags_train_and_resume_in_one_job(tmp_path, clean_storage_env):
-    """Focal loss, SGDR, gradient centralization and --monitor=val_macro_recall together
-    through train.py, stopped after 2 epochs and resumed to 3: the weights files are named by
-    the monitor, and the resumed epoch runs at the rate SGDR gives it."""
+    """Focal loss, SGDR, gradient centralization, --ema and --monitor=val_macro_recall
+    together through train.py, stopped after 2 epochs and resumed to 3: the weights files
+    are named by the monitor, and the resumed epoch runs at the rate SGDR gives it. (EMA's
+    maths and replicas: tests/test_distributed.py; its averages in the checkpoint:
+    tests/test_checkpoints.py.)"""
     data = digits_folder(tmp_path / "data", count=60, broken=False)
     out = tmp_path / "out"
     recipe = ["--loss=focal", "--focal_gamma=2", "--lr_schedule=sgdr", "--restart_epochs=1",
               "--restart_mult=4", "--warmup_epochs=0", "--grad_centralization=true",
-              "--monitor=val_macro_recall", "--freeze_epochs=0", "--export_model=false",
-              "--early_stop_patience=0"]
+              "--monitor=val_macro_recall", "--ema=0.9", "--freeze_epochs=0",
+              "--export_model=false", "--early_stop_patience=0"]
     common = [f"--data_url={data}", f"--train_url={out}",
               f"--local_data_root={tmp_path / 'cache'}", *SMALL, *recipe]
     first = run_train(*common, "--max_epochs=2")
@@ -131,6 +133,7 @@ def test_the_recipe_flags_train_and_resume_in_one_job(tmp_path, clean_storage_en
     second = run_train(*common, "--max_epochs=3")
     assert second.returncode == 0, second.stdout + second.stderr
     assert "2 epochs already done" in second.stdout and "epoch 3/3 " in second.stdout
+    assert "use the weights' moving average (--ema=0.9" in second.stdout
     names = os.listdir(out / "weights")
     assert names and all("-val_macro_recall_" in n for n in names), names
     rows = list(csv.DictReader(open(out / "training_log.csv")))
@@ -140,3 +143,42 @@ def test_the_recipe_flags_train_and_resume_in_one_job(tmp_path, clean_storage_en
     schedule = optim.make_schedule("sgdr", 1e-3, 6, 3, restart_epochs=1, restart_mult=4)
     assert float(rows[2]["learning_rate"]) == pytest.approx(float(schedule(18)), rel=1e-4)
     assert float(rows[2]["learning_rate"]) == pytest.approx(5e-4, rel=1e-3)
+
+
+def test_ema_is_what_validation_and_the_best_weights_see_and_training_goes_on_raw(tmp_path):
+    """--ema through run_epochs: the validation numbers and the best-weights file are the
+    averages', and after the epoch the model trains on from its own weights (not the
+    averages), which is also what the checkpoint saves."""
+    import tensorflow as tf
+
+    from training.loop import Loop, StepConfig, run_epochs
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 4)).astype("float32")
+    y = np.eye(3, dtype="float32")[rng.integers(0, 3, 32)]
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    optimizer = optim.make_optimizer("sgd", 0.5, 0.0, 0.0, ema=0.5)
+    optimizer.build(model.trainable_variables)
+    loop = Loop(tf.distribute.get_strategy(), model, optimizer,
+                losses.make_loss(reduction=None), StepConfig(global_batch=8))
+    train = iter(tf.data.Dataset.from_tensor_slices((x, y)).batch(8).repeat())
+    val = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+    best = checkpoints.BestWeights(str(tmp_path), None, 1, True)
+    seen = {}
+
+    def after_epoch(epoch, logs):  # where train() saves the checkpoint
+        seen["at_checkpoint"] = model.get_weights()[0]
+        seen["averages"] = optimizer._model_variables_moving_average[0].numpy()
+
+    history = run_epochs(loop, train, val, 4, 0, 1, keras.callbacks.CallbackList(
+        [best], model=model), after_epoch)
+    trained = model.get_weights()[0]
+    assert not np.allclose(trained, seen["averages"], atol=1e-4)
+    np.testing.assert_array_equal(seen["at_checkpoint"], trained)
+    saved = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    saved.load_weights(best.best())
+    np.testing.assert_allclose(saved.get_weights()[0], seen["averages"], atol=1e-6)
+    probabilities = saved.predict(x, verbose=0)  # validation scored the averages
+    accuracy = float(np.mean(probabilities.argmax(1) == y.argmax(1)))
+    assert history[0]["val_accuracy"] == pytest.approx(accuracy)

@@ -18,6 +18,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import keras  # noqa: E402
 
 from training.loop import Loop, StepConfig  # noqa: E402
+from training.optim import AveragedWeights  # noqa: E402
 
 
 def linear_model():
@@ -41,10 +42,12 @@ def _counting(all_reduce):
 tf.distribute.ReplicaContext.all_reduce = _counting(tf.distribute.ReplicaContext.all_reduce)
 
 
-def one_step(strategy, x, y, clipnorm, mixed=False, lr=1.0, xla=False, gc=False):
+def one_step(strategy, x, y, clipnorm, mixed=False, lr=1.0, xla=False, gc=False, ema=0.0,
+             steps=1):
     with strategy.scope():
         model = linear_model()
-        optimizer = keras.optimizers.SGD(learning_rate=lr)
+        optimizer = keras.optimizers.SGD(learning_rate=lr, use_ema=ema > 0,
+                                         ema_momentum=ema or 0.99)
         if mixed:
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(model.trainable_variables)
@@ -53,7 +56,16 @@ def one_step(strategy, x, y, clipnorm, mixed=False, lr=1.0, xla=False, gc=False)
                                                          grad_centralization=gc))
     dataset = tf.data.Dataset.from_tensors((x, y)).repeat()
     iterator = iter(strategy.experimental_distribute_dataset(dataset))
-    sums = loop.train_step(iterator)
+    for _ in range(steps):
+        sums = loop.train_step(iterator)
+    if ema:
+        averaged = AveragedWeights(optimizer)
+        trained = model.get_weights()[0]
+        averaged.swap_in()
+        average = model.get_weights()[0]
+        averaged.swap_out()
+        return {"trained": trained.tolist(), "average": average.tolist(),
+                "back": model.get_weights()[0].tolist()}
     return model.get_weights()[0], [float(v) for v in sums[:4]]
 
 
@@ -88,6 +100,14 @@ def main():
                    "two": one_step(mirrored, skewed, y, 0.0, gc=True)[0].tolist(),
                    "two_mixed": one_step(mirrored, skewed, y, 0.0, mixed=True,
                                          gc=True)[0].tolist()}
+    # --ema: three steps, the averages swapped in and out, on one device and two replicas,
+    # and with loss scaling; and the plain run's weights after each step, to check against.
+    facts["ema"] = {name: one_step(strategy, skewed, y, 0.0, lr=0.5, mixed=mixed, ema=0.5,
+                                   steps=3)
+                    for name, strategy, mixed in (("one", single, False), ("two", mirrored, False),
+                                                  ("two_mixed", mirrored, True))}
+    facts["ema"]["plain"] = [one_step(single, skewed, y, 0.0, lr=0.5, steps=n)[0].tolist()
+                             for n in (1, 2, 3)]
     # An overflow on the second replica only: every replica must skip the step.
     bad = x.copy()
     bad[2:] = np.float32(3e38)

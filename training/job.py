@@ -80,6 +80,7 @@ def train(run, data, work_dir, strategy, chief=True, pretrained=None):
     if checkpoints.finished(start_epoch, fit.max_epochs, state.saved_state(start_epoch)):
         log.info("training had already finished in %s, after %d epochs", train_url,
                  start_epoch)
+        optim.AveragedWeights(optimizer).swap_in()  # --ema: the averages are the result
         return Result(_host_weights(model), [], best.best(), sync.csv_log)
 
     counts = screening.class_counts(data.train, num_classes)
@@ -105,6 +106,7 @@ def train(run, data, work_dir, strategy, chief=True, pretrained=None):
     history = run_epochs(loop, train_iter, val_dist, steps, start_epoch, fit.max_epochs,
                          callbacks, after_epoch, phase_for_epoch,
                          lambda: state.restore_callbacks(callback_list, start_epoch))
+    optim.AveragedWeights(optimizer).swap_in()  # --ema: the averages are the result
     final_weights = _host_weights(model)
     log.info("weights fingerprint %s (equal on every worker of a multi-node job)",
              fingerprint(final_weights))
@@ -131,6 +133,11 @@ def _build(spec, fit, num_classes, steps, mixed, pretrained):
         weights.apply(backbone, pretrained)
     else:
         weights.warn_random(spec.backbone)
+        if spec.zero_init_residual:
+            blocks = build.zero_init_residuals(backbone)
+            if blocks:
+                log.info("random start: each of the %d residual blocks starts as the identity "
+                         "(its last BatchNorm's scale at 0; --zero_init_residual)", blocks)
     momentum = build.fit_bn_momentum(backbone, steps * fit.max_epochs)
     if momentum is not None:
         log.info("BatchNorm momentum lowered to %.3f: %d steps are too few for the "
@@ -141,9 +148,11 @@ def _build(spec, fit, num_classes, steps, mixed, pretrained):
                                      fit.warmup_epochs, fit.step_epochs, fit.step_gamma,
                                      fit.restart_epochs, fit.restart_mult)
     decay = optim.weight_decay_for(fit.optimizer, fit.weight_decay)
-    optimizer = optim.make_optimizer(fit.optimizer, schedule, decay, fit.momentum)
-    log.info("optimizer %s, weight decay %g%s", fit.optimizer, decay,
-             " (biases and BatchNorm excluded)" if decay else "")
+    optimizer = optim.make_optimizer(fit.optimizer, schedule, decay, fit.momentum, fit.ema)
+    log.info("optimizer %s, weight decay %g%s%s", fit.optimizer, decay,
+             " (biases and BatchNorm excluded)" if decay else "",
+             f"; validation, best weights and export use the weights' moving average "
+             f"(--ema={fit.ema}; BatchNorm statistics as trained)" if fit.ema else "")
     if mixed:
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     optimizer.build(model.trainable_variables)  # every layer, before any freezing

@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from .optim import current_learning_rate
+from .optim import AveragedWeights, current_learning_rate
 
 log = logging.getLogger("training")
 
@@ -271,6 +271,7 @@ def run_epochs(loop, train_iter, val_dist, steps_per_epoch, start_epoch, epochs,
     compiled again); `on_epoch_saved(epoch, logs)` runs after the callbacks, for checkpoints;
     `on_train_begin()` after the callbacks' own (which reset their state), to restore it."""
     history, began = [], time.time()
+    averaged = AveragedWeights(loop.optimizer)
     callbacks.on_train_begin()
     if on_train_begin is not None:
         on_train_begin()
@@ -286,6 +287,7 @@ def run_epochs(loop, train_iter, val_dist, steps_per_epoch, start_epoch, epochs,
                                 acc=f"{totals[1] / totals[3]:.3f}", refresh=False)
             totals = run_steps(loop, train_iter, steps_per_epoch, show)
         loop.sync_statistics()
+        averaged.swap_in()  # --ema: validation and the best weights see the averages
         val = loop.evaluate(val_dist)
         logs = {"loss": totals[0] / totals[3], "accuracy": totals[1] / totals[3],
                 "top5_accuracy": totals[2] / totals[3], "val_loss": val["loss"],
@@ -302,6 +304,7 @@ def run_epochs(loop, train_iter, val_dist, steps_per_epoch, start_epoch, epochs,
                  logs["learning_rate"], logs["seconds"], totals[3] / max(logs["seconds"], 1e-9),
                  duration(elapsed), f"about {duration(left)} left" if left else "done")
         callbacks.on_epoch_end(epoch, logs)
+        averaged.swap_out()  # training, and the checkpoint, hold the trained weights
         history.append({"epoch": epoch + 1, **logs})
         if on_epoch_saved is not None:
             on_epoch_saved(epoch, logs)

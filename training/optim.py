@@ -11,6 +11,7 @@ under a multi-replica strategy Keras' clipnorm clips each replica's share, so lo
 the all-reduced gradient itself.
 """
 import keras
+import numpy as np
 import tensorflow as tf
 
 from errors import UserError
@@ -148,20 +149,55 @@ def weight_decay_for(name, weight_decay=None):
     return value
 
 
-def make_optimizer(name, schedule, weight_decay=None, momentum=0.9):
+def make_optimizer(name, schedule, weight_decay=None, momentum=0.9, ema=0.0):
     """The optimizer, with decoupled weight decay on every weight but biases and BatchNorm's
-    (`weight_decay_for`); unbuilt, so a LossScaleOptimizer can wrap it."""
+    (`weight_decay_for`) and, when `ema` > 0, Keras' moving average of the trainable weights
+    (average = ema x average + (1 - ema) x weight after each step); unbuilt, so a
+    LossScaleOptimizer can wrap it."""
     decay = weight_decay_for(name, weight_decay) or None
+    if not 0.0 <= ema < 1.0:
+        raise UserError(f"--ema={ema}: use 0 (off) or a momentum below 1, e.g. 0.99")
+    averaging = {"use_ema": ema > 0, "ema_momentum": ema or 0.99}
     if name == "adam":
-        optimizer = keras.optimizers.Adam(learning_rate=schedule, weight_decay=decay)
+        optimizer = keras.optimizers.Adam(learning_rate=schedule, weight_decay=decay,
+                                          **averaging)
     elif name == "sgd":
         optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=momentum,
-                                         nesterov=True, weight_decay=decay)
+                                         nesterov=True, weight_decay=decay, **averaging)
     else:
-        optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=decay or 0.0)
+        optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=decay or 0.0,
+                                           **averaging)
     if decay:
         optimizer.exclude_from_weight_decay(var_names=NOT_DECAYED)
     return optimizer
+
+
+class AveragedWeights:
+    """The optimizer's moving average of the weights (--ema) put in the model's place, and
+    the trained weights put back: `swap_in()` before validation and the best-weights file,
+    `swap_out()` before training (and the checkpoint) goes on. BatchNorm's moving statistics
+    are not averaged: they stay the model's own running averages of the batches. A no-op
+    without --ema."""
+
+    def __init__(self, optimizer):
+        self.inner = getattr(optimizer, "inner_optimizer", optimizer)
+        self.on = bool(getattr(self.inner, "use_ema", False))
+        self._trained = None
+
+    def swap_in(self):
+        if not self.on:
+            return
+        variables = self.inner._trainable_variables  # those the averages were built for
+        self._trained = [np.array(v.numpy()) for v in variables]
+        # Keras' own overwrite: it assigns on every replica under a distribution strategy.
+        self.inner._overwrite_model_variables_with_average_value(variables)
+
+    def swap_out(self):
+        if not self.on or self._trained is None:
+            return
+        for variable, value in zip(self.inner._trainable_variables, self._trained):
+            variable.assign(value)  # cross-replica: every replica gets it
+        self._trained = None
 
 
 def current_learning_rate(optimizer):
