@@ -36,6 +36,8 @@ RECIPES = {
     "sgdr": ["--lr_schedule=sgdr", "--restart_epochs=5", "--restart_mult=2"],
     "gc": ["--grad_centralization=true"],
     "ema": ["--ema=0.99"],
+    "ema0.95": ["--ema=0.95"],
+    "lr3e-3_light": ["--learning_rate=3e-3", "--augment=light"],
     "balance_none": ["--balance=none"],
     "dropout0": ["--dropout=0"],
     "light": ["--augment=light"],

@@ -147,17 +147,23 @@ def test_the_recipe_flags_train_and_resume_in_one_job(tmp_path, clean_storage_en
 
 def test_ema_is_what_validation_and_the_best_weights_see_and_training_goes_on_raw(tmp_path):
     """--ema through run_epochs: the validation numbers and the best-weights file are the
-    averages', and after the epoch the model trains on from its own weights (not the
-    averages), which is also what the checkpoint saves."""
+    averages', with BatchNorm statistics recomputed for them (the mean of the batches'
+    statistics); after the epoch the model trains on from its own weights and statistics
+    (not the averages), which is also what the checkpoint saves."""
     import tensorflow as tf
 
     from training.loop import Loop, StepConfig, run_epochs
+
+    def classifier():
+        return keras.Sequential([keras.Input((4,)), keras.layers.Dense(8),
+                                 keras.layers.BatchNormalization(momentum=0.5),
+                                 keras.layers.Dense(3, activation="softmax")])
 
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(32, 4)).astype("float32")
     y = np.eye(3, dtype="float32")[rng.integers(0, 3, 32)]
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    model = classifier()
     optimizer = optim.make_optimizer("sgd", 0.5, 0.0, 0.0, ema=0.5)
     optimizer.build(model.trainable_variables)
     loop = Loop(tf.distribute.get_strategy(), model, optimizer,
@@ -165,20 +171,27 @@ def test_ema_is_what_validation_and_the_best_weights_see_and_training_goes_on_ra
     train = iter(tf.data.Dataset.from_tensor_slices((x, y)).batch(8).repeat())
     val = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
     best = checkpoints.BestWeights(str(tmp_path), None, 1, True)
+    averaged = optim.AveragedWeights(optimizer, model, lambda: [x[:16], x[16:]])
     seen = {}
 
     def after_epoch(epoch, logs):  # where train() saves the checkpoint
-        seen["at_checkpoint"] = model.get_weights()[0]
+        seen["at_checkpoint"] = [w.copy() for w in model.get_weights()]
         seen["averages"] = optimizer._model_variables_moving_average[0].numpy()
 
     history = run_epochs(loop, train, val, 4, 0, 1, keras.callbacks.CallbackList(
-        [best], model=model), after_epoch)
-    trained = model.get_weights()[0]
-    assert not np.allclose(trained, seen["averages"], atol=1e-4)
-    np.testing.assert_array_equal(seen["at_checkpoint"], trained)
-    saved = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+        [best], model=model), after_epoch, averaged=averaged)
+    trained = model.get_weights()
+    assert not np.allclose(trained[0], seen["averages"], atol=1e-4)
+    for at_checkpoint, now in zip(seen["at_checkpoint"], trained):  # weights and statistics
+        np.testing.assert_array_equal(at_checkpoint, now)
+    saved = classifier()
     saved.load_weights(best.best())
-    np.testing.assert_allclose(saved.get_weights()[0], seen["averages"], atol=1e-6)
+    kernel, bias, _, _, mean, variance = saved.get_weights()[:6]
+    np.testing.assert_allclose(kernel, seen["averages"], atol=1e-6)
+    features = [half @ kernel + bias for half in (x[:16], x[16:])]
+    np.testing.assert_allclose(mean, np.mean([f.mean(0) for f in features], 0), atol=1e-5)
+    np.testing.assert_allclose(variance, np.mean([f.var(0) for f in features], 0), rtol=1e-4)
+    assert not np.allclose(mean, trained[4], atol=1e-3)  # not the trained statistics
     probabilities = saved.predict(x, verbose=0)  # validation scored the averages
     accuracy = float(np.mean(probabilities.argmax(1) == y.argmax(1)))
     assert history[0]["val_accuracy"] == pytest.approx(accuracy)

@@ -80,7 +80,6 @@ def train(run, data, work_dir, strategy, chief=True, pretrained=None):
     if checkpoints.finished(start_epoch, fit.max_epochs, state.saved_state(start_epoch)):
         log.info("training had already finished in %s, after %d epochs", train_url,
                  start_epoch)
-        optim.AveragedWeights(optimizer).swap_in()  # --ema: the averages are the result
         return Result(_host_weights(model), [], best.best(), sync.csv_log)
 
     counts = screening.class_counts(data.train, num_classes)
@@ -103,14 +102,25 @@ def train(run, data, work_dir, strategy, chief=True, pretrained=None):
                    stopped_early=bool(getattr(model, "stop_training", False)))
         sync.push_logs()
 
+    averaged = optim.AveragedWeights(optimizer, model, lambda: _statistics_batches(data, feed))
     history = run_epochs(loop, train_iter, val_dist, steps, start_epoch, fit.max_epochs,
                          callbacks, after_epoch, phase_for_epoch,
-                         lambda: state.restore_callbacks(callback_list, start_epoch))
-    optim.AveragedWeights(optimizer).swap_in()  # --ema: the averages are the result
+                         lambda: state.restore_callbacks(callback_list, start_epoch), averaged)
+    averaged.swap_in()  # --ema: the averages (their BatchNorm statistics too) are the result
     final_weights = _host_weights(model)
     log.info("weights fingerprint %s (equal on every worker of a multi-node job)",
              fingerprint(final_weights))
     return Result(final_weights, history, best.best(), sync.csv_log)
+
+
+def _statistics_batches(data, feed):
+    """Training images as evaluation sees them (no augmentation), optim.STATS_BATCHES batches,
+    for BatchNorm's statistics under --ema."""
+    count = min(len(data.train), optim.STATS_BATCHES * feed.batch_size)
+    spread = data.train[::max(1, len(data.train) // count)][:count]  # every class, not the first
+    dataset = pipeline.eval_dataset(spread, len(data.class_names),
+                                    feed.batch_size, feed.input_size, feed.resize_mode)
+    return (images for images, _ in dataset)
 
 
 @dataclass

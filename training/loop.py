@@ -264,14 +264,15 @@ def duration(seconds):
 
 
 def run_epochs(loop, train_iter, val_dist, steps_per_epoch, start_epoch, epochs, callbacks,
-               on_epoch_saved=None, phase_for_epoch=None, on_train_begin=None):
+               on_epoch_saved=None, phase_for_epoch=None, on_train_begin=None, averaged=None):
     """Train epochs start_epoch..epochs-1; callbacks see Keras-named logs (val_accuracy...).
 
     `phase_for_epoch(epoch)` may change what trains (returns True when it did, so the steps are
     compiled again); `on_epoch_saved(epoch, logs)` runs after the callbacks, for checkpoints;
-    `on_train_begin()` after the callbacks' own (which reset their state), to restore it."""
+    `on_train_begin()` after the callbacks' own (which reset their state), to restore it;
+    `averaged` (optim.AveragedWeights, --ema) is swapped in for validation and the callbacks."""
     history, began = [], time.time()
-    averaged = AveragedWeights(loop.optimizer)
+    averaged = averaged or AveragedWeights(loop.optimizer)
     callbacks.on_train_begin()
     if on_train_begin is not None:
         on_train_begin()

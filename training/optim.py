@@ -172,17 +172,32 @@ def make_optimizer(name, schedule, weight_decay=None, momentum=0.9, ema=0.0):
     return optimizer
 
 
+STATS_BATCHES = 10  # training batches BatchNorm's statistics are recomputed over (--ema)
+
+
 class AveragedWeights:
     """The optimizer's moving average of the weights (--ema) put in the model's place, and
     the trained weights put back: `swap_in()` before validation and the best-weights file,
-    `swap_out()` before training (and the checkpoint) goes on. BatchNorm's moving statistics
-    are not averaged: they stay the model's own running averages of the batches. A no-op
-    without --ema."""
+    `swap_out()` before training (and the checkpoint) goes on. A no-op without --ema.
 
-    def __init__(self, optimizer):
+    BatchNorm's moving statistics were gathered for the trained weights, not the averaged
+    ones, and from random weights the two differ enough to ruin validation (on the photo set
+    held-out top-1 fell from 0.50 to 0.23). So with `batches` (a callable giving training
+    image batches, unaugmented) swap_in recomputes them for the averages, as the plain mean
+    over those batches (precise BatchNorm), and swap_out puts the trained ones back."""
+
+    def __init__(self, optimizer, model=None, batches=None):
         self.inner = getattr(optimizer, "inner_optimizer", optimizer)
         self.on = bool(getattr(self.inner, "use_ema", False))
-        self._trained = None
+        self.model, self.batches = model, batches
+        self._trained = self._statistics = None
+
+    def _norms(self):
+        """The BatchNorm layers that train now (a frozen backbone's keep their statistics)."""
+        if self.model is None or self.batches is None:
+            return []
+        return [layer for layer in self.model._flatten_layers()
+                if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
 
     def swap_in(self):
         if not self.on:
@@ -191,13 +206,36 @@ class AveragedWeights:
         self._trained = [np.array(v.numpy()) for v in variables]
         # Keras' own overwrite: it assigns on every replica under a distribution strategy.
         self.inner._overwrite_model_variables_with_average_value(variables)
+        norms = self._norms()
+        self._statistics = [(layer, np.array(layer.moving_mean.numpy()),
+                             np.array(layer.moving_variance.numpy())) for layer in norms]
+        if norms:
+            recompute_statistics(self.model, norms, self.batches())
 
     def swap_out(self):
         if not self.on or self._trained is None:
             return
         for variable, value in zip(self.inner._trainable_variables, self._trained):
             variable.assign(value)  # cross-replica: every replica gets it
-        self._trained = None
+        for layer, mean, variance in self._statistics or []:
+            layer.moving_mean.assign(mean)
+            layer.moving_variance.assign(variance)
+        self._trained = self._statistics = None
+
+
+def recompute_statistics(model, norms, batches):
+    """Set the moving mean and variance of the BatchNorm layers `norms` to the mean of their
+    batch statistics over `batches`: momentum (k - 1) / k at the k-th batch makes Keras'
+    moving update (m x old + (1 - m) x batch) a running mean."""
+    momenta = [layer.momentum for layer in norms]
+    try:
+        for k, images in enumerate(batches, start=1):
+            for layer in norms:
+                layer.momentum = (k - 1) / k
+            model(images, training=True)
+    finally:
+        for layer, momentum in zip(norms, momenta):
+            layer.momentum = momentum
 
 
 def current_learning_rate(optimizer):
