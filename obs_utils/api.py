@@ -3,6 +3,7 @@
 On ModelArts (real MoXing present) remote URLs go through `moxing.file`; elsewhere through boto3
 (s3.py, tree.py). Local paths are always handled here, with atomic writes.
 """
+import functools
 import json
 import os
 
@@ -11,6 +12,24 @@ from .errors import NotFoundError, ObsError, translate
 from .s3_config import get_client
 from .moxing_backend import get_mox_file
 from .urls import join, parse
+
+
+def _as_written(function):
+    """Errors name the URLs as the caller wrote them: s3.py names every object obs://, so a
+    caller's s3://bucket/... came back as obs://bucket/... in the message."""
+    @functools.wraps(function)
+    def call(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except ObsError as exc:
+            message = str(exc)
+            for value in (*args, *kwargs.values()):
+                if isinstance(value, str) and value.startswith("s3://"):
+                    bucket = value[len("s3://"):].split("/", 1)[0]
+                    message = message.replace(f"obs://{bucket}/", f"s3://{bucket}/")
+            exc.args = (message,)
+            raise
+    return call
 
 
 def _mox(*urls):
@@ -31,6 +50,7 @@ def _mox_call(name, url, *args, **kwargs):
         raise ObsError(f"MoXing {name} failed on {url}: {type(exc).__name__}: {exc}") from None
 
 
+@_as_written
 def exists(url):
     """True if a file or a folder exists at `url`."""
     loc = parse(url)
@@ -39,6 +59,7 @@ def exists(url):
     return s3.exists(loc.bucket, loc.path) if loc.is_remote else os.path.exists(loc.path)
 
 
+@_as_written
 def is_dir(url):
     """True if `url` is a folder (a prefix holding objects, for remote URLs)."""
     loc = parse(url)
@@ -47,6 +68,7 @@ def is_dir(url):
     return s3.is_dir(loc.bucket, loc.path) if loc.is_remote else os.path.isdir(loc.path)
 
 
+@_as_written
 def listdir(url, recursive=False):
     """Sorted names in the folder `url`: files and sub-folders, or with recursive=True every file
     below it, as paths relative to `url` with '/'."""
@@ -58,6 +80,7 @@ def listdir(url, recursive=False):
     return local.listdir(loc.path, recursive)
 
 
+@_as_written
 def read_bytes(url):
     loc = parse(url)
     if _mox(url):
@@ -65,6 +88,7 @@ def read_bytes(url):
     return s3.read_bytes(loc.bucket, loc.path) if loc.is_remote else local.read_bytes(loc.path)
 
 
+@_as_written
 def write_bytes(url, data):
     """Write a whole file; local writes are atomic, remote ones are by nature."""
     loc = parse(url)
@@ -75,14 +99,17 @@ def write_bytes(url, data):
     return local.write_bytes(loc.path, data)
 
 
+@_as_written
 def read_text(url, encoding="utf-8"):
     return read_bytes(url).decode(encoding)
 
 
+@_as_written
 def write_text(url, text, encoding="utf-8"):
     write_bytes(url, text.encode(encoding))
 
 
+@_as_written
 def make_dirs(url):
     loc = parse(url)
     if _mox(url):
@@ -92,6 +119,7 @@ def make_dirs(url):
     os.makedirs(loc.path, exist_ok=True)
 
 
+@_as_written
 def remove(url, recursive=False):
     """Delete a file, or a folder and everything in it when recursive=True."""
     loc = parse(url)
@@ -102,6 +130,7 @@ def remove(url, recursive=False):
     return local.remove(loc.path, recursive)
 
 
+@_as_written
 def copy(src, dst, threads=8):
     """Copy one file between any two locations; a `dst` ending in '/' (or a local folder)
     receives the file under its own name."""
@@ -141,6 +170,7 @@ def local_path(root, name):
     return tree._inside(root, name)
 
 
+@_as_written
 def cached_copy(src, dst):
     """Make local `dst` a copy of the remote file `src`, fetching it only when `dst` is not
     already that object: the size and ETag it had when fetched (kept beside it in
@@ -176,6 +206,7 @@ def forget_cached(dst):
             os.remove(path)
 
 
+@_as_written
 def copy_tree(src, dst, threads=None, progress=True, delete=False, exclude=()):
     """Copy everything under folder `src` into folder `dst` (either may be remote).
 

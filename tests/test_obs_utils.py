@@ -232,10 +232,13 @@ def test_keys_that_escape_the_destination_are_refused_and_nothing_is_written(
 def test_missing_bucket_and_key_give_clear_errors(bucket, tmp_path):
     with pytest.raises(obs_utils.NotFoundError, match="bucket not found: obs://no-such-bucket-x"):
         obs_utils.read_bytes("obs://no-such-bucket-x/a.txt")
-    with pytest.raises(obs_utils.NotFoundError, match="bucket not found"):
+    with pytest.raises(obs_utils.NotFoundError, match="bucket not found: s3://no-such-bucket-x"):
         obs_utils.copy_tree("s3://no-such-bucket-x/data", str(tmp_path / "d"))
     with pytest.raises(obs_utils.NotFoundError, match=f"not found: obs://{bucket}/nope.txt"):
         obs_utils.read_bytes(f"obs://{bucket}/nope.txt")
+    # the URL comes back as the caller wrote it
+    with pytest.raises(obs_utils.NotFoundError, match=f"not found: s3://{bucket}/nope.txt"):
+        obs_utils.read_bytes(f"s3://{bucket}/nope.txt")
     with pytest.raises(obs_utils.NotFoundError, match="no such folder"):
         obs_utils.copy_tree(f"obs://{bucket}/no/folder", str(tmp_path / "d"))
     with pytest.raises(obs_utils.NotFoundError):
