@@ -49,8 +49,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if action.nargs == 0 or action.default is argparse.SUPPRESS:  # --help, switches
-            return text
+        if action.nargs == 0 or action.default is argparse.SUPPRESS or not action.option_strings:
+            return text  # --help, switches, positional arguments
         said = []
         if "default" not in text:
             default = action.default
@@ -59,6 +59,10 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if action.dest in self.demo and self.demo[action.dest] != action.default:
             said.append(f"demo: {self.demo[action.dest]}")
         return f"{text} ({'; '.join(said)})" if said else text
+
+
+class RawDescriptionHelpFormatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """HelpFormatter with the examples of the description and epilog kept as written."""
 
 
 def import_tensorflow():

@@ -215,10 +215,18 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, "{}: {}; see {} --help\n".format(self.prog, message, self.prog))
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each default said once: not again where the help text says it already."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        return text if "default" in text else super(_HelpFormatter, self)._get_help_string(action)
+
+
 def build_parser():
     parser = _Parser(
         description="Serve a model package over HTTP (ModelArts' request and reply), or "
-                    "check one.", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                    "check one.", formatter_class=_HelpFormatter,
         allow_abbrev=False)
     parser.add_argument("--model_dir", default=HERE,
                         help="the model/ folder (SavedModel, labels.json), or the train_url "

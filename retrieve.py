@@ -11,7 +11,6 @@ local, obs:// or s3://. With no flags, after `python train.py`: the demo model, 
 and outputs/retrieval/. search writes results.csv (query,rank,gallery,score), submission.csv
 (the contest's line per query) and, when queries and gallery carry labels, metrics.json.
 """
-import argparse
 import logging
 import os
 import sys
@@ -26,16 +25,12 @@ runtime_check.check("retrieve.py")  # one line on an old Python/TensorFlow
 
 import obs_utils  # noqa: E402
 import config  # noqa: E402 - the typed configuration the stage is handed
-from cli import (ArgumentParser, HelpFormatter, boolean, import_tensorflow, positive,  # noqa: E402
-                 run_job, setup_logging)
+from cli import (ArgumentParser, RawDescriptionHelpFormatter, boolean,  # noqa: E402
+                 import_tensorflow, positive, run_job, setup_logging)
 from errors import UserError  # noqa: E402
 from inputs import fetch  # noqa: E402
 
 log = logging.getLogger("retrieve")
-
-
-class RawDescriptionHelpFormatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Every default said once (cli.HelpFormatter), the examples below kept as written."""
 
 
 def build_parser():

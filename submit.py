@@ -15,7 +15,6 @@ Credentials: HUAWEICLOUD_SDK_AK, HUAWEICLOUD_SDK_SK, HUAWEICLOUD_SDK_PROJECT_ID 
 HUAWEICLOUD_SDK_SECURITY_TOKEN for temporary keys); --region, or --endpoint / MODELARTS_ENDPOINT.
 --dry-run prints every request (method, path, JSON body) and sends nothing.
 """
-import argparse
 import logging
 import os
 import re
@@ -31,7 +30,7 @@ import runtime_check  # noqa: E402
 runtime_check.check("submit.py", needs_tensorflow=False)  # it sends jobs: no TensorFlow here
 
 import obs_utils  # noqa: E402
-from cli import ArgumentParser  # noqa: E402 - one line for a bad flag
+from cli import ArgumentParser, RawDescriptionHelpFormatter  # noqa: E402
 from jobs import client as cloud  # noqa: E402
 from jobs import pack, training_job  # noqa: E402
 
@@ -39,30 +38,35 @@ log = logging.getLogger("submit")
 
 
 def build_parser():
-    parser = ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n", 2)[2])
-    parser.add_argument("command", choices=["train", "status", "logs", "stop", "deploy"])
+    parser = ArgumentParser(prog="submit.py", description=__doc__.splitlines()[0],
+                            allow_abbrev=False, formatter_class=RawDescriptionHelpFormatter,
+                            epilog=__doc__.split("\n", 2)[2])
+    parser.add_argument("command", choices=["train", "status", "logs", "stop", "deploy"],
+                        help="submit a training job, ask how it is, read its log, stop it, or "
+                             "deploy its model")
     parser.add_argument("job_id", nargs="?", default="", help="status, logs, stop")
     add = parser.add_argument
     add("--region", default=os.environ.get("HUAWEICLOUD_SDK_REGION", ""),
-        help="e.g. cn-north-4 (default: $HUAWEICLOUD_SDK_REGION)")
+        help="e.g. cn-north-4 (default: $HUAWEICLOUD_SDK_REGION, here %(default)r)")
     add("--endpoint", default="", help="ModelArts endpoint URL (default: from the region, or "
                                        "$MODELARTS_ENDPOINT)")
     add("--dry-run", "--dry_run", dest="dry_run", action="store_true",
         help="print the requests, send nothing")
-    add("--data_url", default="")
-    add("--train_url", default="")
+    add("--data_url", default="", help="train: the images on OBS (train.py's --data_url)")
+    add("--train_url", default="", help="train: where the job writes (train.py's --train_url)")
     add("--code_url", default="", help="where the code goes (default: <train_url>/../code/"
                                        "<job name>/, one folder per job)")
-    add("--code_dir", default=HERE, help="the bundle to submit")
-    add("--flavor", default="", help="resource flavor id (a wrong one is answered with the list)")
+    add("--code_dir", default=HERE, help="the bundle to submit (default: this checkout)")
+    add("--flavor", default="", help="resource flavor id; empty or a wrong one is answered with "
+                                     "the list (default: empty)")
     add("--image", default="", help="train / deploy in this custom image (SWR: "
-                                     "swr.<region>.myhuaweicloud.com/<org>/<name>:<tag>)")
+                                     "swr.<region>.myhuaweicloud.com/<org>/<name>:<tag>; "
+                                     "default: none, a preset engine)")
     add("--engine", default="", help="train on a preset engine: id, or name+version (default "
                                       "without --image: the newest TensorFlow >= 2.16 listed)")
-    add("--node_count", type=int, default=1)
-    add("--job_name", default="")
+    add("--node_count", type=int, default=1, help="train: machines in the job")
+    add("--job_name", default="", help="train: the job's name (default: one made from the "
+                                       "time)")
     add("--detach", action="store_true", help="train: return the job id at once")
     add("--follow", action="store_true", help="logs: until the job ends")
     add("--task", default="worker-0", help="logs: whose log on a multi-node job (worker-0, "

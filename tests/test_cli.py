@@ -57,11 +57,15 @@ def test_train_help_shows_every_default_once_and_the_demos_own_values():
     import flags
     import retrieve
 
-    for parser in (flags.build_parser(), retrieve.build_parser()):
-        options = _option_blocks(parser)
-        assert len(options) == len([a for a in parser._actions
-                                    if a.option_strings and a.dest != "help"])
-        for block in options:
+    import customize_service
+    import submit
+
+    for parser in (flags.build_parser(), retrieve.build_parser(), submit.build_parser(),
+                   customize_service.build_parser()):
+        blocks = {block.split()[0].rstrip(","): block for block in _option_blocks(parser)}
+        valued = [a for a in parser._actions if a.option_strings and a.nargs != 0]
+        for action in valued:  # every flag that takes a value; switches have no default
+            block = blocks[action.option_strings[0]]
             assert block.count("default") == 1, block
     text = flags.build_parser().format_help()
     assert re.search(r"--max_epochs .*\(default: 30; demo: 8\)", " ".join(text.split()))
