@@ -254,6 +254,12 @@ def main(argv=None):
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     args = build_parser().parse_args(argv)
+    try:
+        from cli import import_tensorflow  # a checkout: TensorFlow loads without its banner
+    except ImportError:  # a package's own copy (no cli.py beside it): TensorFlow as it comes
+        pass
+    else:
+        import_tensorflow()
     from serving import check
 
     if args.check:
