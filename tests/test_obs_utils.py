@@ -83,14 +83,17 @@ def test_second_sync_transfers_nothing_and_a_changed_file_is_sent_again(bucket, 
 
 
 INTERRUPTED_COPY = """
-import sys, time
+import signal, sys, time
+# Ctrl-C as a terminal delivers it, whatever this process inherited (a parent that ignores
+# SIGINT passes SIG_IGN on, and Python then installs no handler of its own).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path.insert(0, {root!r})
 import obs_utils
 from obs_utils import local
 real = local.copy_file
 def slow(src, dst):
     print("copying", flush=True)
-    time.sleep(0.02)
+    time.sleep(0.05)  # 400 files on 4 threads: 5 s, well past the signal
     real(src, dst)
 local.copy_file = slow
 obs_utils.copy_tree({src!r}, {dst!r}, threads=4)
@@ -112,7 +115,7 @@ def test_ctrl_c_stops_a_tree_copy_and_its_debris_goes_next_time(tmp_path):
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=20)
-    assert proc.returncode != 0 and "KeyboardInterrupt" in err
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err, (proc.returncode, err[-2000:])
     copied = len(list((tmp_path / "dst").glob("*.txt")))
     assert copied < 300, copied
 
