@@ -1,7 +1,8 @@
 """The contest recipes as flags, each against its maths: focal loss against its formula,
-SGDR's warm-up and restarts, gradient centralization's projection, --monitor's choice of the
-best weights and its direction; then all of them in one train.py job, resumed. (GC on two
-replicas and under loss scaling: tests/test_distributed.py.)"""
+SGDR's warm-up and restarts (resumed under another batch: tests/test_training_paths.py),
+gradient centralization's projection, --monitor's choice of the best weights and its
+direction, --ema's averages in validation and the best weights; then all of them in one
+train.py job. (GC and EMA on two replicas and under loss scaling: tests/test_distributed.py.)"""
 import csv
 import os
 
@@ -13,7 +14,7 @@ import config
 import flags
 from models import losses, run_weights
 from tests.test_train_job import SMALL, digits_folder, run_train
-from training import checkpoints, optim, phases
+from training import checkpoints, optim
 from training.loop import centralize
 
 
@@ -55,22 +56,6 @@ def test_sgdr_warms_up_from_zero_then_restarts_in_growing_cycles():
     assert rate(50) == pytest.approx(peak / 2, rel=1e-4)  # and through the second, twice long
     with pytest.raises(Exception, match="--restart_epochs"):
         optim.make_schedule("sgdr", peak, 10, 12, restart_epochs=0)
-
-
-def test_sgdr_follows_epoch_progress_when_resumed_with_another_batch():
-    """As cosine does (tests/test_training_paths.py): the resumed job's rates are the
-    uninterrupted job's, though its steps per epoch halved."""
-    def rates(steps_per_epoch, resume_at, restored_step):
-        schedule = optim.phased_schedule("sgdr", 1e-2, steps_per_epoch, phases.spans(0, 8),
-                                         warmup_epochs=1, restart_epochs=2, restart_mult=2)
-        found = []
-        for epoch in range(resume_at, 8):
-            step = restored_step + (epoch - resume_at) * steps_per_epoch
-            schedule.start_epoch(epoch, step)
-            found += [float(schedule(step + round(steps_per_epoch * f))) for f in (0, 0.4, 0.8)]
-        return found
-
-    np.testing.assert_allclose(rates(5, 3, 30), rates(10, 3, 30), rtol=1e-5, atol=1e-9)
 
 
 def test_gradient_centralization_projects_kernels_and_leaves_vectors():
@@ -118,7 +103,7 @@ def test_the_recipe_flags_train_together_in_one_job(tmp_path, clean_storage_env)
     """Focal loss, SGDR, gradient centralization, --ema and --monitor=val_macro_recall
     together through train.py: the weights files are named by the monitor, and the last
     epoch runs at the rate SGDR gives it. Their resume is checked where it could fail: SGDR
-    resumed with another batch (above), EMA's averages in the checkpoint
+    resumed with another batch (tests/test_training_paths.py), EMA's averages in the checkpoint
     (tests/test_checkpoints.py), EMA and GC on two replicas (tests/test_distributed.py);
     a train.py resume costs another 25 s."""
     data = digits_folder(tmp_path / "data", count=60, broken=False)
