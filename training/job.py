@@ -2,6 +2,7 @@
 then the loop. Takes the prepared data and the parsed flags; returns the trained weights, the
 per-epoch history and the best weights file (Result); final_model builds what is evaluated and
 exported from them. Each part takes its piece of the typed config (config.py), never the flags."""
+import functools
 import hashlib
 import importlib.util
 import logging
@@ -102,7 +103,9 @@ def train(run, data, work_dir, strategy, chief=True, pretrained=None):
                    stopped_early=bool(getattr(model, "stop_training", False)))
         sync.push_logs()
 
-    averaged = optim.AveragedWeights(optimizer, model, lambda: _statistics_batches(data, feed))
+    # Decoded once, on the first swap (--ema only), and reused every epoch: they never change.
+    statistics_batches = functools.lru_cache(maxsize=1)(lambda: _statistics_batches(data, feed))
+    averaged = optim.AveragedWeights(optimizer, model, statistics_batches)
     history = run_epochs(loop, train_iter, val_dist, steps, start_epoch, fit.max_epochs,
                          callbacks, after_epoch, phase_for_epoch,
                          lambda: state.restore_callbacks(callback_list, start_epoch), averaged)
@@ -114,13 +117,13 @@ def train(run, data, work_dir, strategy, chief=True, pretrained=None):
 
 
 def _statistics_batches(data, feed):
-    """Training images as evaluation sees them (no augmentation), optim.STATS_BATCHES batches,
-    for BatchNorm's statistics under --ema."""
+    """Training images as evaluation sees them (no augmentation), optim.STATS_BATCHES batches
+    (a list of image tensors), for BatchNorm's statistics under --ema."""
     count = min(len(data.train), optim.STATS_BATCHES * feed.batch_size)
     spread = data.train[::max(1, len(data.train) // count)][:count]  # every class, not the first
     dataset = pipeline.eval_dataset(spread, len(data.class_names),
                                     feed.batch_size, feed.input_size, feed.resize_mode)
-    return (images for images, _ in dataset)
+    return [images for images, _ in dataset]
 
 
 @dataclass
