@@ -17,7 +17,7 @@ AUGMENT_OPS = (("flip", str), ("rotation", float), ("zoom", float), ("shift", fl
                ("hue", float), ("cutmix_prob", float), ("cutmix_alpha", float),
                ("mixup_prob", float), ("mixup_alpha", float))  # inputs/augment.DEFAULTS
 BALANCE_POLICIES = ("none", "oversample", "sqrt", "class_weight")  # inputs/balance.POLICIES
-OPTIMIZERS = ("adam", "sgd", "adamw")                 # training/optim.OPTIMIZERS
+OPTIMIZERS = ("adam", "sgd", "adamw", "ranger")       # training/optim.OPTIMIZERS
 SCHEDULES = ("plateau", "cosine", "sgdr", "step")     # training/optim.SCHEDULES
 LOSSES = ("categorical_crossentropy", "focal")         # models/losses.ALLOWED
 MONITORS = ("val_accuracy", "val_macro_recall", "val_loss")  # models/run_weights.MONITORS
@@ -131,10 +131,13 @@ def build_parser():
     fit.add_argument("--freeze_epochs", type=int, default=1,
                      help="head-only epochs before every layer trains (skipped from random "
                           "weights)")
-    fit.add_argument("--optimizer", default="adam", choices=OPTIMIZERS, help="the optimizer")
+    fit.add_argument("--optimizer", default="adam", choices=OPTIMIZERS,
+                     help="adam, sgd (Nesterov momentum), adamw, or ranger (RAdam inside "
+                          "Lookahead: k 6, alpha 0.5)")
     fit.add_argument("--weight_decay", type=float, default=None,
                      help="decoupled weight decay (w -= lr x wd x w), biases and BatchNorm "
-                          "excluded (default: 0 for adam, 0.05 for adamw, 5e-4 for sgd)")
+                          "excluded (default: 0 for adam and ranger, 0.05 for adamw, 5e-4 "
+                          "for sgd)")
     fit.add_argument("--momentum", type=float, default=0.9, help="sgd's momentum")
     fit.add_argument("--lr_schedule", default="cosine", choices=SCHEDULES,
                      help="cosine (with warm-up), sgdr (warm-up, then cosine with warm "

@@ -47,6 +47,8 @@ RECIPES = {
     "lr3e-3": ["--learning_rate=3e-3"],
     "warmup3": ["--warmup_epochs=3"],
     "adamw": ["--optimizer=adamw"],
+    "ranger": ["--optimizer=ranger"],
+    "ranger_gc": ["--optimizer=ranger", "--grad_centralization=true"],
     "sgd": ["--optimizer=sgd", "--learning_rate=0.1"],
     "sgd0.03": ["--optimizer=sgd", "--learning_rate=0.03"],
     "no_smoothing": ["--label_smoothing=0"],

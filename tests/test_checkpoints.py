@@ -7,24 +7,36 @@ import numpy as np
 import pytest
 
 import obs_utils
-from training import checkpoints
+from training import checkpoints, optim
 
 
-def tiny(units, ema=0.0):
+def tiny(units, ema=0.0, optimizer="adam"):
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(units)])
-    optimizer = keras.optimizers.Adam(use_ema=ema > 0, ema_momentum=ema or 0.99)
+    if optimizer == "adam":
+        optimizer = keras.optimizers.Adam(use_ema=ema > 0, ema_momentum=ema or 0.99)
+    else:
+        optimizer = optim.make_optimizer(optimizer, 1e-3, 0.1, ema=ema)
     optimizer.build(model.trainable_variables)
     return model, optimizer
 
 
-def test_resume_reads_train_url_and_uploads_the_index_last(bucket, tmp_path, monkeypatch):
+def _steps(model, optimizer, gradients):
+    for step in gradients:
+        optimizer.apply_gradients(zip(step, model.trainable_variables))
+
+
+@pytest.mark.parametrize("name", ["adam", "ranger"])
+def test_resume_reads_train_url_and_uploads_the_index_last(bucket, tmp_path, monkeypatch, name):
+    """...and a resumed optimizer goes on exactly as the saved one: Ranger, saved in the middle
+    of its Lookahead cycle (step 3 of 6), needs its slow weights back at the sync."""
     train_url = f"obs://{bucket}/job"
-    model, optimizer = tiny(2, ema=0.9)  # --ema's averages are optimizer variables too
-    assert any("average" in v.path for v in optimizer.variables)
+    model, optimizer = tiny(2, ema=0.9, optimizer=name)
+    assert any("average" in v.path for v in optimizer.variables)  # --ema's averages are too
     rng = np.random.default_rng(0)
-    for _ in range(3):  # moments, averages, step count and rate a restore must bring back
-        optimizer.apply_gradients([(rng.normal(size=v.shape).astype("float32"), v)
-                                   for v in model.trainable_variables])
+    gradients = [[rng.normal(size=v.shape).astype("float32") for v in model.trainable_variables]
+                 for _ in range(7)]
+    # Moments, averages (Ranger's slow weights), step count and rate a restore must bring back.
+    _steps(model, optimizer, gradients[:3])
     optimizer.learning_rate.assign(0.0123)
     state = checkpoints.ResumeState(model, optimizer, str(tmp_path / "chief"), train_url, True)
     assert state.restore() == 0
@@ -38,8 +50,9 @@ def test_resume_reads_train_url_and_uploads_the_index_last(bucket, tmp_path, mon
     assert "checkpoint" in names and not any(n.startswith("ckpt-1.") for n in names)
 
     # Another machine (an empty cache) and another worker both resume at epoch 3.
+    resumed_runs = []
     for folder, chief in (("fresh", True), ("worker-1", False)):
-        other, other_opt = tiny(2, ema=0.9)
+        other, other_opt = tiny(2, ema=0.9, optimizer=name)
         resumed = checkpoints.ResumeState(other, other_opt, str(tmp_path / folder), train_url,
                                           chief)
         assert resumed.restore() == 3
@@ -48,9 +61,16 @@ def test_resume_reads_train_url_and_uploads_the_index_last(bucket, tmp_path, mon
             np.testing.assert_array_equal(theirs.numpy(), mine.numpy(), err_msg=mine.path)
         assert int(other_opt.iterations.numpy()) == 3
         np.testing.assert_allclose(float(other_opt.learning_rate.numpy()), 0.0123)
+        resumed_runs.append((other, other_opt))
     assert not os.path.exists(tmp_path / "worker-1" / "checkpoints" / "ckpt-4.index")
+    for run in [(model, optimizer)] + resumed_runs[:1]:  # 4 more steps, past Ranger's sync
+        _steps(*run, gradients[3:])
+    other, other_opt = resumed_runs[0]
+    for mine, theirs in zip(model.weights + optimizer.variables,
+                            other.weights + other_opt.variables):
+        np.testing.assert_array_equal(theirs.numpy(), mine.numpy(), err_msg=mine.path)
 
-    wrong, wrong_opt = tiny(5)
+    wrong, wrong_opt = tiny(5, optimizer=name)
     with pytest.raises(ValueError, match="made by another model"):
         checkpoints.ResumeState(wrong, wrong_opt, str(tmp_path / "x"), train_url, True).restore()
 

@@ -112,6 +112,16 @@ def test_ema_averages_alike_on_one_and_two_replicas(two_replica_facts):
         np.testing.assert_allclose(facts[name]["back"], w3, atol=1e-6)
 
 
+def test_ranger_takes_the_same_steps_on_one_and_two_replicas(two_replica_facts):
+    """--optimizer=ranger (its maths: tests/test_recipes.py): the rectification and the
+    Lookahead sync are blends, not conds, so they run under MirroredStrategy, and two
+    replicas, with or without loss scaling, end where one device does."""
+    facts = two_replica_facts["ranger"]
+    assert np.isfinite(facts["one"]).all() and np.abs(facts["one"]).max() > 0.05
+    for name in ("two", "two_mixed"):
+        np.testing.assert_allclose(facts[name], facts["one"], atol=1e-6)
+
+
 def test_an_overflow_on_one_replica_skips_the_step_everywhere(two_replica_facts):
     assert two_replica_facts["overflow"] == {"finite": True, "unchanged": True}
 

@@ -1,8 +1,9 @@
 """The contest recipes as flags, each against its maths: focal loss against its formula,
 SGDR's warm-up and restarts (resumed under another batch: tests/test_training_paths.py),
 gradient centralization's projection, --monitor's choice of the best weights and its
-direction, --ema's averages in validation and the best weights; then all of them in one
-train.py job. (GC and EMA on two replicas and under loss scaling: tests/test_distributed.py.)"""
+direction, --ema's averages in validation and the best weights, Ranger against a numpy
+Ranger; then all of them in one train.py job. (GC, EMA and Ranger on two replicas and under
+loss scaling: tests/test_distributed.py; Ranger resumed: tests/test_checkpoints.py.)"""
 import csv
 import os
 
@@ -179,3 +180,65 @@ def test_ema_is_what_validation_and_the_best_weights_see_and_training_goes_on_ra
     probabilities = saved.predict(x, verbose=0)  # validation scored the averages
     accuracy = float(np.mean(probabilities.argmax(1) == y.argmax(1)))
     assert history[0]["val_accuracy"] == pytest.approx(accuracy)
+
+
+def ranger_reference(weights, gradients, lr, wd, beta_1=0.95, beta_2=0.999, eps=1e-5, k=6,
+                     alpha=0.5, threshold=5.0, ema=0.5):
+    """Ranger in float64 from the papers: RAdam's Algorithm 2 (Liu et al. 2019; epsilon
+    added to sqrt(v_t) as in its code), decoupled weight decay first, Lookahead's Algorithm 1
+    (Zhang et al. 2019) around it, Keras' EMA of the weights after each step. -> weights,
+    averages and (rectified, synced) after each step."""
+    w = np.asarray(weights, np.float64)
+    slow, m, v, average, trace = w.copy(), 0.0, 0.0, None, []
+    rho_inf = 2 / (1 - beta_2) - 1
+    for t, g in enumerate(gradients, start=1):
+        m = beta_1 * m + (1 - beta_1) * g
+        v = beta_2 * v + (1 - beta_2) * g * g
+        m_hat = m / (1 - beta_1 ** t)
+        rho = rho_inf - 2 * t * beta_2 ** t / (1 - beta_2 ** t)
+        w = w - lr * wd * w
+        if rho > threshold:
+            r = np.sqrt((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
+            w = w - lr * r * m_hat * np.sqrt(1 - beta_2 ** t) / (np.sqrt(v) + eps)
+        else:
+            w = w - lr * m_hat
+        if t % k == 0:
+            slow = slow + alpha * (w - slow)
+            w = slow.copy()
+        average = w.copy() if average is None else ema * average + (1 - ema) * w
+        trace.append((w.copy(), average.copy(), rho > threshold, t % k == 0))
+    return trace
+
+
+def test_ranger_is_radam_inside_lookahead_and_reset_state_starts_it_again():
+    """--optimizer=ranger over 12 steps against ranger_reference: momentum steps while rho_t
+    <= 5 (steps 1-5), rectified Adam after, Lookahead syncs at steps 6 and 12, the kernel
+    decayed and the bias not, --ema's average of the synced weights. After reset_state the
+    next 7 steps are a new Ranger's from the weights it had (the slow weights taken again)."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    start = {"kernel": rng.normal(size=(2, 3)), "bias": rng.normal(size=3)}
+    grads = {n: rng.normal(size=(19, *w.shape)) for n, w in start.items()}
+    variables = {n: keras.Variable(w.astype("float32"), name=n) for n, w in start.items()}
+    optimizer = optim.make_optimizer("ranger", 0.1, weight_decay=0.2, ema=0.5)
+    optimizer.build(list(variables.values()))
+    assert {v.path.split("/")[-1] for v in optimizer.variables} >= {"kernel_slow", "bias_slow"}
+    step = tf.function(lambda g: optimizer.apply_gradients(zip(g, variables.values())))
+    for first, count in ((0, 12), (12, 7)):
+        if first:
+            optim.reset_state(optimizer)
+        trace = {n: ranger_reference(variables[n].numpy(), grads[n][first:first + count], 0.1,
+                                     0.2 if n == "kernel" else 0.0) for n in start}
+        switches = [(rectified, synced) for _, _, rectified, synced in trace["kernel"]]
+        for t in range(count):
+            step([tf.constant(grads[n][first + t], tf.float32) for n in variables])
+            for n, variable in variables.items():
+                expected, average, _, _ = trace[n][t]
+                np.testing.assert_allclose(variable.numpy(), expected, rtol=2e-5, atol=2e-6,
+                                           err_msg=f"{n} after step {first + t + 1}")
+                moving = optimizer._model_variables_moving_average[list(variables).index(n)]
+                np.testing.assert_allclose(moving.numpy(), average, rtol=2e-5, atol=2e-6)
+        assert [r for r, _ in switches] == [False] * 5 + [True] * (count - 5)
+        assert [t + 1 for t, (_, s) in enumerate(switches) if s] == [6, 12][:count // 6]
+    assert int(optimizer.iterations.numpy()) == 7

@@ -130,12 +130,12 @@ def test_early_stopping_stops_a_cosine_head_and_best_weights_hold_no_optimizer(t
 def test_weight_decay_reaches_every_optimizer_but_not_biases_and_batchnorm():
     """One update with zero gradients: only the decay moves the weights. Kernels shrink by
     lr x wd (the optimizer's default, or the flag), biases and BatchNorm's gamma and beta do
-    not; Adam's default stays none, as before."""
+    not; Adam's default stays none, as before, and Ranger's is none too."""
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4),
                               keras.layers.BatchNormalization()])
     start = [np.full(v.shape, 0.5, "float32") for v in model.trainable_variables]
     for name, flag, decay in (("adamw", None, 0.05), ("sgd", None, 5e-4), ("adam", None, 0.0),
-                              ("adam", 0.01, 0.01)):
+                              ("adam", 0.01, 0.01), ("ranger", None, 0.0), ("ranger", 0.01, 0.01)):
         for variable, value in zip(model.trainable_variables, start):
             variable.assign(value)
         optimizer = optim.make_optimizer(name, 0.1, flag)

@@ -18,7 +18,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import keras  # noqa: E402
 
 from training.loop import Loop, StepConfig  # noqa: E402
-from training.optim import AveragedWeights  # noqa: E402
+from training.optim import AveragedWeights, make_optimizer  # noqa: E402
 
 
 def linear_model():
@@ -43,11 +43,14 @@ tf.distribute.ReplicaContext.all_reduce = _counting(tf.distribute.ReplicaContext
 
 
 def one_step(strategy, x, y, clipnorm, mixed=False, lr=1.0, xla=False, gc=False, ema=0.0,
-             steps=1):
+             steps=1, ranger=False):
     with strategy.scope():
         model = linear_model()
-        optimizer = keras.optimizers.SGD(learning_rate=lr, use_ema=ema > 0,
-                                         ema_momentum=ema or 0.99)
+        if ranger:  # --optimizer=ranger --weight_decay=0.1
+            optimizer = make_optimizer("ranger", lr, 0.1, ema=ema)
+        else:
+            optimizer = keras.optimizers.SGD(learning_rate=lr, use_ema=ema > 0,
+                                             ema_momentum=ema or 0.99)
         if mixed:
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(model.trainable_variables)
@@ -108,6 +111,13 @@ def main():
                                                   ("two_mixed", mirrored, True))}
     facts["ema"]["plain"] = [one_step(single, skewed, y, 0.0, lr=0.5, steps=n)[0].tolist()
                              for n in (1, 2, 3)]
+    # Ranger: 7 steps, past its rectification and its first Lookahead sync (step 6), weight
+    # decay on; one device, two replicas, and two under loss scaling.
+    facts["ranger"] = {name: one_step(strategy, skewed, y, 0.0, lr=0.1, mixed=mixed, steps=7,
+                                      ranger=True)[0].tolist()
+                       for name, strategy, mixed in (("one", single, False),
+                                                     ("two", mirrored, False),
+                                                     ("two_mixed", mirrored, True))}
     # An overflow on the second replica only: every replica must skip the step.
     bad = x.copy()
     bad[2:] = np.float32(3e38)

@@ -6,17 +6,19 @@ then cosine with warm restarts: cycles of `restart_epochs`, each `restart_mult` 
 before, the smoking/calling system's), step (multiply by `step_gamma` every `step_epochs`). Cosine and step run once per training phase (the head-only
 warm-up, then the whole network: each its own warm-up and decay) and follow epoch progress,
 not the optimizer's step count (PhasedSchedule), so a job resumed on another GPU count or
-batch size goes on where the uninterrupted one would be. Gradient clipping is not set here:
+batch size goes on where the uninterrupted one would be. Optimizers: Keras' adam, sgd and
+adamw, and Ranger (RAdam in Lookahead), written here. Gradient clipping is not set here:
 under a multi-replica strategy Keras' clipnorm clips each replica's share, so loop.py clips
 the all-reduced gradient itself.
 """
 import keras
 import numpy as np
 import tensorflow as tf
+from keras import ops
 
 from errors import UserError
 
-OPTIMIZERS = ("adam", "sgd", "adamw")
+OPTIMIZERS = ("adam", "sgd", "adamw", "ranger")
 SCHEDULES = ("plateau", "cosine", "sgdr", "step")
 
 
@@ -124,7 +126,8 @@ def phased_schedule(name, learning_rate, steps_per_epoch, phases, warmup_epochs=
 
 def reset_state(optimizer):
     """Make the optimizer a fresh one: moments at zero and the step count at 0 (so Adam's bias
-    correction starts again); the learning rate and a loss scale are kept."""
+    correction starts again; Ranger takes its slow weights from the weights again at step 0);
+    the learning rate and a loss scale are kept."""
     inner = getattr(optimizer, "inner_optimizer", optimizer)
     for variable in inner.variables:
         if variable.path.split("/")[-1] not in ("iteration", "iterations", "learning_rate"):
@@ -133,9 +136,10 @@ def reset_state(optimizer):
 
 
 # Decoupled weight decay (Keras' form, w -= lr x wd x w) when --weight_decay is left unset:
-# Adam as before (none), AdamW and SGD at the values their papers' recipes use. (AdamW's old
-# default here, 1e-4, moved a weight by 1e-7 a step at lr 1e-3: nothing.)
-DEFAULT_WEIGHT_DECAY = {"adam": 0.0, "adamw": 0.05, "sgd": 5e-4}
+# Adam as before (none), AdamW and SGD at the values their papers' recipes use, Ranger none
+# (its own default). (AdamW's old default here, 1e-4, moved a weight by 1e-7 a step at lr
+# 1e-3: nothing.)
+DEFAULT_WEIGHT_DECAY = {"adam": 0.0, "adamw": 0.05, "sgd": 5e-4, "ranger": 0.0}
 NOT_DECAYED = ["bias", "gamma", "beta"]  # biases and BatchNorm's scale and offset
 
 
@@ -147,6 +151,84 @@ def weight_decay_for(name, weight_decay=None):
     if value < 0:
         raise UserError(f"--weight_decay={weight_decay}: use 0 or a positive number")
     return value
+
+
+class Ranger(keras.optimizers.Optimizer):
+    """RAdam's rectified Adam step (Liu et al. 2019) inside Lookahead (Zhang et al. 2019), as in
+    Less Wright's Ranger and with its defaults: Keras 3 has neither (KERAS3-NOTES 8).
+
+    Until rho_t exceeds `rectify_threshold` (5, as RAdam's and Ranger's code; the paper says 4)
+    the step is bias-corrected momentum alone. Every `sync_period` steps the slow weights move
+    `slow_step` of the way to the weights and the weights become them, so at a cycle's first
+    step (step 0 too, and after reset_state) the slow weights are taken from the weights. Both
+    switches are 0/1 blends, no cond: tf.distribute allows none near the update (KERAS3-NOTES
+    5). Weight decay (w -= lr x wd x w) comes after the slow weights are taken, as in Ranger."""
+
+    def __init__(self, learning_rate=1e-3, beta_1=0.95, beta_2=0.999, epsilon=1e-5,
+                 sync_period=6, slow_step=0.5, rectify_threshold=5.0, name="ranger", **kwargs):
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        if int(sync_period) < 1 or not 0.0 < slow_step <= 1.0:
+            raise ValueError(f"Ranger: sync_period {sync_period} must be >= 1 and slow_step "
+                             f"{slow_step} in (0, 1]")
+        self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
+        self.sync_period, self.slow_step = int(sync_period), slow_step
+        self.rectify_threshold = rectify_threshold
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        self._momentums, self._velocities, self._slow = self.add_optimizer_variables(
+            var_list, ["momentum", "velocity", "slow"])
+
+    def _apply_weight_decay(self, variables):
+        """Nothing before the step: update_step decays each weight after taking the slow ones."""
+
+    def _step_sizes(self):
+        """(rectified, size of Adam's step, size of the momentum step) at this step: scalars,
+        in float64: rho_t is a difference of two numbers near 2 / (1 - beta_2), ~2000."""
+        t = tf.cast(self.iterations + 1, tf.float64)
+        beta_1, beta_2 = (tf.constant(b, tf.float64) for b in (self.beta_1, self.beta_2))
+        beta_2_power = tf.pow(beta_2, t)
+        rho_inf = 2.0 / (1.0 - beta_2) - 1.0
+        rho = rho_inf - 2.0 * t * beta_2_power / (1.0 - beta_2_power)
+        rectification = (rho - 4.0) * (rho - 2.0) * rho_inf / (
+            (rho_inf - 4.0) * (rho_inf - 2.0) * rho)  # r_t squared; below 0 for 2 < rho_t < 4
+        # r_t x sqrt(1 - beta_2^t) (the second moment's bias correction); unused below the
+        # threshold, where it may not exist.
+        adaptive = tf.sqrt(tf.maximum(rectification * (1.0 - beta_2_power), 0.0))
+        bias_1 = 1.0 - tf.pow(beta_1, t)
+        return rho > self.rectify_threshold, adaptive / bias_1, 1.0 / bias_1
+
+    def update_step(self, gradient, variable, learning_rate):
+        dtype = variable.dtype
+        lr = ops.cast(learning_rate, dtype)
+        gradient = ops.cast(gradient, dtype)
+        index = self._get_variable_index(variable)
+        m, v, slow = self._momentums[index], self._velocities[index], self._slow[index]
+        self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1 - self.beta_1))
+        self.assign_add(v, ops.multiply(ops.subtract(ops.square(gradient), v), 1 - self.beta_2))
+        rectified, adaptive, plain = self._step_sizes()
+        step = ops.where(rectified, ops.cast(adaptive, dtype) * m / (ops.sqrt(v) + self.epsilon),
+                         ops.cast(plain, dtype) * m)
+
+        cycle = ops.mod(ops.cast(self.iterations, "int64"), self.sync_period)
+        weights = ops.convert_to_tensor(variable)
+        start = ops.where(ops.equal(cycle, 0), weights, slow)  # the slow weights: the cycle's start
+        if self.weight_decay is not None and self._use_weight_decay(variable):
+            weights = weights - weights * ops.cast(self.weight_decay, dtype) * lr
+        fast = weights - lr * step
+        synced = start + ops.cast(self.slow_step, dtype) * (fast - start)
+        sync = ops.equal(cycle, self.sync_period - 1)
+        self.assign(slow, ops.where(sync, synced, start))
+        self.assign(variable, ops.where(sync, synced, fast))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon,
+                       "sync_period": self.sync_period, "slow_step": self.slow_step,
+                       "rectify_threshold": self.rectify_threshold})
+        return config
 
 
 def make_optimizer(name, schedule, weight_decay=None, momentum=0.9, ema=0.0):
@@ -164,9 +246,11 @@ def make_optimizer(name, schedule, weight_decay=None, momentum=0.9, ema=0.0):
     elif name == "sgd":
         optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=momentum,
                                          nesterov=True, weight_decay=decay, **averaging)
-    else:
+    elif name == "adamw":
         optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=decay or 0.0,
                                            **averaging)
+    else:
+        optimizer = Ranger(learning_rate=schedule, weight_decay=decay, **averaging)
     if decay:
         optimizer.exclude_from_weight_decay(var_names=NOT_DECAYED)
     return optimizer
