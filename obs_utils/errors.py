@@ -90,6 +90,15 @@ def translate(exc, url, client=None):
     return ObsError(f"storage error on {url}: {type(exc).__name__}: {exc}")
 
 
+def is_slowdown(exc):
+    """True when the store asked us to send requests more slowly (503 SlowDown, throttling)."""
+    if not isinstance(exc, bce.ClientError):
+        return False
+    code = exc.response.get("Error", {}).get("Code", "")
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return code in ("SlowDown", "Throttling", "ThrottlingException", "503") or status == 503
+
+
 def is_transient(exc):
     """True for failures worth retrying: timeouts, dropped connections, 5xx, throttling."""
     if isinstance(exc, bce.ReadTimeoutError | bce.ConnectionClosedError | bce.ResponseStreamingError

@@ -1,6 +1,7 @@
 """Local-path counterparts of the s3 operations, with the same error classes and atomic writes."""
 import contextlib
 import os
+import secrets
 import shutil
 import tempfile
 import time
@@ -100,9 +101,49 @@ def read_bytes(path):
         raise ObsError(f"{path} is a folder, not a file") from None
 
 
-def write_bytes(path, data):
-    with atomic_path(path) as tmp, open(tmp, "wb") as out:
-        out.write(data)
+def write_bytes(path, data, mtime=None):
+    """Write a whole file atomically (temp file, then one rename), its time set to `mtime`
+    when given. Five system calls: a tree copy's threads release the GIL around each one, so
+    on a busy copy every call saved is a wait for the GIL saved (atomic_path takes twelve)."""
+    folder, name = os.path.split(os.path.abspath(path))
+    for _ in range(100):
+        tmp = os.path.join(folder, f"{TEMP_PREFIX}{name[:40]}.{secrets.token_hex(6)}")
+        try:  # 0o666 less the umask, as open() would make it
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+            break
+        except FileExistsError:
+            continue
+        except FileNotFoundError:
+            os.makedirs(folder, exist_ok=True)
+    else:
+        raise ObsError(f"cannot make a temporary file in {folder}")
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        if mtime is not None:
+            os.utime(fd, (mtime, mtime))
+        os.close(fd)
+        fd = None
+        os.replace(tmp, path)
+    except BaseException:
+        if fd is not None:
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def read_whole(path):
+    """The bytes of a file, in three system calls (open() adds four more: fstat, ioctl, ...)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def copy_file(src, dst):

@@ -14,6 +14,7 @@ copy made inside the store, the source's ETag it recorded).
 import hashlib
 import logging
 import os
+import random
 import sys
 import threading
 import time
@@ -24,23 +25,28 @@ from s3transfer.utils import ChunksizeAdjuster
 from tqdm import tqdm
 
 from . import local, s3
-from .errors import NotFoundError, ObsError, UnsafeKeyError, is_transient, translate
-from .s3_config import get_client
+from .errors import (NotFoundError, ObsError, UnsafeKeyError, is_slowdown, is_transient,
+                     translate)
+from .s3_config import MAX_POOL_CONNECTIONS, get_client
+from .throttle import Throttle
 from .urls import dir_prefix, safe_relative
 
 log = logging.getLogger("obs_utils")
 
 def default_threads():
-    """OBS_THREADS, default 16."""
-    value = os.environ.get("OBS_THREADS", "16")
+    """OBS_THREADS, default 32: small files at 10 ms gain nothing past 16 on two cores (the
+    client's CPU decides), but at OBS' 30-50 ms 16 threads wait more than they work."""
+    value = os.environ.get("OBS_THREADS", "32")
     try:
         return int(value)
     except ValueError:
         raise ObsError(f"OBS_THREADS={value!r}: use a whole number, e.g. 16") from None
 
 
-ATTEMPTS = 4          # per file, on top of boto3's own retries of each request
-BACKOFF_SECONDS = 0.5  # doubled after each failed attempt
+ATTEMPTS = 4           # per file, on top of boto3's own retries of each request
+SLOWDOWN_ATTEMPTS = 10  # per file, when the store keeps answering SlowDown
+BACKOFF_SECONDS = 0.5   # doubled after each failed attempt...
+BACKOFF_CAP_SECONDS = 8  # ...up to this
 
 
 class CopyStats(NamedTuple):
@@ -54,6 +60,8 @@ class _Job(NamedTuple):
     size: int
     unchanged: Callable  # () -> bool, runs in the worker thread
     transfer: Callable   # () -> None
+    folder: str = None   # the local folder it writes into, made before the workers start
+    memory: int = 0      # bytes it holds in memory while in flight
 
 
 def _md5_etag(path, size):
@@ -135,10 +143,28 @@ def _same_object(held, source, bucket, key):
     return held.etag == source.etag or s3.copied_from(bucket, key) == source.etag
 
 
+def _false():
+    return False
+
+
+def _part_threads(threads, sizes):
+    """Parts in flight for each multipart file: the copy's threads shared among its large
+    files (a lone 64 MB file gets up to 16 parts at once), but at least 4."""
+    large = sum(1 for size in sizes if size >= s3.MULTIPART_THRESHOLD)
+    return max(4, min(16, threads // max(1, large)))
+
+
+def _memory(size, part_threads):
+    """Bytes a file holds in memory in flight: small ones whole, large ones a part a thread."""
+    if size < s3.MULTIPART_THRESHOLD:
+        return size
+    return part_threads * s3.MULTIPART_CHUNKSIZE
+
+
 def _plan(src, dst, threads, exclude=()):
     """(per-file jobs, stale destination files) for a copy from Location `src` to `dst`; stale
     files are those at the destination that the source does not have (for delete=True).
-    `exclude`: relative names neither copied nor removed."""
+    `threads`: the copy's; `exclude`: relative names neither copied nor removed."""
     jobs = []
     if src.is_remote:
         prefix = dir_prefix(src.path)
@@ -158,54 +184,75 @@ def _plan(src, dst, threads, exclude=()):
                  and key[len(dst_prefix):] not in exclude]
     elif os.path.isfile(dst.path):
         raise ObsError(f"cannot copy the folder {src.url} into {dst.path}: that is a file")
-    else:
-        stale = [full for rel, full, _, _ in local.iter_files(dst.path)
-                 if rel not in sources and rel not in exclude] if os.path.isdir(dst.path) else []
+    else:  # what the folder holds, listed once: a file it lacks needs no check of its own
+        held = {rel: full for rel, full, _, _ in local.iter_files(dst.path)} \
+            if os.path.isdir(dst.path) else {}
+        stale = [full for rel, full in held.items() if rel not in sources and rel not in exclude]
+    sizes = [item.size if src.is_remote else item[1] for item in sources.values()]
+    parts = _part_threads(threads, sizes)
 
     for rel, item in sorted(sources.items()):
         if src.is_remote and not dst.is_remote:  # download
             target = _inside(dst.path, rel)
             jobs.append(_Job(s3.url_of(src.bucket, item.key), item.size,
-                             lambda t=target, i=item: _same_content(i, t, upload=False),
-                             lambda t=target, i=item: s3.download(src.bucket, i, t, threads)))
+                             (lambda t=target, i=item: _same_content(i, t, upload=False))
+                             if rel in held else _false,
+                             lambda t=target, i=item: s3.download(src.bucket, i, t, parts),
+                             os.path.dirname(target), _memory(item.size, parts)))
         elif src.is_remote:  # bucket to bucket, inside the store
             key = dst_prefix + rel
             jobs.append(_Job(s3.url_of(src.bucket, item.key), item.size,
                              lambda i=item, k=key: _same_object(existing.get(k), i,
                                                                 dst.bucket, k),
                              lambda i=item, k=key: s3.server_copy(src.bucket, i, dst.bucket, k,
-                                                                  threads)))
+                                                                  parts)))
         elif dst.is_remote:  # upload
             full, size, _mtime = item
             key = dst_prefix + rel
             jobs.append(_Job(full, size,
                              lambda k=key, f=full: _same_content(existing.get(k), f, upload=True),
-                             lambda k=key, f=full: s3.upload(f, dst.bucket, k, threads)))
+                             lambda k=key, f=full: s3.upload(f, dst.bucket, k, parts),
+                             None, _memory(size, parts)))
         else:  # local to local
             full, size, mtime = item
             target = _inside(dst.path, rel)
             jobs.append(_Job(full, size,
-                             lambda t=target, s=size, m=mtime: _same_local(t, s, m),
-                             lambda f=full, t=target: local.copy_file(f, t)))
+                             (lambda t=target, s=size, m=mtime: _same_local(t, s, m))
+                             if rel in held else _false,
+                             lambda f=full, t=target: local.copy_file(f, t),
+                             os.path.dirname(target), 0))
     return jobs, stale
 
 
-def _run(job, abort):
-    """Skip or transfer one file, retrying transient failures; returns 'copied'/'skipped'/None."""
+def _pause(failures):
+    """Seconds to wait before attempt `failures` + 1: doubling, capped, with jitter so that
+    threads throttled together do not come back together."""
+    return min(BACKOFF_CAP_SECONDS, BACKOFF_SECONDS * 2 ** (failures - 1)) * random.uniform(0.5, 1)
+
+
+def _run(job, abort, throttle):
+    """Skip or transfer one file, retrying transient failures; returns 'copied'/'skipped'/None.
+    A SlowDown answer also halves what the copy keeps in flight, and may be retried longer."""
     if abort.is_set():
         return None
     if job.unchanged():
         return "skipped"
-    for attempt in range(ATTEMPTS):
+    failures = 0
+    while True:
         try:
-            job.transfer()
+            with throttle.slot(job.memory):
+                job.transfer()
             return "copied"
         except Exception as exc:  # noqa: BLE001 - re-raised unless worth retrying
-            if not is_transient(exc) or attempt == ATTEMPTS - 1 or abort.is_set():
+            failures += 1
+            slow = is_slowdown(exc)
+            if slow:
+                throttle.slowed()
+            if (not is_transient(exc) or abort.is_set()
+                    or failures >= (SLOWDOWN_ATTEMPTS if slow else ATTEMPTS)):
                 abort.set()
                 raise
-            time.sleep(BACKOFF_SECONDS * 2 ** attempt)
-    return None
+            time.sleep(_pause(failures))
 
 
 def copy_tree(src, dst, threads=None, progress=True, delete=False, exclude=()):
@@ -213,23 +260,25 @@ def copy_tree(src, dst, threads=None, progress=True, delete=False, exclude=()):
 
     delete=True then removes the destination's files that the source does not have (a
     mirror), once every copy has succeeded. `exclude`: relative names left alone."""
-    threads = max(1, threads or default_threads())
-    # Parallelism is across files; one large file gets a few parts in flight, not `threads`.
+    threads = max(1, min(threads or default_threads(), MAX_POOL_CONNECTIONS))
     if not dst.is_remote and os.path.isdir(dst.path):
         removed = local.remove_debris(dst.path)
         if removed:
             log.info("removed %d temporary files an interrupted copy left in %s", removed,
                      dst.path)
-    jobs, stale = _plan(src, dst, min(threads, 4), set(exclude))
+    jobs, stale = _plan(src, dst, threads, set(exclude))
     if not dst.is_remote:
         os.makedirs(dst.path, exist_ok=True)
+        for folder in sorted({job.folder for job in jobs}):
+            os.makedirs(folder, exist_ok=True)
     abort = threading.Event()
+    throttle = Throttle(threads)
     copied = skipped = nbytes = 0
     bar = tqdm(total=len(jobs), unit="file", desc=f"copy {src.url} -> {dst.url}",
                file=sys.stderr, disable=not progress or len(jobs) < 50,
                mininterval=0.5 if sys.stderr.isatty() else 15)
     with bar, ThreadPoolExecutor(max_workers=threads) as pool:
-        futures = {pool.submit(_run, job, abort): job for job in jobs}
+        futures = {pool.submit(_run, job, abort, throttle): job for job in jobs}
         try:
             for future in as_completed(futures):
                 job = futures[future]
@@ -263,4 +312,7 @@ def copy_tree(src, dst, threads=None, progress=True, delete=False, exclude=()):
         log.info("removed %d files from %s that %s no longer has", len(stale), dst.url, src.url)
     log.info("copied %s -> %s: %d files (%.1f MB) sent, %d unchanged skipped",
              src.url, dst.url, copied, nbytes / 1e6, skipped)
+    if throttle.lowest < throttle.ceiling:
+        log.info("the store asked for fewer requests at once (503 SlowDown): this copy went down "
+                 "to %d at a time of %d", throttle.lowest, throttle.ceiling)
     return CopyStats(copied, skipped, nbytes)

@@ -141,6 +141,82 @@ class SeaweedServer:
                 pass
 
 
+class StoreProxy:
+    """A reverse proxy in front of an S3 server, in a thread: it counts the requests by method
+    and, given `max_in_flight`, answers what OBS documents for a request rate it cannot take,
+    `503 SlowDown` with the S3 error body, to every request beyond that many at once."""
+
+    SLOWDOWN = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
+                b'<Message>Please reduce your request rate.</Message></Error>')
+
+    def __init__(self, upstream_url, max_in_flight=None):
+        import http.client
+        import http.server
+        import threading
+        from collections import Counter
+        from urllib.parse import urlsplit
+
+        upstream = urlsplit(upstream_url)
+        self.counts, self.slowdowns, self.peak, self.expect_continue = Counter(), 0, 0, 0
+        lock, state = threading.Lock(), {"in_flight": 0}
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _relay(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with lock:
+                    proxy.counts[self.command] += 1
+                    state["in_flight"] += 1
+                    busy = max_in_flight is not None and state["in_flight"] > max_in_flight
+                    proxy.peak = max(proxy.peak, state["in_flight"])
+                    proxy.slowdowns += busy
+                    proxy.expect_continue += self.headers.get("Expect") == "100-continue"
+                try:
+                    if busy:
+                        time.sleep(0.01)  # a real store takes a moment to refuse, too
+                        return self._reply(503, {"Content-Type": "application/xml"},
+                                           proxy.SLOWDOWN)
+                    conn = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=60)
+                    conn.request(self.command, self.path, body=body, headers=dict(self.headers))
+                    reply = conn.getresponse()
+                    data = b"" if self.command == "HEAD" else reply.read()
+                    headers = {k: v for k, v in reply.getheaders()
+                               if k.lower() not in ("connection", "transfer-encoding",
+                                                    "content-length")}
+                    length = reply.getheader("Content-Length") if self.command == "HEAD" \
+                        else str(len(data))
+                    conn.close()
+                    return self._reply(reply.status, headers, data, length)
+                finally:
+                    with lock:
+                        state["in_flight"] -= 1
+
+            def _reply(self, status, headers, data, length=None):
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", length or str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_HEAD = do_POST = do_DELETE = _relay
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
 def _port_free(port):
     with socket.socket() as s:
         try:

@@ -8,7 +8,7 @@ import time
 import pytest
 
 import obs_utils
-from tests.servers import ROOT, MotoServer, SeaweedServer, free_port, point_at
+from tests.servers import ROOT, MotoServer, SeaweedServer, StoreProxy, free_port, point_at
 
 BIG = 9 * 1024 * 1024  # over the 8 MiB multipart threshold: sent in two parts
 
@@ -408,3 +408,108 @@ def test_bucket_to_bucket_sync_skips_multipart_copies_it_made(bucket, s3_env, tm
     third = obs_utils.copy_tree(f"obs://{bucket}/a/", f"obs://{bucket}/b/", progress=False)
     assert third.copied == 1
     assert obs_utils.read_bytes(f"obs://{bucket}/b/big.bin") == big[::-1]
+
+
+@pytest.fixture(scope="module")
+def seaweed(tmp_path_factory):
+    """SeaweedFS, which checks every request's signature (moto checks none)."""
+    server = SeaweedServer(tmp_path_factory.mktemp("weed"))
+    yield server
+    server.stop()
+
+
+def _through(env, proxy, server):
+    env.setenv("OBS_ENDPOINT", proxy.url)
+    env.setenv("OBS_ACCESS_KEY_ID", server.ACCESS_KEY)
+    env.setenv("OBS_SECRET_ACCESS_KEY", server.SECRET_KEY)
+
+
+def _small_tree(root, count, size=1000):
+    files = {f"c{i % 7}/f{i}.bin": os.urandom(size) for i in range(count)}
+    for rel, data in files.items():
+        os.makedirs(os.path.dirname(os.path.join(root, rel)), exist_ok=True)
+        with open(os.path.join(root, rel), "wb") as f:
+            f.write(data)
+    return files
+
+
+def test_small_files_move_in_one_signed_request_each_whatever_their_names(
+        seaweed, clean_storage_env, tmp_path):
+    """Each small file is one PUT or one GET, with no `Expect: 100-continue` round trip before
+    it, signed so that SeaweedFS accepts keys with Chinese, spaces and reserved characters; a
+    second copy sends nothing but the listings."""
+    seaweed.client().create_bucket(Bucket="odd-keys")
+    proxy = StoreProxy(seaweed.url)
+    try:
+        _through(clean_storage_env, proxy, seaweed)
+        files = {"可回收物/易拉罐 1.jpg": os.urandom(3000), "a+b=c&d/100%.txt": b"percent",
+                 "sp ace/~tilde!'()*,;@$.bin": os.urandom(500), "empty.bin": b"",
+                 "深/层/文件.txt": "中文内容".encode()}
+        for rel, data in files.items():
+            os.makedirs(os.path.dirname(str(tmp_path / "src" / rel)), exist_ok=True)
+            (tmp_path / "src" / rel).write_bytes(data)
+        url = "obs://odd-keys/data/"
+        obs_utils.copy_tree(str(tmp_path / "src"), url)
+        assert proxy.counts == {"PUT": len(files), "GET": 1}  # the files, and one listing
+        assert proxy.expect_continue == 0
+        proxy.counts.clear()
+        obs_utils.copy_tree(url, str(tmp_path / "dst"))
+        assert proxy.counts == {"GET": len(files) + 1}
+        assert read_tree(tmp_path / "dst") == files
+        assert obs_utils.read_bytes(url + "a+b=c&d/100%.txt") == b"percent"  # boto3 reads it too
+
+        proxy.counts.clear()
+        again = (obs_utils.copy_tree(str(tmp_path / "src"), url),
+                 obs_utils.copy_tree(url, str(tmp_path / "dst")))
+        assert [s.copied for s in again] == [0, 0] and proxy.counts == {"GET": 2}
+    finally:
+        proxy.stop()
+
+
+def test_a_store_answering_slowdown_gets_fewer_requests_at_once_and_the_copy_completes(
+        seaweed, clean_storage_env, tmp_path, caplog):
+    """OBS answers 503 SlowDown to more requests than it will take: the copy halves what it
+    keeps in flight each time instead of retrying at the same rate, and every file arrives."""
+    seaweed.client().create_bucket(Bucket="throttled")
+    proxy = StoreProxy(seaweed.url, max_in_flight=4)
+    try:
+        _through(clean_storage_env, proxy, seaweed)
+        files = _small_tree(tmp_path / "src", 150)
+        with caplog.at_level("INFO", logger="obs_utils"):
+            stats = obs_utils.copy_tree(str(tmp_path / "src"), "obs://throttled/t/", threads=32)
+        assert stats.copied == len(files)
+        assert "went down to" in caplog.text
+        assert 0 < proxy.slowdowns < len(files), proxy.slowdowns  # refused, but not over and over
+        obs_utils.copy_tree("obs://throttled/t/", str(tmp_path / "back"), threads=32)
+        assert read_tree(tmp_path / "back") == files
+    finally:
+        proxy.stop()
+
+
+def test_the_throttle_halves_on_slowdown_grows_back_by_one_and_bounds_memory():
+    """The rules of obs_utils.throttle: halve on SlowDown (never below one), one more after as
+    many successes as the limit, and no second request while the bytes would pass the budget
+    (a lone request of any size still goes)."""
+    import threading
+
+    from obs_utils.throttle import Throttle
+
+    throttle = Throttle(8, memory_budget=100)
+    for expected in (4, 2, 1, 1):
+        throttle.slowed()
+        assert throttle.limit == expected
+    grown = []
+    for _ in range(1 + 2 + 3):  # 1 success at limit 1, 2 at limit 2, 3 at limit 3
+        with throttle.slot(10):
+            pass
+        grown.append(throttle.limit)
+    assert grown == [2, 2, 3, 3, 3, 4] and throttle.lowest == 1
+
+    entered = threading.Event()
+    with throttle.slot(150):  # over the budget alone: it goes
+        second = threading.Thread(target=lambda: (throttle.acquire(10), entered.set()))
+        second.start()
+        assert not entered.wait(0.3)  # 150 + 10 > 100: waits for the first to finish
+    assert entered.wait(5)
+    throttle.release(10, succeeded=True)
+    second.join()
