@@ -57,6 +57,10 @@ def translate(exc, url, client=None):
         return exc
     if isinstance(exc, bce.NoCredentialsError | bce.PartialCredentialsError):
         return CredentialsError(f"no credentials for {url}: {_CREDENTIAL_HELP}")
+    if isinstance(exc, bce.SSLError):
+        return EndpointError(f"the TLS certificate of the storage endpoint {endpoint} was refused "
+                             f"for {url} ({exc}); check the endpoint's address, or for a private "
+                             "endpoint you trust, set S3_VERIFY_SSL=0")
     if isinstance(exc, bce.EndpointConnectionError | bce.ConnectTimeoutError):
         return EndpointError(f"cannot reach the storage endpoint {endpoint} for {url}: "
                              f"{_ENDPOINT_HELP}")

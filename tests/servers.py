@@ -144,12 +144,15 @@ class SeaweedServer:
 class StoreProxy:
     """A reverse proxy in front of an S3 server, in a thread: it counts the requests by method
     and, given `max_in_flight`, answers what OBS documents for a request rate it cannot take,
-    `503 SlowDown` with the S3 error body, to every request beyond that many at once."""
+    `503 SlowDown` with the S3 error body, to every request beyond that many at once.
+    `drop_idle`: close each connection after its reply without saying so, as a server does
+    whose idle timeout ends a kept-alive connection before the client's next request.
+    `tls`: (certificate file, key file) to serve HTTPS."""
 
     SLOWDOWN = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
                 b'<Message>Please reduce your request rate.</Message></Error>')
 
-    def __init__(self, upstream_url, max_in_flight=None):
+    def __init__(self, upstream_url, max_in_flight=None, drop_idle=False, tls=None):
         import http.client
         import http.server
         import threading
@@ -158,6 +161,7 @@ class StoreProxy:
 
         upstream = urlsplit(upstream_url)
         self.counts, self.slowdowns, self.peak, self.expect_continue = Counter(), 0, 0, 0
+        self.forwarded = 0  # requests that came as to a forward proxy
         lock, state = threading.Lock(), {"in_flight": 0}
         proxy = self
 
@@ -182,7 +186,11 @@ class StoreProxy:
                         return self._reply(503, {"Content-Type": "application/xml"},
                                            proxy.SLOWDOWN)
                     conn = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=60)
-                    conn.request(self.command, self.path, body=body, headers=dict(self.headers))
+                    path = self.path  # as a forward proxy (HTTP_PROXY) it gets whole URLs
+                    if "://" in path:
+                        path = "/" + path.split("://", 1)[1].split("/", 1)[1]
+                        proxy.forwarded += 1
+                    conn.request(self.command, path, body=body, headers=dict(self.headers))
                     reply = conn.getresponse()
                     data = b"" if self.command == "HEAD" else reply.read()
                     headers = {k: v for k, v in reply.getheaders()
@@ -204,12 +212,20 @@ class StoreProxy:
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)
+                self.close_connection = drop_idle
 
             do_GET = do_PUT = do_HEAD = do_POST = do_DELETE = _relay
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        scheme = "http"
+        if tls is not None:
+            import ssl
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(*tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+            scheme = "https"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def stop(self):

@@ -5,9 +5,11 @@ import subprocess
 import sys
 import time
 
+import botocore.exceptions
 import pytest
 
 import obs_utils
+from obs_utils.s3_config import get_signed
 from tests.servers import ROOT, MotoServer, SeaweedServer, StoreProxy, free_port, point_at
 
 BIG = 9 * 1024 * 1024  # over the 8 MiB multipart threshold: sent in two parts
@@ -513,3 +515,73 @@ def test_the_throttle_halves_on_slowdown_grows_back_by_one_and_bounds_memory():
     assert entered.wait(5)
     throttle.release(10, succeeded=True)
     second.join()
+
+
+def test_a_kept_connection_the_server_dropped_is_replaced_without_a_retry_of_the_file(
+        seaweed, clean_storage_env, tmp_path, monkeypatch):
+    """A store closes idle kept-alive connections (its idle timeout) without warning: the next
+    request on one fails before it is read, and goes again at once on a new connection,
+    not through the file's retry with backoff."""
+    from obs_utils import tree
+
+    seaweed.client().create_bucket(Bucket="dropped")
+    proxy = StoreProxy(seaweed.url, drop_idle=True)
+    retried = []
+    monkeypatch.setattr(tree, "_pause", lambda failures: retried.append(failures) or 0)
+    try:
+        _through(clean_storage_env, proxy, seaweed)
+        files = _small_tree(tmp_path / "src", 40)
+        obs_utils.copy_tree(str(tmp_path / "src"), "obs://dropped/d/", threads=2)
+        obs_utils.copy_tree("obs://dropped/d/", str(tmp_path / "back"), threads=2)
+        assert read_tree(tmp_path / "back") == files
+        assert proxy.counts["PUT"] == len(files) and retried == []
+    finally:
+        proxy.stop()
+
+
+def test_https_endpoints_check_the_certificate_unless_told_not_to(
+        seaweed, clean_storage_env, tmp_path):
+    """OBS is HTTPS: small files go over TLS; a certificate the bundle does not vouch for (here
+    self-signed) is refused with one clear line, and S3_VERIFY_SSL=0 lets it through."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    seaweed.client().create_bucket(Bucket="tls")
+    proxy = StoreProxy(seaweed.url, tls=(str(cert), str(key)))
+    try:
+        _through(clean_storage_env, proxy, seaweed)
+        clean_storage_env.setenv("OBS_MAX_ATTEMPTS", "1")
+        files = _small_tree(tmp_path / "src", 5)
+        with pytest.raises(obs_utils.ObsError, match="certificate") as caught:
+            obs_utils.copy_tree(str(tmp_path / "src"), "obs://tls/t/")
+        assert "S3_VERIFY_SSL=0" in str(caught.value) and "\n" not in str(caught.value)
+        with pytest.raises(botocore.exceptions.SSLError):  # the small files' own connections
+            get_signed().put("tls", "t/x", b"x")
+        clean_storage_env.setenv("S3_VERIFY_SSL", "0")
+        obs_utils.copy_tree(str(tmp_path / "src"), "obs://tls/t/")
+        obs_utils.copy_tree("obs://tls/t/", str(tmp_path / "back"))
+        assert read_tree(tmp_path / "back") == files and proxy.counts["PUT"] == len(files)
+    finally:
+        proxy.stop()
+
+
+def test_small_files_go_through_the_proxy_the_environment_names(
+        seaweed, clean_storage_env, tmp_path):
+    """HTTP_PROXY (and the rest of the proxy variables) are honoured by the small files' own
+    requests as by boto3's: behind a corporate proxy every request goes through it."""
+    seaweed.client().create_bucket(Bucket="proxied")
+    proxy = StoreProxy(seaweed.url)
+    try:
+        _through(clean_storage_env, seaweed, seaweed)  # the endpoint itself, reached via proxy
+        for name in ("HTTP_PROXY", "http_proxy"):
+            clean_storage_env.setenv(name, proxy.url)
+        for name in ("NO_PROXY", "no_proxy"):
+            clean_storage_env.delenv(name, raising=False)
+        files = _small_tree(tmp_path / "src", 6)
+        obs_utils.copy_tree(str(tmp_path / "src"), "obs://proxied/p/")
+        obs_utils.copy_tree("obs://proxied/p/", str(tmp_path / "back"))
+        assert read_tree(tmp_path / "back") == files
+        assert proxy.counts == {"PUT": 6, "GET": 6 + 2} and proxy.forwarded == 6 + 6 + 2
+    finally:
+        proxy.stop()
