@@ -81,11 +81,21 @@ def head(bucket, key):
 
 def iter_objects(bucket, prefix, delimiter=None):
     """Yield ObjectInfo for every object under `prefix` (and, with a delimiter, 'dir/' names)."""
-    client = get_client()
-    kwargs = {"Bucket": bucket, "Prefix": prefix}
-    if delimiter:
-        kwargs["Delimiter"] = delimiter
+    client, signed = get_client(), get_signed()
     try:
+        if signed is not None:
+            token = None
+            while True:
+                objects, prefixes, token = signed.list_page(bucket, prefix, delimiter, token)
+                for name in prefixes:
+                    yield ObjectInfo(name, 0, "", 0.0)
+                for key, size, etag, mtime in objects:
+                    yield ObjectInfo(key, size, etag, mtime)
+                if token is None:
+                    return
+        kwargs = {"Bucket": bucket, "Prefix": prefix}
+        if delimiter:
+            kwargs["Delimiter"] = delimiter
         for page in client.get_paginator("list_objects_v2").paginate(**kwargs):
             for common in page.get("CommonPrefixes", []):
                 yield ObjectInfo(common["Prefix"], 0, "", 0.0)

@@ -17,7 +17,8 @@ import socket
 import ssl
 import threading
 from typing import Mapping, NamedTuple
-from urllib.parse import quote, urlsplit
+from datetime import datetime
+from urllib.parse import quote, unquote_plus, urlsplit
 from xml.etree import ElementTree
 
 import botocore.exceptions as bce
@@ -123,13 +124,18 @@ class SignedRequests:
         virtual = self.addressing_style == "virtual" or (
             self.addressing_style == "auto" and _DNS_LABEL.match(bucket) is not None)
         if not virtual:
-            return f"{self.endpoint_url}/{bucket}/{quoted}"
+            return f"{self.endpoint_url}/{bucket}/{quoted}" if key else \
+                f"{self.endpoint_url}/{bucket}"
         parts = urlsplit(self.endpoint_url)
         return f"{parts.scheme}://{bucket}.{parts.netloc}{parts.path}/{quoted}"
 
-    def send(self, method, bucket, key, body=b"", operation=""):
-        """One signed request; returns its Reply (2xx), raises botocore's ClientError else."""
+    def send(self, method, bucket, key, body=b"", operation="", query=None):
+        """One signed request; returns its Reply (2xx), raises botocore's ClientError else.
+        `query`: parameters, encoded as SigV4 wants them (the signer reads them off the URL)."""
         url = self.url(bucket, key)
+        if query:
+            url += "?" + "&".join(f"{quote(k, safe='-_.~')}={quote(str(v), safe='-_.~')}"
+                                  for k, v in sorted(query.items()))
         headers = {"Content-Length": str(len(body))} if method == "PUT" else {}
         request = AWSRequest(method=method, url=url, data=body, headers=headers)
         S3SigV4Auth(self.credentials.get_frozen_credentials(), "s3", self.region).add_auth(request)
@@ -150,6 +156,49 @@ class SignedRequests:
     def get(self, bucket, key):
         """GetObject: the whole body as bytes."""
         return self.send("GET", bucket, key, operation="GetObject").content
+
+    def list_page(self, bucket, prefix, delimiter=None, token=None):
+        """One page of ListObjectsV2: ([(key, size, etag, mtime)], [common prefixes], the next
+        page's token or None). Parsed here: botocore's parser took 60-180 ms of CPU for a
+        page of 1,000 keys, most of a small-file download's set-up, ElementTree 10."""
+        query = {"list-type": "2", "prefix": prefix, "encoding-type": "url"}
+        if delimiter:
+            query["delimiter"] = delimiter
+        if token:
+            query["continuation-token"] = token
+        root = ElementTree.fromstring(self.send("GET", bucket, "", operation="ListObjectsV2",
+                                                query=query).content)
+        fields = {_local(child.tag): child for child in root}
+        # Keys come form-encoded where the store applied encoding-type=url (it says so; they
+        # are decoded as botocore does), and as they are from a store that ignores it.
+        decode = unquote_plus if _text(fields.get("EncodingType")) == "url" else str
+        objects, prefixes = [], []
+        for child in root:
+            tag = _local(child.tag)
+            if tag == "Contents":
+                item = {_local(part.tag): part.text or "" for part in child}
+                objects.append((decode(item["Key"]), int(item.get("Size") or 0),
+                                item.get("ETag", "").strip('"'), _timestamp(item["LastModified"])))
+            elif tag == "CommonPrefixes":
+                prefixes.extend(decode(part.text or "") for part in child
+                                if _local(part.tag) == "Prefix")
+        more = _text(fields.get("IsTruncated")).lower() == "true"
+        return objects, prefixes, (_text(fields.get("NextContinuationToken")) or None) if more \
+            else None
+
+
+def _local(tag):
+    """An XML tag without its namespace ('{http://s3.amazonaws.com/...}Key' -> 'Key')."""
+    return tag.rsplit("}", 1)[-1]
+
+
+def _text(element):
+    return (element.text or "") if element is not None else ""
+
+
+def _timestamp(text):
+    """Seconds since the epoch of an S3 time ('2026-12-02T13:45:07.000Z')."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 def _tls_context(verify):

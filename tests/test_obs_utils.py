@@ -585,3 +585,16 @@ def test_small_files_go_through_the_proxy_the_environment_names(
         assert proxy.counts == {"PUT": 6, "GET": 6 + 2} and proxy.forwarded == 6 + 6 + 2
     finally:
         proxy.stop()
+
+
+def test_a_listing_longer_than_one_page_is_read_to_its_end(bucket, tmp_path):
+    """ListObjectsV2 answers 1,000 keys a page: a folder of 1,050 files is listed, copied and
+    re-copied (nothing sent) whole."""
+    files = _small_tree(tmp_path / "src", 1050, size=10)
+    url = f"obs://{bucket}/many/"
+    assert obs_utils.copy_tree(str(tmp_path / "src"), url).copied == 1050
+    assert len(obs_utils.listdir(url, recursive=True)) == 1050
+    assert obs_utils.listdir(url) == [f"c{i}" for i in range(7)]
+    assert obs_utils.copy_tree(url, str(tmp_path / "back")).copied == 1050
+    assert obs_utils.copy_tree(str(tmp_path / "src"), url).skipped == 1050
+    assert read_tree(tmp_path / "back") == files
