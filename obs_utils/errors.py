@@ -78,6 +78,9 @@ def translate(exc, url, client=None):
                                  "name and that the endpoint is the bucket's region")
         if code in _MISSING_KEY_CODES or status == 404:
             return NotFoundError(f"not found: {url} (no such object or folder)")
+        if code == "PreconditionFailed" or status == 412:
+            return ObsError(f"{url} changed while it was being copied (it is no longer the "
+                            "object the listing showed); run the same command again")
         if code == "RequestTimeTooSkewed":
             return AccessDeniedError(f"the endpoint {endpoint} refused {url} because this "
                                      "machine's clock is more than 15 minutes off: fix the clock")

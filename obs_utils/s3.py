@@ -4,6 +4,7 @@ Every function takes a bucket and a key and raises ObsError subclasses with a me
 act on. Tree copies live in tree.py; this module is what they are built from.
 """
 import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 from boto3.s3.transfer import TransferConfig
@@ -188,14 +189,17 @@ def delete_keys(bucket, keys):
 def download(bucket, info, local_path, threads=1):
     """Fetch one object to `local_path` atomically and stamp it with the object's mtime.
 
-    Small objects are one signed GET (signed.py: a third of the client's CPU per file) into a
-    temporary file; large ones go through boto3's transfer manager in parts.
+    Small objects are one signed GET (signed.py: a fifth of the client's CPU per file) into a
+    temporary file; large ones signed ranged GETs in parallel (_download_parts), or through
+    boto3's transfer manager where signed.py does not apply.
     """
-    if info.size >= MULTIPART_THRESHOLD:  # its parts go to a temporary file of ours too, so
+    signed = get_signed()
+    if info.size >= MULTIPART_THRESHOLD and signed is not None and info.etag:
+        _download_parts(signed, bucket, info, local_path, threads)
+    elif info.size >= MULTIPART_THRESHOLD:  # its parts go to a temporary file of ours too, so
         with atomic_path(local_path) as tmp:  # a killed copy leaves only .obs-tmp-* debris
             get_client().download_file(bucket, info.key, tmp, Config=transfer_config(threads))
     else:
-        signed = get_signed()
         if signed is not None:
             data = signed.get(bucket, info.key)
         else:  # one GET: the transfer manager would HEAD first, a second round trip
@@ -203,6 +207,25 @@ def download(bucket, info, local_path, threads=1):
         write_bytes_local(local_path, data, mtime=info.mtime)
         return
     os.utime(local_path, (info.mtime, info.mtime))
+
+
+def _download_parts(signed, bucket, info, local_path, threads):
+    """A large object in ranged GETs of MULTIPART_CHUNKSIZE, `threads` at once, each written
+    in place (os.pwrite) into one temporary file, renamed when all are in. (boto3's transfer
+    manager HEADs first and funnels every part through one writer thread: 0.67x s5cmd's
+    download speed here.)"""
+    spans = [(start, min(start + MULTIPART_CHUNKSIZE, info.size) - 1)
+             for start in range(0, info.size, MULTIPART_CHUNKSIZE)]
+    with atomic_path(local_path) as tmp:
+        fd = os.open(tmp, os.O_WRONLY)
+        try:
+            def fetch(span):
+                os.pwrite(fd, signed.get_range(bucket, info.key, *span, info.etag), span[0])
+
+            with ThreadPoolExecutor(max_workers=max(1, min(threads, len(spans)))) as pool:
+                list(pool.map(fetch, spans))  # the first failure is raised here
+        finally:
+            os.close(fd)
 
 
 def upload(local_path, bucket, key, threads=1):

@@ -129,14 +129,16 @@ class SignedRequests:
         parts = urlsplit(self.endpoint_url)
         return f"{parts.scheme}://{bucket}.{parts.netloc}{parts.path}/{quoted}"
 
-    def send(self, method, bucket, key, body=b"", operation="", query=None):
+    def send(self, method, bucket, key, body=b"", operation="", query=None, headers=None):
         """One signed request; returns its Reply (2xx), raises botocore's ClientError else.
         `query`: parameters, encoded as SigV4 wants them (the signer reads them off the URL)."""
         url = self.url(bucket, key)
         if query:
             url += "?" + "&".join(f"{quote(k, safe='-_.~')}={quote(str(v), safe='-_.~')}"
                                   for k, v in sorted(query.items()))
-        headers = {"Content-Length": str(len(body))} if method == "PUT" else {}
+        headers = dict(headers or {})
+        if method == "PUT":
+            headers["Content-Length"] = str(len(body))
         request = AWSRequest(method=method, url=url, data=body, headers=headers)
         S3SigV4Auth(self.credentials.get_frozen_credentials(), "s3", self.region).add_auth(request)
         if self.wire is not None:
@@ -156,6 +158,16 @@ class SignedRequests:
     def get(self, bucket, key):
         """GetObject: the whole body as bytes."""
         return self.send("GET", bucket, key, operation="GetObject").content
+
+    def get_range(self, bucket, key, first, last, etag):
+        """Bytes first..last (inclusive) of the object, refused (412) unless it is still the
+        object whose ETag is `etag`: the parts of one download all come from one version."""
+        reply = self.send("GET", bucket, key, operation="GetObject",
+                          headers={"Range": f"bytes={first}-{last}", "If-Match": f'"{etag}"'})
+        if len(reply.content) != last - first + 1:
+            raise bce.IncompleteReadError(actual_bytes=len(reply.content),
+                                          expected_bytes=last - first + 1)
+        return reply.content
 
     def list_page(self, bucket, prefix, delimiter=None, token=None):
         """One page of ListObjectsV2: ([(key, size, etag, mtime)], [common prefixes], the next

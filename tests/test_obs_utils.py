@@ -598,3 +598,33 @@ def test_a_listing_longer_than_one_page_is_read_to_its_end(bucket, tmp_path):
     assert obs_utils.copy_tree(url, str(tmp_path / "back")).copied == 1050
     assert obs_utils.copy_tree(str(tmp_path / "src"), url).skipped == 1050
     assert read_tree(tmp_path / "back") == files
+
+
+def test_a_large_file_replaced_mid_download_is_refused_not_mixed(
+        seaweed, clean_storage_env, tmp_path):
+    """A large object comes down as ranged GETs, each asked of the version the listing saw
+    (If-Match its ETag): parts of an object replaced meanwhile are refused, the copy says
+    what happened, and no file is left half old, half new."""
+    from obs_utils import s3
+
+    seaweed.client().create_bucket(Bucket="replaced")
+    proxy = StoreProxy(seaweed.url)
+    try:
+        _through(clean_storage_env, proxy, seaweed)
+        obs_utils.write_bytes("obs://replaced/big.bin", os.urandom(BIG))
+        listed = next(s3.iter_objects("replaced", "big.bin"))
+        target = tmp_path / "big.bin"
+        s3.download("replaced", listed, str(target), threads=4)
+        assert target.read_bytes() == obs_utils.read_bytes("obs://replaced/big.bin")
+        assert proxy.counts["GET"] >= 1 + 2  # the listing and two 8 MiB parts
+
+        obs_utils.write_bytes("obs://replaced/big.bin", os.urandom(BIG))  # a new version
+        fresh = tmp_path / "fresh.bin"
+        with pytest.raises(botocore.exceptions.ClientError) as caught:
+            s3.download("replaced", listed, str(fresh), threads=4)
+        message = str(obs_utils.errors.translate(caught.value, "obs://replaced/big.bin"))
+        assert "changed while it was being copied" in message and "run the same" in message
+        assert not fresh.exists() and not [p for p in tmp_path.iterdir()
+                                           if p.name.startswith(".obs-tmp-")]
+    finally:
+        proxy.stop()
