@@ -49,6 +49,7 @@ RECIPES = {
     "adamw": ["--optimizer=adamw"],
     "ranger": ["--optimizer=ranger"],
     "ranger_gc": ["--optimizer=ranger", "--grad_centralization=true"],
+    "ranger_lr3e-3": ["--optimizer=ranger", "--learning_rate=3e-3"],
     "sgd": ["--optimizer=sgd", "--learning_rate=0.1"],
     "sgd0.03": ["--optimizer=sgd", "--learning_rate=0.03"],
     "no_smoothing": ["--label_smoothing=0"],
