@@ -129,8 +129,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rtt_ms", default="10",
                         help="comma-separated round-trip times to add between client and server")
-    parser.add_argument("--sets", default="small,large",
-                        help=f"which file sets: {', '.join(f'{k} ({n} x {s} B)' for k, (n, s) in SETS.items())}")
+    sets = ", ".join(f"{name} ({n} x {size} B)" for name, (n, size) in SETS.items())
+    parser.add_argument("--sets", default="small,large", help=f"which file sets: {sets}")
     parser.add_argument("--small_files", type=int, default=SETS["small"][0])
     parser.add_argument("--tools", default=",".join(TOOLS), help="contenders, comma-separated")
     parser.add_argument("--repeats", type=int, default=3)

@@ -65,7 +65,7 @@ def translate(exc, url, client=None):
         return EndpointError(f"cannot reach the storage endpoint {endpoint} for {url}: "
                              f"{_ENDPOINT_HELP}")
     if isinstance(exc, bce.ReadTimeoutError | bce.ConnectionClosedError
-                  | bce.ResponseStreamingError | bce.HTTPClientError):
+                  | bce.ResponseStreamingError | bce.IncompleteReadError | bce.HTTPClientError):
         return EndpointError(f"the storage endpoint {endpoint} stopped answering while working on "
                              f"{url} ({type(exc).__name__}); run the same command again to resume: "
                              "files already complete are skipped")
@@ -109,7 +109,7 @@ def is_slowdown(exc):
 def is_transient(exc):
     """True for failures worth retrying: timeouts, dropped connections, 5xx, throttling."""
     if isinstance(exc, bce.ReadTimeoutError | bce.ConnectionClosedError | bce.ResponseStreamingError
-                  | bce.ConnectTimeoutError | bce.EndpointConnectionError
+                  | bce.IncompleteReadError | bce.ConnectTimeoutError | bce.EndpointConnectionError
                   | ConnectionError | TimeoutError):
         return True
     if isinstance(exc, bce.ClientError):

@@ -46,9 +46,11 @@ class _Wire(threading.local):
         self.timeouts = (connect_timeout, read_timeout)
 
     def _connect(self, parts, url):
-        kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-        extra = {"context": self.tls} if parts.scheme == "https" else {}
-        conn = kind(parts.hostname, parts.port, timeout=self.timeouts[0], **extra)
+        if parts.scheme == "https":
+            conn = http.client.HTTPSConnection(parts.hostname, parts.port,
+                                               timeout=self.timeouts[0], context=self.tls)
+        else:
+            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=self.timeouts[0])
         try:
             conn.connect()
         except ssl.SSLError as exc:
