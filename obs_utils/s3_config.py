@@ -11,7 +11,8 @@ Looked up in this order (first set wins):
   addressing   OBS_ADDRESSING_STYLE = path | virtual | auto (default: path for an IP address or
                localhost endpoint, virtual otherwise, which is what OBS expects)
   signature    OBS_SIGNATURE_VERSION (default s3v4)
-  retries      OBS_MAX_ATTEMPTS (default 5), OBS_CONNECT_TIMEOUT / OBS_READ_TIMEOUT seconds
+  retries      OBS_MAX_ATTEMPTS (default 5; boto3's, not signed.py's single requests, which
+               tree.py retries per file), OBS_CONNECT_TIMEOUT / OBS_READ_TIMEOUT seconds
                (default 10 / 60)
 """
 import ipaddress
