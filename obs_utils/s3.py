@@ -186,8 +186,9 @@ def delete_keys(bucket, keys):
             raise ObsError(f"could not remove {url_of(bucket, first['Key'])}: {first['Code']}")
 
 
-def download(bucket, info, local_path, threads=1):
+def download(bucket, info, local_path, threads=1, attempts=None):
     """Fetch one object to `local_path` atomically and stamp it with the object's mtime.
+    `attempts`: of each signed request (default OBS_MAX_ATTEMPTS; a tree copy asks for 1).
 
     Small objects are one signed GET (signed.py: a fifth of the client's CPU per file) into a
     temporary file; large ones signed ranged GETs in parallel (_download_parts), or through
@@ -195,13 +196,13 @@ def download(bucket, info, local_path, threads=1):
     """
     signed = get_signed()
     if info.size >= MULTIPART_THRESHOLD and signed is not None and info.etag:
-        _download_parts(signed, bucket, info, local_path, threads)
+        _download_parts(signed, bucket, info, local_path, threads, attempts)
     elif info.size >= MULTIPART_THRESHOLD:  # its parts go to a temporary file of ours too, so
         with atomic_path(local_path) as tmp:  # a killed copy leaves only .obs-tmp-* debris
             get_client().download_file(bucket, info.key, tmp, Config=transfer_config(threads))
     else:
         if signed is not None:
-            data = signed.get(bucket, info.key)
+            data = signed.get(bucket, info.key, attempts)
         else:  # one GET: the transfer manager would HEAD first, a second round trip
             data = get_client().get_object(Bucket=bucket, Key=info.key)["Body"].read()
         write_bytes_local(local_path, data, mtime=info.mtime)
@@ -209,7 +210,7 @@ def download(bucket, info, local_path, threads=1):
     os.utime(local_path, (info.mtime, info.mtime))
 
 
-def _download_parts(signed, bucket, info, local_path, threads):
+def _download_parts(signed, bucket, info, local_path, threads, attempts=None):
     """A large object in ranged GETs of MULTIPART_CHUNKSIZE, `threads` at once, each written
     in place (os.pwrite) into one temporary file, renamed when all are in. (boto3's transfer
     manager HEADs first and funnels every part through one writer thread: 0.67x s5cmd's
@@ -220,7 +221,8 @@ def _download_parts(signed, bucket, info, local_path, threads):
         fd = os.open(tmp, os.O_WRONLY)
         try:
             def fetch(span):
-                os.pwrite(fd, signed.get_range(bucket, info.key, *span, info.etag), span[0])
+                part = signed.get_range(bucket, info.key, *span, info.etag, attempts)
+                os.pwrite(fd, part, span[0])
 
             with ThreadPoolExecutor(max_workers=max(1, min(threads, len(spans)))) as pool:
                 list(pool.map(fetch, spans))  # the first failure is raised here
@@ -228,15 +230,15 @@ def _download_parts(signed, bucket, info, local_path, threads):
             os.close(fd)
 
 
-def upload(local_path, bucket, key, threads=1):
-    """Send one local file: one signed PUT below 8 MiB (signed.py), multipart through the
-    transfer manager above."""
+def upload(local_path, bucket, key, threads=1, attempts=None):
+    """Send one local file: one signed PUT below 8 MiB (signed.py; `attempts` as for
+    download), multipart through the transfer manager above."""
     if os.path.getsize(local_path) >= MULTIPART_THRESHOLD:
         get_client().upload_file(local_path, bucket, key, Config=transfer_config(threads))
         return
     signed = get_signed()
     if signed is not None:
-        signed.put(bucket, key, read_whole(local_path))
+        signed.put(bucket, key, read_whole(local_path), attempts)
         return
     with open(local_path, "rb") as data:  # (bytes would meet Nagle's delay: botocore drops
         get_client().put_object(Bucket=bucket, Key=key, Body=data)  # TCP_NODELAY)

@@ -11,8 +11,8 @@ Looked up in this order (first set wins):
   addressing   OBS_ADDRESSING_STYLE = path | virtual | auto (default: path for an IP address or
                localhost endpoint, virtual otherwise, which is what OBS expects)
   signature    OBS_SIGNATURE_VERSION (default s3v4)
-  retries      OBS_MAX_ATTEMPTS (default 5; boto3's, not signed.py's single requests, which
-               tree.py retries per file), OBS_CONNECT_TIMEOUT / OBS_READ_TIMEOUT seconds
+  retries      OBS_MAX_ATTEMPTS (default 5, per request; a tree copy retries each small file
+               itself instead), OBS_CONNECT_TIMEOUT / OBS_READ_TIMEOUT seconds
                (default 10 / 60)
 """
 import ipaddress
@@ -175,6 +175,7 @@ def _build():
                                          verify=settings["verify"],
                                          connect_timeout=settings["connect_timeout"],
                                          read_timeout=settings["read_timeout"],
-                                         max_pool_connections=MAX_POOL_CONNECTIONS)
+                                         max_pool_connections=MAX_POOL_CONNECTIONS,
+                                         max_attempts=settings["max_attempts"])
         _environ_seen = environ
         return _client, _signed

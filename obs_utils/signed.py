@@ -12,10 +12,12 @@ multipart threshold go this way; listing, multipart, server-side copies and SigV
 boto3 client.
 """
 import http.client
+import random
 import re
 import socket
 import ssl
 import threading
+import time
 from typing import Mapping, NamedTuple
 from datetime import datetime
 from urllib.parse import quote, unquote_plus, urlsplit
@@ -26,6 +28,8 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.endpoint import get_environ_proxies
 from botocore.httpsession import URLLib3Session, get_cert_path
+
+from .errors import is_transient
 
 _DNS_LABEL = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 
@@ -102,7 +106,9 @@ class SignedRequests:
     connection errors the boto3 client raises, so errors.translate and is_transient apply."""
 
     def __init__(self, endpoint_url, region, addressing_style, credentials, verify=True,
-                 connect_timeout=10.0, read_timeout=60.0, max_pool_connections=64):
+                 connect_timeout=10.0, read_timeout=60.0, max_pool_connections=64,
+                 max_attempts=5):
+        self.max_attempts = max(1, int(max_attempts))
         self.endpoint_url = endpoint_url.rstrip("/")
         self.region = region
         self.addressing_style = addressing_style
@@ -131,9 +137,24 @@ class SignedRequests:
         parts = urlsplit(self.endpoint_url)
         return f"{parts.scheme}://{bucket}.{parts.netloc}{parts.path}/{quoted}"
 
-    def send(self, method, bucket, key, body=b"", operation="", query=None, headers=None):
+    def send(self, method, bucket, key, body=b"", operation="", query=None, headers=None,
+             attempts=None):
         """One signed request; returns its Reply (2xx), raises botocore's ClientError else.
-        `query`: parameters, encoded as SigV4 wants them (the signer reads them off the URL)."""
+        `query`: parameters, encoded as SigV4 wants them (the signer reads them off the URL).
+        Transient failures are tried again, up to `attempts` in all (default OBS_MAX_ATTEMPTS)
+        with the boto3 client's backoff (standard mode: up to 2^n s, full jitter, at most 20);
+        a tree copy asks for one and retries the whole file itself, SlowDown throttling it."""
+        total = attempts or self.max_attempts
+        for attempt in range(1, total + 1):
+            try:
+                return self._send_once(method, bucket, key, body, operation, query, headers)
+            except Exception as exc:  # noqa: BLE001 - re-raised unless worth another try
+                if attempt == total or not is_transient(exc):
+                    raise
+                time.sleep(random.uniform(0, min(20.0, 2.0 ** attempt)))
+        raise AssertionError("unreachable")
+
+    def _send_once(self, method, bucket, key, body, operation, query, headers):
         url = self.url(bucket, key)
         if query:
             url += "?" + "&".join(f"{quote(k, safe='-_.~')}={quote(str(v), safe='-_.~')}"
@@ -152,19 +173,19 @@ class SignedRequests:
             raise _client_error(reply, operation or method)
         return reply
 
-    def put(self, bucket, key, data):
+    def put(self, bucket, key, data, attempts=None):
         """PutObject of `data` (bytes); returns the ETag the store gave it."""
-        reply = self.send("PUT", bucket, key, data, "PutObject")
+        reply = self.send("PUT", bucket, key, data, "PutObject", attempts=attempts)
         return reply.headers.get("ETag", "").strip('"')
 
-    def get(self, bucket, key):
+    def get(self, bucket, key, attempts=None):
         """GetObject: the whole body as bytes."""
-        return self.send("GET", bucket, key, operation="GetObject").content
+        return self.send("GET", bucket, key, operation="GetObject", attempts=attempts).content
 
-    def get_range(self, bucket, key, first, last, etag):
+    def get_range(self, bucket, key, first, last, etag, attempts=None):
         """Bytes first..last (inclusive) of the object, refused (412) unless it is still the
         object whose ETag is `etag`: the parts of one download all come from one version."""
-        reply = self.send("GET", bucket, key, operation="GetObject",
+        reply = self.send("GET", bucket, key, operation="GetObject", attempts=attempts,
                           headers={"Range": f"bytes={first}-{last}", "If-Match": f'"{etag}"'})
         if len(reply.content) != last - first + 1:
             raise bce.IncompleteReadError(actual_bytes=len(reply.content),

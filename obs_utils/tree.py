@@ -197,7 +197,7 @@ def _plan(src, dst, threads, exclude=()):
             jobs.append(_Job(s3.url_of(src.bucket, item.key), item.size,
                              (lambda t=target, i=item: _same_content(i, t, upload=False))
                              if rel in held else _false,
-                             lambda t=target, i=item: s3.download(src.bucket, i, t, parts),
+                             lambda t=target, i=item: s3.download(src.bucket, i, t, parts, 1),
                              os.path.dirname(target), _memory(item.size, parts)))
         elif src.is_remote:  # bucket to bucket, inside the store
             key = dst_prefix + rel
@@ -211,7 +211,7 @@ def _plan(src, dst, threads, exclude=()):
             key = dst_prefix + rel
             jobs.append(_Job(full, size,
                              lambda k=key, f=full: _same_content(existing.get(k), f, upload=True),
-                             lambda k=key, f=full: s3.upload(f, dst.bucket, k, parts),
+                             lambda k=key, f=full: s3.upload(f, dst.bucket, k, parts, 1),
                              None, _memory(size, parts)))
         else:  # local to local
             full, size, mtime = item

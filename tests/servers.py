@@ -147,7 +147,8 @@ class StoreProxy:
     `503 SlowDown` with the S3 error body, to every request beyond that many at once.
     `drop_idle`: close each connection after its reply without saying so, as a server does
     whose idle timeout ends a kept-alive connection before the client's next request.
-    `tls`: (certificate file, key file) to serve HTTPS."""
+    `tls`: (certificate file, key file) to serve HTTPS. `fail[method] = n` answers the next n
+    requests of that method `500 InternalError`, as S3 documents for a failure to retry."""
 
     SLOWDOWN = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
                 b'<Message>Please reduce your request rate.</Message></Error>')
@@ -162,6 +163,7 @@ class StoreProxy:
         upstream = urlsplit(upstream_url)
         self.counts, self.slowdowns, self.peak, self.expect_continue = Counter(), 0, 0, 0
         self.forwarded = 0  # requests that came as to a forward proxy
+        self.fail = Counter()
         lock, state = threading.Lock(), {"in_flight": 0}
         proxy = self
 
@@ -180,7 +182,14 @@ class StoreProxy:
                     proxy.peak = max(proxy.peak, state["in_flight"])
                     proxy.slowdowns += busy
                     proxy.expect_continue += self.headers.get("Expect") == "100-continue"
+                    failing = proxy.fail[self.command] > 0
+                    proxy.fail[self.command] -= failing
                 try:
+                    if failing:
+                        return self._reply(500, {"Content-Type": "application/xml"},
+                                           b"<Error><Code>InternalError</Code><Message>We "
+                                           b"encountered an internal error. Please try again."
+                                           b"</Message></Error>")
                     if busy:
                         time.sleep(0.01)  # a real store takes a moment to refuse, too
                         return self._reply(503, {"Content-Type": "application/xml"},

@@ -628,3 +628,24 @@ def test_a_large_file_replaced_mid_download_is_refused_not_mixed(
                                            if p.name.startswith(".obs-tmp-")]
     finally:
         proxy.stop()
+
+
+def test_single_requests_are_retried_up_to_obs_max_attempts(seaweed, clean_storage_env, tmp_path):
+    """Outside a tree copy a small file's GET is retried as the boto3 client retries: a store
+    failing twice with 500 InternalError is ridden out with the default OBS_MAX_ATTEMPTS (5)
+    and not with OBS_MAX_ATTEMPTS=2, which then says the endpoint kept failing."""
+    seaweed.client().create_bucket(Bucket="flaky")
+    proxy = StoreProxy(seaweed.url)
+    try:
+        _through(clean_storage_env, proxy, seaweed)
+        obs_utils.write_bytes("obs://flaky/a.bin", b"payload")
+        proxy.fail["GET"] = 2
+        obs_utils.copy("obs://flaky/a.bin", str(tmp_path / "a.bin"))
+        assert (tmp_path / "a.bin").read_bytes() == b"payload" and proxy.fail["GET"] == 0
+        clean_storage_env.setenv("OBS_MAX_ATTEMPTS", "2")
+        proxy.fail["GET"] = 2
+        with pytest.raises(obs_utils.EndpointError, match="500 InternalError"):
+            obs_utils.copy("obs://flaky/a.bin", str(tmp_path / "b.bin"))
+        assert not (tmp_path / "b.bin").exists()
+    finally:
+        proxy.stop()
