@@ -3,7 +3,6 @@ import contextlib
 import os
 import secrets
 import shutil
-import tempfile
 import time
 
 from .errors import NotFoundError, ObsError
@@ -31,14 +30,27 @@ def _read_umask():
 UMASK = _read_umask()
 
 
+def _temp_file(path):
+    """(fd, name) of a new temporary file beside `path`, made exclusively with 0o666 less the
+    umask (as open() makes files), its folder made first if missing."""
+    folder, name = os.path.split(os.path.abspath(path))
+    for _ in range(100):
+        tmp = os.path.join(folder, f"{TEMP_PREFIX}{name[:40]}.{secrets.token_hex(6)}")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666), tmp
+        except FileExistsError:
+            continue
+        except FileNotFoundError:
+            os.makedirs(folder, exist_ok=True)
+    raise ObsError(f"cannot make a temporary file in {folder}")
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path beside `path`; on success it replaces `path` in one rename (with
-    the usual permissions, not mkstemp's 0600), on failure it is removed. Readers never see
-    half a file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=folder)
+    the usual permissions, whatever its writer set, e.g. shutil.copy2's copy of the source's),
+    on failure it is removed. Readers never see half a file."""
+    fd, tmp = _temp_file(path)
     os.close(fd)
     try:
         yield tmp
@@ -104,19 +116,9 @@ def read_bytes(path):
 def write_bytes(path, data, mtime=None):
     """Write a whole file atomically (temp file, then one rename), its time set to `mtime`
     when given. Five system calls: a tree copy's threads release the GIL around each one, so
-    on a busy copy every call saved is a wait for the GIL saved (atomic_path takes twelve)."""
-    folder, name = os.path.split(os.path.abspath(path))
-    for _ in range(100):
-        tmp = os.path.join(folder, f"{TEMP_PREFIX}{name[:40]}.{secrets.token_hex(6)}")
-        try:  # 0o666 less the umask, as open() would make it
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-            break
-        except FileExistsError:
-            continue
-        except FileNotFoundError:
-            os.makedirs(folder, exist_ok=True)
-    else:
-        raise ObsError(f"cannot make a temporary file in {folder}")
+    on a busy copy every call saved is a wait for the GIL saved (atomic_path, which hands a
+    path to writers that open it themselves, takes more)."""
+    fd, tmp = _temp_file(path)
     try:
         view = memoryview(data)
         while view:
