@@ -59,6 +59,7 @@ class FitConfig:
     max_epochs: int
     learning_rate: float
     freeze_epochs: int
+    backbone_lr_mult: float
     optimizer: str
     weight_decay: Optional[float]
     momentum: float

@@ -18,7 +18,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import keras  # noqa: E402
 
 from training.loop import Loop, StepConfig  # noqa: E402
-from training.optim import AveragedWeights, make_optimizer  # noqa: E402
+from training.optim import AveragedWeights, make_optimizer, scale_learning_rates  # noqa: E402,E501
 
 
 def linear_model():
@@ -42,18 +42,33 @@ def _counting(all_reduce):
 tf.distribute.ReplicaContext.all_reduce = _counting(tf.distribute.ReplicaContext.all_reduce)
 
 
+def two_layer_model():
+    """softmax(relu(x A) B), A the "backbone" (the identity at the start), B the head."""
+    inputs = keras.Input((2,))
+    hidden = keras.layers.Dense(2, use_bias=False, kernel_initializer="identity",
+                                activation="relu", dtype="float32", name="backbone")(inputs)
+    outputs = keras.layers.Dense(2, use_bias=False, kernel_initializer="ones",
+                                 activation="softmax", dtype="float32", name="head")(hidden)
+    return keras.Model(inputs, outputs)
+
+
 def one_step(strategy, x, y, clipnorm, mixed=False, lr=1.0, xla=False, gc=False, ema=0.0,
-             steps=1, ranger=False):
+             steps=1, ranger=False, backbone_lr_mult=None):
     with strategy.scope():
-        model = linear_model()
+        model = linear_model() if backbone_lr_mult is None else two_layer_model()
         if ranger:  # --optimizer=ranger --weight_decay=0.1
             optimizer = make_optimizer("ranger", lr, 0.1, ema=ema)
+        elif backbone_lr_mult is not None:  # --optimizer=adamw --weight_decay=0.1
+            optimizer = make_optimizer("adamw", lr, 0.1)
         else:
             optimizer = keras.optimizers.SGD(learning_rate=lr, use_ema=ema > 0,
                                              ema_momentum=ema or 0.99)
         if mixed:
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(model.trainable_variables)
+        if backbone_lr_mult is not None:
+            scale_learning_rates(optimizer, model.get_layer("backbone").trainable_variables,
+                                 backbone_lr_mult)
         loss = keras.losses.CategoricalCrossentropy(reduction=None)
     loop = Loop(strategy, model, optimizer, loss, StepConfig(len(x), clipnorm, jit_compile=xla,
                                                          grad_centralization=gc))
@@ -69,6 +84,8 @@ def one_step(strategy, x, y, clipnorm, mixed=False, lr=1.0, xla=False, gc=False,
         averaged.swap_out()
         return {"trained": trained.tolist(), "average": average.tolist(),
                 "back": model.get_weights()[0].tolist()}
+    if backbone_lr_mult is not None:
+        return [w.tolist() for w in model.get_weights()]
     return model.get_weights()[0], [float(v) for v in sums[:4]]
 
 
@@ -118,6 +135,13 @@ def main():
                        for name, strategy, mixed in (("one", single, False),
                                                      ("two", mirrored, False),
                                                      ("two_mixed", mirrored, True))}
+    # --backbone_lr_mult=0.1 under adamw with weight decay, 3 steps: one device, two replicas,
+    # and two under loss scaling; and the plain run (a multiplier of 1), to differ from.
+    facts["lr_mult"] = {name: one_step(strategy, skewed, y, 0.0, lr=0.1, mixed=mixed, steps=3,
+                                       backbone_lr_mult=mult)
+                        for name, strategy, mixed, mult in (
+                            ("one", single, False, 0.1), ("two", mirrored, False, 0.1),
+                            ("two_mixed", mirrored, True, 0.1), ("plain", single, False, 1.0))}
     # An overflow on the second replica only: every replica must skip the step.
     bad = x.copy()
     bad[2:] = np.float32(3e38)

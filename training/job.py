@@ -169,6 +169,12 @@ def _build(spec, fit, num_classes, steps, mixed, pretrained):
     if mixed:
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     optimizer.build(model.trainable_variables)  # every layer, before any freezing
+    optim.scale_learning_rates(optimizer, backbone.trainable_variables, fit.backbone_lr_mult)
+    if fit.backbone_lr_mult != 1.0:
+        log.info("the backbone trains at %g x the learning rate (--backbone_lr_mult), the "
+                 "head at the rate itself%s", fit.backbone_lr_mult,
+                 "" if pretrained is not None else "; note: the backbone starts from random "
+                 "weights")
     loss_fn = losses.make_loss(spec.loss, spec.label_smoothing, reduction=None,
                                head=spec.head, head_scale=spec.head_scale,
                                head_margin=spec.head_margin, focal_gamma=spec.focal_gamma)

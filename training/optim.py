@@ -181,6 +181,8 @@ class Ranger(keras.optimizers.Optimizer):
         self._momentums, self._velocities, self._slow = self.add_optimizer_variables(
             var_list, ["momentum", "velocity", "slow"])
 
+    decays_in_update_step = True  # with the rate update_step is handed (scale_learning_rates)
+
     def _apply_weight_decay(self, variables):
         """Nothing before the step: update_step decays each weight after taking the slow ones."""
 
@@ -254,6 +256,46 @@ def make_optimizer(name, schedule, weight_decay=None, momentum=0.9, ema=0.0):
     if decay:
         optimizer.exclude_from_weight_decay(var_names=NOT_DECAYED)
     return optimizer
+
+
+def scale_learning_rates(optimizer, variables, multiplier):
+    """Train `variables` (the backbone's: --backbone_lr_mult) at `multiplier` times the
+    learning rate, their decoupled weight decay alike, the rest at the rate itself. Keras 3 has
+    no per-weight rates; every optimizer here takes a step linear in the rate update_step is
+    handed for each weight (SGD's momentum accumulates rate x gradient), so handing it the
+    scaled rate is that weight's own optimizer at the lower rate. Call after optimizer.build."""
+    if multiplier <= 0:
+        raise UserError(f"--backbone_lr_mult={multiplier}: use a rate multiplier above 0 "
+                        f"(to hold the backbone fixed, use --freeze_epochs)")
+    if multiplier == 1.0:
+        return
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    factors = [1.0] * len(inner._trainable_variables)
+    for variable in variables:
+        factors[inner._get_variable_index(variable)] = float(multiplier)
+
+    def factor(variable):
+        return factors[inner._get_variable_index(variable)]
+
+    update_step, apply_weight_decay = inner.update_step, inner._apply_weight_decay
+    decays_itself = getattr(inner, "decays_in_update_step", False)  # Ranger: with its rate
+
+    def scaled_update_step(gradient, variable, learning_rate):
+        rate = learning_rate * factor(variable)
+        if (factor(variable) != 1.0 and not decays_itself and inner.weight_decay
+                and inner._use_weight_decay(variable)):
+            # Keras' decay, w -= lr x wd x w, before the step as Keras has it, at this
+            # weight's rate: here, inside the distributed update, not in the merge Keras'
+            # own decay runs in (its rate is the optimizer's, and replicas share it).
+            variable.assign_sub(variable * ops.cast(inner.weight_decay * factor(variable),
+                                                    variable.dtype)
+                                * ops.cast(learning_rate, variable.dtype))
+        return update_step(gradient, variable, rate)
+
+    def scaled_weight_decay(variables):
+        apply_weight_decay([v for v in variables if factor(v) == 1.0])
+
+    inner.update_step, inner._apply_weight_decay = scaled_update_step, scaled_weight_decay
 
 
 STATS_BATCHES = 10  # training batches BatchNorm's statistics are recomputed over (--ema)
