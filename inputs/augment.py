@@ -24,10 +24,14 @@ PRESETS = {
     "strong": {"flip": "horizontal", "rotation": 20.0, "zoom": 0.25, "shift": 0.15,
                "brightness": 0.3, "contrast": 0.3, "saturation": 0.3, "hue": 0.05,
                "cutmix_prob": 0.5, "mixup_prob": 0.2},
+    # RandAugment (Cubuk et al. 2019) in place of the hand-set jitter: 2 of Keras' 11 ops per
+    # image at its default strength, after the flip.
+    "randaugment": {"flip": "horizontal", "randaugment_ops": 2, "randaugment_strength": 0.5},
 }
 DEFAULTS = {"flip": "none", "rotation": 0.0, "zoom": 0.0, "shift": 0.0, "brightness": 0.0,
             "contrast": 0.0, "saturation": 0.0, "hue": 0.0, "cutmix_prob": 0.0,
-            "cutmix_alpha": 1.0, "mixup_prob": 0.0, "mixup_alpha": 0.2}
+            "cutmix_alpha": 1.0, "mixup_prob": 0.0, "mixup_alpha": 0.2,
+            "randaugment_ops": 0, "randaugment_strength": 0.5}
 FLIPS = {"none": None, "horizontal": "horizontal", "vertical": "vertical",
          "both": "horizontal_and_vertical"}
 
@@ -47,6 +51,10 @@ def resolve(preset, overrides=None):
         raise UserError(f"--flip={settings['flip']!r}: use one of {', '.join(FLIPS)}")
     if settings["cutmix_prob"] + settings["mixup_prob"] > 1:
         raise UserError("--cutmix_prob plus --mixup_prob must not exceed 1")
+    if settings["randaugment_ops"] < 0 or not 0 < settings["randaugment_strength"] <= 1:
+        raise UserError(f"--randaugment_ops={settings['randaugment_ops']}, "
+                        f"--randaugment_strength={settings['randaugment_strength']}: use 0 "
+                        f"ops (off) or more, and a strength in (0, 1]")
     return settings
 
 
@@ -226,3 +234,23 @@ def colour_jitter(image, settings, params, coverage=None):
 
 def has_colour(settings):
     return any(settings[k] for k in ("brightness", "contrast", "saturation", "hue"))
+
+
+def randaugment(settings, seed):
+    """Keras' RandAugment layer as a function of one float 0..255 image (None when
+    --randaugment_ops is 0): `randaugment_ops` of its 11 ops (shear, translation, rotation,
+    brightness, colour, contrast, sharpness, posterize, solarize, autocontrast, equalize),
+    each image its own choice, at `randaugment_strength` (Keras' factor). It draws from the
+    layer's seeded generator, a state: the same images come out where the calls come in the
+    same order (the pipeline's --deterministic). Keras' layer rather than our own ops, unlike
+    the jitter above: it is 11 tested ops, and at 32 px costs about 3 ms an image on one core.
+    It acts on the whole square, so letterbox bars move and may brighten with the picture."""
+    if not settings["randaugment_ops"]:
+        return None
+    import keras  # the training process has it; the rest of this module needs TensorFlow only
+
+    layer = keras.layers.RandAugment(value_range=(0, 255), num_ops=settings["randaugment_ops"],
+                                     factor=settings["randaugment_strength"], seed=seed,
+                                     dtype="float32")  # float32 under mixed precision too
+    return lambda image: layer(image, training=True)
+

@@ -1,5 +1,5 @@
 """The tf.data pipelines. Training: balanced sampling -> read -> decode -> resize with the
-geometric augmentation folded into it -> colour augmentation -> batch -> one-hot ->
+geometric augmentation folded into it -> colour augmentation -> RandAugment -> batch -> one-hot ->
 CutMix/MixUp -> prefetch. Evaluation: file order, no augmentation. Both decode through
 preprocess.decode_for_size, and evaluation resizes as preprocess.bytes_to_input, the function
 serving uses too."""
@@ -75,8 +75,12 @@ def train_dataset(samples, num_classes, batch_size, input_size, resize_mode="let
 
     indices = balance.index_stream(labels, balance_policy, seed)
     params = augment.param_stream(settings, seed + 1)
-    ds = (tf.data.Dataset.zip(indices, params).map(load, num_parallel_calls=AUTOTUNE)
-          .batch(batch_size, drop_remainder=True)
+    ds = tf.data.Dataset.zip(indices, params).map(load, num_parallel_calls=AUTOTUNE)
+    policy = augment.randaugment(settings, seed + 3)
+    if policy is not None:  # a stateful generator: its draws in order only when sequential
+        ds = ds.map(lambda image, label: (policy(image), label),
+                    num_parallel_calls=None if deterministic else AUTOTUNE)
+    ds = (ds.batch(batch_size, drop_remainder=True)
           # Screening removed every file the decoder rejects; a file broken since then costs
           # its batch, with a warning, rather than ending a long run. (Skipping per image,
           # between map and batch, stops tf.data fusing them: 10% slower.)

@@ -283,6 +283,39 @@ def test_deterministic_pipelines_with_the_mixers_on_repeat_exactly(tmp_path):
     assert not all(np.array_equal(a[1], b[1]) for a, b in zip(first, other))
 
 
+def test_randaugment_draws_per_image_repeats_under_deterministic_and_stays_float32(tmp_path):
+    """--augment=randaugment (Keras' layer, on each image): one source image drawn six times
+    in a batch comes out six ways (each image its own ops), the same seed repeats every
+    batch under --deterministic=true, another seed differs; built under the mixed_float16
+    policy, the images are still float32 in 0..255."""
+    import keras
+
+    one = write_imbalanced(tmp_path / "one", [1], size=24)
+    settings = augment.resolve("none", {"randaugment_ops": 2})
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        def batches(seed, samples=one, given=settings, count=3):
+            ds = pipeline.train_dataset(samples, 1, batch_size=6, input_size=24,
+                                        augment_settings=given, seed=seed, deterministic=True)
+            return [x.numpy() for x, _ in ds.take(count)]
+
+        first, second, other = batches(4), batches(4), batches(5)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    plain = batches(4, given=augment.resolve("none"), count=1)[0][0]
+    batch = first[0]
+    assert batch.dtype == np.float32 and batch.min() >= 0 and batch.max() <= 255
+    distinct = {batch[i].tobytes() for i in range(6)}
+    assert len(distinct) == 6, "every image draws its own ops and strengths"
+    assert sum(not np.allclose(image, plain, atol=1) for image in batch) >= 5
+    for x1, x2 in zip(first, second):
+        np.testing.assert_array_equal(x1, x2)
+    assert not all(np.array_equal(a, b) for a, b in zip(first, other))
+    assert augment.resolve("randaugment")["randaugment_ops"] == 2
+    with pytest.raises(Exception, match="--randaugment_strength=0"):
+        augment.resolve("randaugment", {"randaugment_strength": 0.0})
+
+
 def test_mixup_and_cutmix_compute_in_float32_under_mixed_precision():
     """Under the mixed_float16 policy the mixers still work in float32: a MixUp image is
     lambda a + (1 - lambda) b to 1e-3 (float16 would be off by up to 0.06 at 255), and a
