@@ -11,11 +11,12 @@ BACKBONES = ("resnet50", "resnet101", "densenet121", "efficientnetb0", "efficien
              "efficientnetb2", "efficientnetb3", "efficientnetb4", "mobilenetv3small",
              "mobilenetv3large", "xception")          # models/backbones.BACKBONES
 HEADS = ("softmax", "normface", "cosface", "arcface")  # models/heads.HEADS
-AUGMENT_PRESETS = ("none", "light", "standard", "strong")  # inputs/augment.PRESETS
+AUGMENT_PRESETS = ("none", "light", "standard", "strong", "randaugment")  # augment.PRESETS
 AUGMENT_OPS = (("flip", str), ("rotation", float), ("zoom", float), ("shift", float),
                ("brightness", float), ("contrast", float), ("saturation", float),
                ("hue", float), ("cutmix_prob", float), ("cutmix_alpha", float),
-               ("mixup_prob", float), ("mixup_alpha", float))  # inputs/augment.DEFAULTS
+               ("mixup_prob", float), ("mixup_alpha", float), ("randaugment_ops", int),
+               ("randaugment_strength", float))  # inputs/augment.DEFAULTS
 BALANCE_POLICIES = ("none", "oversample", "sqrt", "class_weight")  # inputs/balance.POLICIES
 OPTIMIZERS = ("adam", "sgd", "adamw", "ranger")       # training/optim.OPTIMIZERS
 SCHEDULES = ("plateau", "cosine", "sgdr", "step")     # training/optim.SCHEDULES
@@ -131,6 +132,10 @@ def build_parser():
     fit.add_argument("--freeze_epochs", type=int, default=1,
                      help="head-only epochs before every layer trains (skipped from random "
                           "weights)")
+    fit.add_argument("--backbone_lr_mult", type=float, default=1.0,
+                     help="the backbone's learning rate (and weight decay) as a multiple of "
+                          "--learning_rate, which the head keeps; e.g. 0.1 to fine-tune "
+                          "pretrained weights gently")
     fit.add_argument("--optimizer", default="adam", choices=OPTIMIZERS,
                      help="adam, sgd (Nesterov momentum), adamw, or ranger (RAdam inside "
                           "Lookahead: k 6, alpha 0.5)")

@@ -101,8 +101,8 @@ def test_monitor_val_loss_keeps_the_lowest_losses_and_stops_on_them(tmp_path):
 
 
 def test_the_recipe_flags_train_together_in_one_job(tmp_path, clean_storage_env):
-    """Focal loss, SGDR, gradient centralization, --ema and --monitor=val_macro_recall
-    together through train.py: the weights files are named by the monitor, and the last
+    """Focal loss, SGDR, gradient centralization, --ema, --backbone_lr_mult, RandAugment and
+    --monitor=val_macro_recall together through train.py: the weights files are named by the monitor, and the last
     epoch runs at the rate SGDR gives it. Their resume is checked where it could fail: SGDR
     resumed with another batch (tests/test_training_paths.py), EMA's averages in the checkpoint
     (tests/test_checkpoints.py), EMA and GC on two replicas (tests/test_distributed.py);
@@ -112,13 +112,15 @@ def test_the_recipe_flags_train_together_in_one_job(tmp_path, clean_storage_env)
     recipe = ["--loss=focal", "--focal_gamma=2", "--lr_schedule=sgdr", "--restart_epochs=1",
               "--restart_mult=4", "--warmup_epochs=0", "--grad_centralization=true",
               "--monitor=val_macro_recall", "--ema=0.9", "--freeze_epochs=0",
-              "--export_model=false", "--early_stop_patience=0"]
+              "--backbone_lr_mult=0.5", "--randaugment_ops=1", "--export_model=false",
+              "--early_stop_patience=0"]
     common = [f"--data_url={data}", f"--train_url={out}",
               f"--local_data_root={tmp_path / 'cache'}", *SMALL, *recipe]
     proc = run_train(*common, "--max_epochs=3")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "epoch 3/3 " in proc.stdout
     assert "use the weights' moving average (--ema=0.9" in proc.stdout
+    assert "the backbone trains at 0.5 x the learning rate" in proc.stdout
     names = os.listdir(out / "weights")
     assert names and all("-val_macro_recall_" in n for n in names), names
     rows = list(csv.DictReader(open(out / "training_log.csv")))
@@ -242,3 +244,39 @@ def test_ranger_is_radam_inside_lookahead_and_reset_state_starts_it_again():
         assert [r for r, _ in switches] == [False] * 5 + [True] * (count - 5)
         assert [t + 1 for t, (_, s) in enumerate(switches) if s] == [6, 12][:count // 6]
     assert int(optimizer.iterations.numpy()) == 7
+
+
+@pytest.mark.parametrize("name", optim.OPTIMIZERS)
+def test_backbone_lr_mult_is_the_same_optimizer_at_the_lower_rate(name):
+    """--backbone_lr_mult=0.1 on one of two kernels: after 8 steps (past Ranger's
+    rectification and its first Lookahead sync, SGD's momentum built up) that kernel is where
+    the same optimizer at a tenth of the rate takes it, decoupled weight decay (0.2) included,
+    and the other where the optimizer at the full rate does."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(1)
+    start = {"backbone_kernel": rng.normal(size=(3, 2)), "head_kernel": rng.normal(size=(2, 4))}
+    grads = {n: rng.normal(size=(8, *w.shape)).astype("float32") for n, w in start.items()}
+
+    def run(names, rate, multiplier=1.0):
+        variables = [keras.Variable(start[n].astype("float32"), name=n) for n in names]
+        optimizer = optim.make_optimizer(name, rate, weight_decay=0.2)
+        optimizer.build(variables)
+        optim.scale_learning_rates(optimizer, variables[:1] if len(names) > 1 else [],
+                                   multiplier)
+        step = tf.function(lambda g: optimizer.apply_gradients(zip(g, variables)))
+        for t in range(8):
+            step([tf.constant(grads[n][t]) for n in names])
+        return {n: v.numpy() for n, v in zip(names, variables)}
+
+    together = run(["backbone_kernel", "head_kernel"], 0.05, multiplier=0.1)
+    alone_slow = run(["backbone_kernel"], 0.005)["backbone_kernel"]
+    alone_full = run(["head_kernel"], 0.05)["head_kernel"]
+    np.testing.assert_allclose(together["backbone_kernel"], alone_slow, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(together["head_kernel"], alone_full, rtol=1e-5, atol=1e-6)
+    moved = np.abs(together["backbone_kernel"] - start["backbone_kernel"]).max()
+    full = np.abs(run(["backbone_kernel"], 0.05)["backbone_kernel"]
+                  - start["backbone_kernel"]).max()
+    assert 0 < moved < 0.3 * full  # it really moved, and far less than at the full rate
+    with pytest.raises(Exception, match="--backbone_lr_mult=0"):
+        optim.scale_learning_rates(optim.make_optimizer(name, 0.1), [], 0.0)
