@@ -12,11 +12,16 @@ from training import checkpoints, optim
 
 def tiny(units, ema=0.0, optimizer="adam"):
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(units)])
+    lr_mult = optimizer == "adamw_lr_mult"
     if optimizer == "adam":
         optimizer = keras.optimizers.Adam(use_ema=ema > 0, ema_momentum=ema or 0.99)
+    elif optimizer == "adamw_lr_mult":  # --optimizer=adamw --backbone_lr_mult=0.1 (the kernel)
+        optimizer = optim.make_optimizer("adamw", 1e-3, 0.1, ema=ema)
     else:
         optimizer = optim.make_optimizer(optimizer, 1e-3, 0.1, ema=ema)
     optimizer.build(model.trainable_variables)
+    if lr_mult:
+        optim.scale_learning_rates(optimizer, model.trainable_variables[:1], 0.1)
     return model, optimizer
 
 
@@ -25,10 +30,11 @@ def _steps(model, optimizer, gradients):
         optimizer.apply_gradients(zip(step, model.trainable_variables))
 
 
-@pytest.mark.parametrize("name", ["adam", "ranger"])
+@pytest.mark.parametrize("name", ["adam", "ranger", "adamw_lr_mult"])
 def test_resume_reads_train_url_and_uploads_the_index_last(bucket, tmp_path, monkeypatch, name):
     """...and a resumed optimizer goes on exactly as the saved one: Ranger, saved in the middle
-    of its Lookahead cycle (step 3 of 6), needs its slow weights back at the sync."""
+    of its Lookahead cycle (step 3 of 6), needs its slow weights back at the sync;
+    --backbone_lr_mult, set again from the flags as train.py does, goes on at its rate."""
     train_url = f"obs://{bucket}/job"
     model, optimizer = tiny(2, ema=0.9, optimizer=name)
     assert any("average" in v.path for v in optimizer.variables)  # --ema's averages are too
