@@ -253,4 +253,3 @@ def randaugment(settings, seed):
                                      factor=settings["randaugment_strength"], seed=seed,
                                      dtype="float32")  # float32 under mixed precision too
     return lambda image: layer(image, training=True)
-

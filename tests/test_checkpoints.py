@@ -12,11 +12,11 @@ from training import checkpoints, optim
 
 def tiny(units, ema=0.0, optimizer="adam"):
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(units)])
-    lr_mult = optimizer == "adamw_lr_mult"
+    lr_mult = optimizer == "adamw_lr_mult"  # --optimizer=adamw --backbone_lr_mult=0.1 (kernel)
+    if lr_mult:
+        optimizer = "adamw"
     if optimizer == "adam":
         optimizer = keras.optimizers.Adam(use_ema=ema > 0, ema_momentum=ema or 0.99)
-    elif optimizer == "adamw_lr_mult":  # --optimizer=adamw --backbone_lr_mult=0.1 (the kernel)
-        optimizer = optim.make_optimizer("adamw", 1e-3, 0.1, ema=ema)
     else:
         optimizer = optim.make_optimizer(optimizer, 1e-3, 0.1, ema=ema)
     optimizer.build(model.trainable_variables)

@@ -102,8 +102,8 @@ def test_monitor_val_loss_keeps_the_lowest_losses_and_stops_on_them(tmp_path):
 
 def test_the_recipe_flags_train_together_in_one_job(tmp_path, clean_storage_env):
     """Focal loss, SGDR, gradient centralization, --ema, --backbone_lr_mult, RandAugment and
-    --monitor=val_macro_recall together through train.py: the weights files are named by the monitor, and the last
-    epoch runs at the rate SGDR gives it. Their resume is checked where it could fail: SGDR
+    --monitor=val_macro_recall together through train.py: the weights files are named by the
+    monitor, and the last epoch runs at the rate SGDR gives it. Their resume is checked where it could fail: SGDR
     resumed with another batch (tests/test_training_paths.py), EMA's averages in the checkpoint
     (tests/test_checkpoints.py), EMA and GC on two replicas (tests/test_distributed.py);
     a train.py resume costs another 25 s."""

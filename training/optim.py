@@ -281,15 +281,15 @@ def scale_learning_rates(optimizer, variables, multiplier):
     decays_itself = getattr(inner, "decays_in_update_step", False)  # Ranger: with its rate
 
     def scaled_update_step(gradient, variable, learning_rate):
-        rate = learning_rate * factor(variable)
-        if (factor(variable) != 1.0 and not decays_itself and inner.weight_decay
+        scale = factor(variable)
+        rate = learning_rate * scale
+        if (scale != 1.0 and not decays_itself and inner.weight_decay
                 and inner._use_weight_decay(variable)):
             # Keras' decay, w -= lr x wd x w, before the step as Keras has it, at this
             # weight's rate: here, inside the distributed update, not in the merge Keras'
             # own decay runs in (its rate is the optimizer's, and replicas share it).
-            variable.assign_sub(variable * ops.cast(inner.weight_decay * factor(variable),
-                                                    variable.dtype)
-                                * ops.cast(learning_rate, variable.dtype))
+            variable.assign_sub(variable * ops.cast(inner.weight_decay, variable.dtype)
+                                * ops.cast(rate, variable.dtype))
         return update_step(gradient, variable, rate)
 
     def scaled_weight_decay(variables):
