@@ -237,10 +237,11 @@ def test_a_bug_keeps_its_traceback_and_exits_1(tmp_path, clean_storage_env, capl
 
 def test_oversampling_lifts_the_minority_classes_of_a_20_to_1_set(tmp_path, clean_storage_env):
     """Digits 0 and 1 with 120 images each, 2 and 3 with 6: on a balanced held-out set, the
-    minority classes' recall under --balance=oversample must beat --balance=none's. (At 10:1
-    the digits are easy enough that both policies land within a few images of each other, and
-    which wins moved with the CPU; at 20:1 after 4 epochs, over 3 seeds, their recall went
-    from 0.10-0.62 to 0.78-0.90.)"""
+    minority classes' recall under --balance=oversample must beat --balance=none's (mean of
+    2 seeds) after 2 epochs, in which --balance=none meets them a dozen times each. (Left to
+    train 4 epochs, --balance=none learns the digits anyway: its minority recall ranged
+    0.10-0.98 between seeds and CPUs, and CI once saw it beat oversample, 0.98 to 0.86. After
+    2 epochs, in 5 runs: none 0.06-0.36, oversample 0.64-0.92.)"""
     from tests.images import write
 
     wanted = {0: 120, 1: 120, 2: 6, 3: 6}
@@ -258,21 +259,24 @@ def test_oversampling_lifts_the_minority_classes_of_a_20_to_1_set(tmp_path, clea
         elif val_taken[digit] < 25:
             write(tmp_path / "val" / str(digit) / f"{i}.png", encode(image, "PNG"))
             val_taken[digit] += 1
-    minority_recall = {}
-    for policy in ("none", "oversample"):
-        out = tmp_path / policy
-        proc = run_train(f"--data_url={tmp_path / 'train'}", f"--val_data_url={tmp_path / 'val'}",
-                         f"--train_url={out}", f"--balance={policy}",
-                         f"--local_data_root={tmp_path / 'cache'}", *SMALL, "--max_epochs=4",
-                         "--freeze_epochs=0", "--seed=1", "--early_stop_patience=0",
-                         "--export_model=false")  # metrics.json is the evaluation's
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
-        recall = {c["name"]: c["recall"] for c in metrics["per_class"]}
-        assert {c["support"] for c in metrics["per_class"]} == {25}  # a balanced held-out set
-        minority_recall[policy] = (recall["2"] + recall["3"]) / 2
-    print("minority-class recall by balance policy:", minority_recall)
-    assert minority_recall["oversample"] > minority_recall["none"], minority_recall
+    minority_recall = {"none": [], "oversample": []}
+    for policy in minority_recall:
+        for seed in (1, 2):
+            out = tmp_path / f"{policy}_{seed}"
+            proc = run_train(f"--data_url={tmp_path / 'train'}",
+                             f"--val_data_url={tmp_path / 'val'}", f"--train_url={out}",
+                             f"--balance={policy}", f"--local_data_root={tmp_path / 'cache'}",
+                             *SMALL, "--max_epochs=2", "--freeze_epochs=0", f"--seed={seed}",
+                             "--early_stop_patience=0",
+                             "--export_model=false")  # metrics.json is the evaluation's
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+            metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
+            recall = {c["name"]: c["recall"] for c in metrics["per_class"]}
+            assert {c["support"] for c in metrics["per_class"]} == {25}  # a balanced set
+            minority_recall[policy].append((recall["2"] + recall["3"]) / 2)
+    print("minority-class recall by balance policy, seeds 1 and 2:", minority_recall)
+    assert np.mean(minority_recall["oversample"]) > np.mean(minority_recall["none"]), \
+        minority_recall
 
 
 def test_the_package_plan_refuses_keeps_or_rewrites(tmp_path):
