@@ -44,6 +44,8 @@ class ModelConfig:
     num_classes: int
     input_size: int
     zero_init_residual: bool
+    pooling: str
+    embedding_dim: int
     dropout: float
     loss: str
     focal_gamma: float

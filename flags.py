@@ -11,6 +11,7 @@ BACKBONES = ("resnet50", "resnet101", "densenet121", "efficientnetb0", "efficien
              "efficientnetb2", "efficientnetb3", "efficientnetb4", "mobilenetv3small",
              "mobilenetv3large", "xception")          # models/backbones.BACKBONES
 HEADS = ("softmax", "normface", "cosface", "arcface")  # models/heads.HEADS
+POOLINGS = ("avg", "max", "gem")                      # models/build.POOLINGS
 AUGMENT_PRESETS = ("none", "light", "standard", "strong", "randaugment")  # augment.PRESETS
 AUGMENT_OPS = (("flip", str), ("rotation", float), ("zoom", float), ("shift", float),
                ("brightness", float), ("contrast", float), ("saturation", float),
@@ -109,6 +110,12 @@ def build_parser():
                             "(its last BatchNorm's scale at 0), for a stable start")
     model.add_argument("--num_classes", type=int, default=0,
                        help="0 = from the data; else checked against it")
+    model.add_argument("--pooling", default="avg", choices=POOLINGS,
+                       help="how the backbone's feature map becomes one vector: average, max, "
+                            "or GeM (generalised mean, its exponent learned; for retrieval)")
+    model.add_argument("--embedding_dim", type=int, default=0,
+                       help="> 0: a neck (linear projection to this size + BatchNorm) between "
+                            "the pooling and the head; retrieve.py embeds its output. 0 = none")
     model.add_argument("--dropout", type=float, default=0.3, help="before the classifier")
     model.add_argument("--loss", default="categorical_crossentropy",
                        help=f"the classification loss: {' or '.join(LOSSES)} (focal: "

@@ -3,8 +3,8 @@ probabilities out, as `serving_default`. The decode / resize / pad steps inside 
 inputs.preprocess.bytes_to_input, the function the training pipeline used; the normalisation is
 the model's own first layer. So training, evaluation and serving cannot drift apart.
 
-Two more signatures serve retrieval: `embed` (the same bytes in, the pooled pre-classifier
-feature out, L2-normalised: [batch, D]) and `info` (backbone, input size, resize mode, D),
+Two more signatures serve retrieval: `embed` (the same bytes in, the pre-classifier feature
+out, L2-normalised: [batch, D]; the embedding neck's output, else the pooled feature) and `info` (backbone, input size, resize mode, D),
 so the SavedModel alone can build and search a feature base.
 
 Every loader must restore it: TF2's `tf.saved_model.load`, and the TF1 loader that TF Serving,
@@ -15,8 +15,8 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
 from inputs.preprocess import bytes_to_input
+from models.build import embedding_layer
 
-POOL_LAYER = "pool"  # models.build's global average pooling: the embedding
 # Ops today's saver writes that older runtimes lack (DisableCopyOnRead: TF >= 2.12, a no-op for
 # a variable nobody reads sparsely); TF 2.6 refuses a SavedModel whose graph names one.
 NEWER_THAN_THE_RUNTIME = {"DisableCopyOnRead"}
@@ -33,7 +33,7 @@ class ClassifierModule(tf.Module):
         self.variables_ = [weight.value for weight in model.weights]
         if not all(isinstance(v, tf.Variable) for v in self.variables_):
             raise TypeError("expected Keras' TensorFlow backend: its weights wrap tf.Variables")
-        features = keras.Model(model.inputs, model.get_layer(POOL_LAYER).output)
+        features = keras.Model(model.inputs, embedding_layer(model).output)
         self._networks = lambda: (model, features)  # untracked: called, never saved
         self.feature_dim = int(features.output_shape[-1])
         self.input_size = input_size
@@ -55,7 +55,7 @@ class ClassifierModule(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
     def embed(self, images):
-        """encoded bytes [batch] -> L2-normalised pooled features [batch, D] (retrieval)"""
+        """encoded bytes [batch] -> L2-normalised embeddings [batch, D] (retrieval)"""
         _, network = self._networks()
         features = tf.cast(network(self._pixels(images), training=False), tf.float32)
         # a tiny epsilon: an untrained network's features can have norms near 1e-9

@@ -1,6 +1,8 @@
-"""Build the classifier: 0..255 images -> backbone normalisation -> backbone -> global average
-pooling -> dropout -> dense softmax, or a cosine head (models/heads.py) -> softmax of the
-scaled cosines; the output runs in float32, also under mixed precision."""
+"""Build the classifier: 0..255 images -> backbone normalisation -> backbone -> pooling (average,
+max or GeM) -> optionally an embedding neck (linear projection + BatchNorm, the BNNeck of
+re-identification) -> dropout -> dense softmax, or a cosine head (models/heads.py) -> softmax of
+the scaled cosines; the output runs in float32, also under mixed precision. Retrieval embeds
+with the neck's output when there is one, else the pooled feature (embedding_layer)."""
 import math
 
 import keras
@@ -9,21 +11,31 @@ from errors import UserError
 
 from . import backbones
 from .heads import HEADS, CosineHead, ScaledSoftmax
-from .layers import BackboneNormalization
+from .layers import BackboneNormalization, GeMPooling
+
+POOLINGS = ("avg", "max", "gem")
+POOL_LAYER, NECK_LAYER = "pool", "embedding"  # the layers whose output retrieval embeds
 
 
 def build_classifier(backbone_name, num_classes, input_size, dropout=0.3, head="softmax",
-                     head_scale=30.0):
+                     head_scale=30.0, pooling="avg", embedding_dim=0):
     """(model, backbone): the backbone is returned too, to freeze it or load weights into it.
-    The model's output is always `probabilities`; a cosine head's are softmax(scale x cos)."""
+    The model's output is always `probabilities`; a cosine head's are softmax(scale x cos).
+    embedding_dim > 0 adds the neck: Dense(embedding_dim, no bias) then BatchNorm, which the
+    head reads (and retrieval embeds); 0 leaves the pooled backbone feature as it is."""
     if num_classes < 2:
         raise UserError(f"num_classes={num_classes}: a classifier needs at least 2 classes")
+    if embedding_dim < 0:
+        raise UserError(f"--embedding_dim={embedding_dim}: use 0 (no neck) or the size of the "
+                        "embedding, e.g. 512")
     backbone = backbones.build(backbone_name, input_size)
     images = keras.Input((input_size, input_size, 3), name="images")
     x = BackboneNormalization(backbones.get(backbone_name).normalization,
                               name="normalization")(images)
-    x = backbone(x)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    x = _pool(pooling)(backbone(x))
+    if embedding_dim:
+        x = keras.layers.Dense(embedding_dim, use_bias=False, name="embedding_projection")(x)
+        x = keras.layers.BatchNormalization(name=NECK_LAYER)(x)
     x = keras.layers.Dropout(dropout, name="dropout")(x)
     if head == "softmax":
         probabilities = keras.layers.Dense(num_classes, activation="softmax", dtype="float32",
@@ -34,6 +46,23 @@ def build_classifier(backbone_name, num_classes, input_size, dropout=0.3, head="
     else:
         raise UserError(f"--head={head!r}: use one of {', '.join(HEADS)}")
     return keras.Model(images, probabilities, name=f"{backbone_name}_classifier"), backbone
+
+
+def _pool(pooling):
+    """The layer that turns the backbone's feature map into one vector per image."""
+    if pooling == "avg":
+        return keras.layers.GlobalAveragePooling2D(name=POOL_LAYER)
+    if pooling == "max":
+        return keras.layers.GlobalMaxPooling2D(name=POOL_LAYER)
+    if pooling == "gem":
+        return GeMPooling(name=POOL_LAYER)
+    raise UserError(f"--pooling={pooling!r}: use one of {', '.join(POOLINGS)}")
+
+
+def embedding_layer(model):
+    """The layer whose output is the model's retrieval embedding: the neck, else the pooling."""
+    names = {layer.name for layer in model.layers}
+    return model.get_layer(NECK_LAYER if NECK_LAYER in names else POOL_LAYER)
 
 
 def training_outputs(model, head):

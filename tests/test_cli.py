@@ -78,11 +78,12 @@ def test_the_flag_tables_name_what_the_code_implements():
     what the implementing module offers, or a flag would be refused or crash later."""
     import flags
     from inputs import augment, balance, screening
-    from models import backbones, heads, losses, run_weights
+    from models import backbones, build, heads, losses, run_weights
     from training import distribute, optim
 
     assert list(flags.BACKBONES) == list(backbones.BACKBONES)
     assert list(flags.HEADS) == list(heads.HEADS)
+    assert list(flags.POOLINGS) == list(build.POOLINGS)
     assert list(flags.AUGMENT_PRESETS) == list(augment.PRESETS)
     assert [name for name, _ in flags.AUGMENT_OPS] == list(augment.DEFAULTS)
     assert list(flags.BALANCE_POLICIES) == list(balance.POLICIES)

@@ -44,6 +44,27 @@ def test_saved_model_on_bytes_equals_the_model_on_the_eval_pipeline(tmp_path):
     assert op_types(tmp_path / "model") <= TF_2_6_OPS, op_types(tmp_path / "model") - TF_2_6_OPS
 
 
+def test_embed_gives_the_necks_output_with_gem_pooling(tmp_path):
+    """With --pooling=gem and --embedding_dim=8, `embed` is the neck's BatchNorm output of the
+    same pictures (not the pooled feature), L2-normalised, and `info` says 8 dimensions."""
+    data = tf.constant([encode(digit_image(i, 30 + 5 * i)[0]) for i in range(3)])
+    model, _ = build.build_classifier("mobilenetv3small", 3, 32, pooling="gem",
+                                      embedding_dim=8)
+    neck = model.get_layer("embedding")  # statistics away from 0 / 1, so the neck does work
+    neck.moving_mean.assign(np.full(8, 0.5, "float32"))
+    neck.moving_variance.assign(np.full(8, 4.0, "float32"))
+    saved_model.save(model, str(tmp_path / "model"), 32, "letterbox")
+    loaded = tf.saved_model.load(str(tmp_path / "model"))
+    pixels = tf.map_fn(lambda b: saved_model.bytes_to_input(b, 32, "letterbox"), data,
+                       fn_output_signature=tf.float32)
+    features = keras.Model(model.inputs, neck.output)(pixels, training=False).numpy()
+    embeddings = loaded.signatures["embed"](images=data)["embeddings"].numpy()
+    np.testing.assert_allclose(embeddings, features / np.linalg.norm(features, axis=1,
+                                                                      keepdims=True), atol=1e-5)
+    assert int(loaded.signatures["info"]()["dim"]) == 8
+    assert op_types(tmp_path / "model") <= TF_2_6_OPS, op_types(tmp_path / "model") - TF_2_6_OPS
+
+
 TF_2_6_OPS = {
     "AddV2", "All", "Assert", "AssignVariableOp", "BiasAdd", "Cast", "Const", "Conv2D",
     "DecodeImage", "DecodeJpeg", "DepthwiseConv2dNative", "Equal", "ExpandDims",

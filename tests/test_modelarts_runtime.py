@@ -63,14 +63,15 @@ def ours(package):
 @pytest.fixture(scope="module")
 def resnet50_package(tmp_path_factory):
     """A ResNet50 package as train.py exports it (random weights, 32 px): the backbone the
-    platform's TF1 loader was seen failing on."""
+    platform's TF1 loader was seen failing on; with GeM pooling and the embedding neck, so
+    their ops run on TF 2.6 too."""
     import keras
 
     from export import package as export_package
     from models import build
 
     keras.utils.set_random_seed(0)  # unseeded, some draws told the two pictures apart by 9e-5
-    model, _ = build.build_classifier("resnet50", 3, 32)
+    model, _ = build.build_classifier("resnet50", 3, 32, pooling="gem", embedding_dim=16)
     head = model.get_layer("probabilities")
     head.kernel.assign(np.random.RandomState(0).normal(0, 0.05, head.kernel.shape))
     folder = tmp_path_factory.mktemp("resnet50") / "model"

@@ -167,6 +167,57 @@ def test_zero_init_starts_every_residual_block_as_the_identity(name):
         np.testing.assert_allclose(out, through, rtol=1e-5, atol=1e-6 * scale)  # ...the rest
 
 
+def test_gem_pooling_is_the_generalised_mean_and_learns_its_exponent():
+    """GeM against its formula (p = 1 is the average, a large p nears the max); p gets a
+    gradient and moves in a step, but weight decay leaves it alone."""
+    from models.layers import GeMPooling
+    from training import optim
+
+    x = np.random.default_rng(0).uniform(0, 2, (2, 3, 3, 4)).astype("float32")
+    for p in (1.0, 3.0):
+        expected = np.mean(x ** p, axis=(1, 2)) ** (1 / p)
+        np.testing.assert_allclose(GeMPooling(p)(x).numpy(), expected, rtol=1e-5)
+    np.testing.assert_allclose(GeMPooling(1.0)(x).numpy(), x.mean(axis=(1, 2)), rtol=1e-5)
+    np.testing.assert_allclose(GeMPooling(60.0)(x).numpy(), x.max(axis=(1, 2)), rtol=0.05)
+    layer = GeMPooling(3.0)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(layer(x))
+    assert float(tape.gradient(loss, layer.p)) != 0.0
+    kernel = keras.Variable(np.ones((2, 2), "float32"), name="kernel")
+    optimizer = optim.make_optimizer("adamw", 0.1, weight_decay=0.5)
+    optimizer.apply([tf.zeros(()), tf.zeros((2, 2))], [layer.p, kernel])
+    assert float(layer.p.numpy()) == 3.0           # zero gradient, and no decay on p...
+    assert float(kernel.numpy()[0, 0]) < 1.0       # ...while a kernel decays
+    with pytest.raises(ValueError, match="at least 1"):
+        GeMPooling(0.5)
+
+
+def test_the_embedding_neck_is_what_the_head_reads_and_retrieval_embeds():
+    """pooling=gem with embedding_dim=8 under mixed precision: the neck (Dense, no bias, then
+    BatchNorm) gives 8-d features, the head's kernel reads them, GeM runs in float32; without
+    a neck the embedding is the pooled backbone feature."""
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model, _ = build.build_classifier("mobilenetv3small", 3, 32, pooling="gem",
+                                          embedding_dim=8)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    neck = build.embedding_layer(model)
+    assert neck.name == "embedding" and isinstance(neck, keras.layers.BatchNormalization)
+    assert neck.output.shape[-1] == 8 and model.get_layer("probabilities").kernel.shape == (8, 3)
+    assert [w.name for w in model.get_layer("embedding_projection").weights] == ["kernel"]
+    gem = model.get_layer("pool")
+    assert gem.p.dtype == "float32" and gem.output.dtype == "float32"
+    assert model.output.dtype == "float32"
+    plain, _ = build.build_classifier("mobilenetv3small", 3, 32, pooling="max")
+    assert build.embedding_layer(plain).name == "pool"
+    assert isinstance(plain.get_layer("pool"), keras.layers.GlobalMaxPooling2D)
+    with pytest.raises(ValueError, match="--pooling='sum'"):
+        build.build_classifier("mobilenetv3small", 3, 32, pooling="sum")
+    with pytest.raises(ValueError, match="--embedding_dim=-1"):
+        build.build_classifier("mobilenetv3small", 3, 32, embedding_dim=-1)
+
+
 def test_binary_crossentropy_is_refused_and_smoothing_works():
     with pytest.raises(ValueError, match="binary_crossentropy is refused"):
         losses.make_loss("binary_crossentropy")

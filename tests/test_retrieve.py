@@ -31,7 +31,7 @@ def test_retrieval_of_classes_never_trained_over_obs(bucket, tmp_path, caplog):
     proc = run_train(f"--data_url={tmp_path / 'train'}", f"--train_url=obs://{bucket}/run/",
                      f"--local_data_root={tmp_path / 'cache'}", *SMALL, "--max_epochs=6",
                      "--learning_rate=2e-3", "--freeze_epochs=0", "--head=arcface",
-                     "--head_scale=16")
+                     "--head_scale=16", "--pooling=gem", "--embedding_dim=64")
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
     common = [f"--model_dir=obs://{bucket}/run/", f"--index_url=obs://{bucket}/base/digits.h5",
@@ -97,6 +97,7 @@ def test_retrieval_of_classes_never_trained_over_obs(bucket, tmp_path, caplog):
     with h5py.File(tmp_path / "digits.h5") as f:
         names = [n.decode() for n in f["names"][:]]
         assert "数字8/new_a.jpg" in names and len(names) == len(set(names))
+        assert f["features"].shape[1] == 64  # the neck's output (--embedding_dim)
 
     # Searching with another model's base is one clear error, exit 2.
     caplog.clear()

@@ -140,7 +140,7 @@ def reset_state(optimizer):
 # (its own default). (AdamW's old default here, 1e-4, moved a weight by 1e-7 a step at lr
 # 1e-3: nothing.)
 DEFAULT_WEIGHT_DECAY = {"adam": 0.0, "adamw": 0.05, "sgd": 5e-4, "ranger": 0.0}
-NOT_DECAYED = ["bias", "gamma", "beta"]  # biases and BatchNorm's scale and offset
+NOT_DECAYED = ["bias", "gamma", "beta", "gem_p"]  # biases, BatchNorm's scale and offset, GeM's p
 
 
 def weight_decay_for(name, weight_decay=None):
