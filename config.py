@@ -136,6 +136,10 @@ class RetrievalConfig:
     qe_alpha: float
     database_augmentation: int
     dba_alpha: float
+    rerank: str
+    rerank_k1: int
+    rerank_k2: int
+    rerank_lambda: float
     output_url: str
 
 

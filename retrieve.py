@@ -78,6 +78,15 @@ def build_parser():
                              "neighbours first (DBA; holds the gallery in memory; 0: off)")
     parser.add_argument("--dba_alpha", type=float, default=3.0,
                         help="search: DBA's weight exponent")
+    parser.add_argument("--rerank", default="none", choices=["none", "kreciprocal"],
+                        help="search: re-rank by k-reciprocal encoding (Zhong et al. 2017; "
+                             "exact search only, queries + gallery at most 10,000 images)")
+    parser.add_argument("--rerank_k1", type=positive, default=20,
+                        help="search: k-reciprocal neighbours per image")
+    parser.add_argument("--rerank_k2", type=positive, default=6,
+                        help="search: neighbours averaged into each image's encoding")
+    parser.add_argument("--rerank_lambda", type=float, default=0.3,
+                        help="search: the original distance's share of the final one (0..1)")
     parser.add_argument("--output_url", default=os.path.join("outputs", "retrieval"),
                         help="search: where results.csv, submission.csv and metrics go")
     return parser

@@ -37,6 +37,11 @@ ROWS = {
     "arcface_gem_neck": ["--head=arcface", "--head_scale=16", "--pooling=gem",
                          "--embedding_dim=128"],
 }
+SEARCHES = {  # retrieve.py search flags, each tried on every trained row
+    "plain": [],
+    "kreciprocal": ["--rerank=kreciprocal"],
+    "qe_dba": ["--query_expansion=5", "--database_augmentation=5"],
+}
 
 
 def write_digits(folder, size=32):
@@ -94,7 +99,8 @@ def baseline_scores(scratch):
 
 
 def run_row(name, flags, seed, args, scratch):
-    """Train one row with one seed, index the unseen gallery, search the unseen queries."""
+    """Train one row with one seed, index the unseen gallery, search the unseen queries once
+    per --searches entry: {search name: metrics}."""
     out = os.path.join(scratch, f"{name}-{seed}")
     cache = f"--local_data_root={os.path.join(scratch, 'cache')}"
     steps = [
@@ -104,15 +110,19 @@ def run_row(name, flags, seed, args, scratch):
          cache, *args.extra.split(), *flags],
         ["retrieve.py", "index", f"--model_dir={out}", f"--data_url={scratch}/gallery",
          f"--index_url={out}/gallery.h5", cache],
-        ["retrieve.py", "search", f"--model_dir={out}", f"--data_url={scratch}/queries",
-         f"--index_url={out}/gallery.h5", f"--output_url={out}/found", cache]]
+    ] + [["retrieve.py", "search", f"--model_dir={out}", f"--data_url={scratch}/queries",
+          f"--index_url={out}/gallery.h5", f"--output_url={out}/found-{how}", cache,
+          *SEARCHES[how]] for how in args.searches.split(",")]
     for step in steps:
         proc = subprocess.run([sys.executable, *step], cwd=ROOT, capture_output=True, text=True)
         if proc.returncode != 0:
             raise SystemExit(f"{name} seed {seed}: {' '.join(step[:2])} failed:\n"
                              f"{proc.stdout[-3000:]}{proc.stderr[-2000:]}")
-    with open(os.path.join(out, "found", "metrics.json")) as f:
-        return json.load(f)
+    found = {}
+    for how in args.searches.split(","):
+        with open(os.path.join(out, f"found-{how}", "metrics.json")) as f:
+            found[how] = json.load(f)
+    return found
 
 
 def mean_sd(values):
@@ -124,6 +134,7 @@ def main():
     parser.add_argument("--data", default="digits", help="digits, or a folder of class folders")
     parser.add_argument("--unseen", default="7,8,9", help="the classes kept out of training")
     parser.add_argument("--rows", default="default,gem_neck", help=f"of {', '.join(ROWS)}")
+    parser.add_argument("--searches", default="plain,kreciprocal", help=f"of {', '.join(SEARCHES)}")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--backbone", default="resnet50")
     parser.add_argument("--input_size", type=int, default=32)
@@ -138,25 +149,25 @@ def main():
             else args.data
         split_by_class(data, args.unseen.split(","), scratch)
         base = baseline_scores(scratch)
-        rows = [{"row": "raw pixels", "top1": f"{base['top1_accuracy']:.3f}",
+        rows = [{"row": "raw pixels", "search": "plain", "top1": f"{base['top1_accuracy']:.3f}",
                  "map_at_10": f"{base['map_at_10']:.3f}", "flags": "(no learning)"}]
         print(f"raw pixels: top-1 {base['top1_accuracy']:.3f}, mAP@10 {base['map_at_10']:.3f}",
               flush=True)
         for name in args.rows.split(","):
-            top1, maps = [], []
-            for seed in seeds:
-                scores = run_row(name, ROWS[name], seed, args, scratch)
-                top1.append(scores["top1_accuracy"])
-                maps.append(scores["map_at_10"])
-                print(f"{name} seed {seed}: top-1 {top1[-1]:.3f}, mAP@10 {maps[-1]:.3f}",
+            found = [run_row(name, ROWS[name], seed, args, scratch) for seed in seeds]
+            for how in args.searches.split(","):
+                top1 = [f[how]["top1_accuracy"] for f in found]
+                maps = [f[how]["map_at_10"] for f in found]
+                print(f"{name}, {how} search: top-1 {mean_sd(top1)}, mAP@10 {mean_sd(maps)}",
                       flush=True)
-            rows.append({"row": name, "top1": mean_sd(top1), "map_at_10": mean_sd(maps),
-                         "scores": " ".join(f"{t:.2f}/{m:.2f}" for t, m in zip(top1, maps)),
-                         "flags": " ".join(ROWS[name]) or "(train.py's)"})
-    report(args.name, rows, ["row", "top1", "map_at_10", "scores", "flags"],
+                rows.append({"row": name, "search": how, "top1": mean_sd(top1),
+                             "map_at_10": mean_sd(maps),
+                             "scores": " ".join(f"{t:.2f}/{m:.2f}" for t, m in zip(top1, maps)),
+                             "flags": " ".join(ROWS[name] + SEARCHES[how]) or "(defaults)"})
+    report(args.name, rows, ["row", "search", "top1", "map_at_10", "scores", "flags"],
            {"backbone": args.backbone, "input_size": args.input_size, "epochs": args.epochs,
             "batch_size": args.batch_size, "seeds": seeds, "data": args.data,
-            "unseen": args.unseen, "extra": args.extra})
+            "unseen": args.unseen, "extra": args.extra, "searches": args.searches})
 
 
 if __name__ == "__main__":

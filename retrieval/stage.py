@@ -131,7 +131,8 @@ def _index_into(run, cache_root, embedder, path):
 def _ranked(run, fb, queries):
     """(scores, gallery rows) [Q, top_k] by --search, with the re-ranking asked for:
     --database_augmentation (the gallery, in memory, averaged with its own neighbours) and
-    --query_expansion (each query averaged with its first results, then searched again)."""
+    --query_expansion (each query averaged with its first results, then searched again), or
+    --rerank=kreciprocal (every query-gallery distance, in memory, re-ranked)."""
     k = max(run.top_k, run.query_expansion)
     if run.database_augmentation:
         log.info("database-side augmentation over %d neighbours (the gallery in memory)",
@@ -142,6 +143,13 @@ def _ranked(run, fb, queries):
         blocks, rows = (lambda: [(0, gallery)]), (lambda idx: gallery[idx])
     else:
         blocks, rows = fb.blocks, fb.rows
+    if run.rerank == "kreciprocal":
+        gallery = np.concatenate([block for _, block in blocks()])
+        log.info("k-reciprocal re-ranking of %d queries and %d gallery images "
+                 "(k1 %d, k2 %d, lambda %.2f)", len(queries), len(gallery), run.rerank_k1,
+                 run.rerank_k2, run.rerank_lambda)
+        return search.k_reciprocal_rerank(queries, gallery, run.top_k, run.rerank_k1,
+                                          run.rerank_k2, run.rerank_lambda)
     if run.search == "exact":
         def find(q, count):
             return search.exact_search(q, blocks(), count)
@@ -186,9 +194,25 @@ def _csv_text(rows, header):
     return out.getvalue()
 
 
+def _check_rerank(run):
+    """Refuse, before anything is embedded, what --rerank=kreciprocal cannot combine with."""
+    if run.rerank != "kreciprocal":
+        return
+    if run.search != "exact":
+        raise UserError(f"--rerank=kreciprocal needs every query-gallery distance, which "
+                        f"--search={run.search} does not compute: pass --search=exact")
+    if run.query_expansion:
+        raise UserError("--rerank=kreciprocal already expands each query over its neighbours: "
+                        "pass --query_expansion=0 with it")
+    if not 0.0 <= run.rerank_lambda <= 1.0:
+        raise UserError(f"--rerank_lambda is the original distance's share, from 0 to 1; got "
+                        f"{run.rerank_lambda}")
+
+
 def search_queries(run, cache_root):
     """retrieve.py search: the top-k gallery images per query into --output_url; returns the
     summary line (the metrics when queries and gallery carry labels)."""
+    _check_rerank(run)
     embedder = Embedder(find_package(run.model_dir, cache_root))
     if obs_utils.is_remote(run.index_url) and not obs_utils.exists(run.index_url):
         raise base.BaseError(f"{run.index_url} does not exist: make it with python "

@@ -86,6 +86,20 @@ def test_retrieval_of_classes_never_trained_over_obs(bucket, tmp_path, caplog):
     approx = json.loads((tmp_path / "approx" / "metrics.json").read_text())
     assert approx["top1_accuracy"] > 0.6
 
+    # k-reciprocal re-ranking of the same queries; refused beside approximate search.
+    caplog.clear()
+    assert retrieve.main(["search", f"--data_url=obs://{bucket}/queries/", *common,
+                          f"--output_url={tmp_path / 'rerank'}", "--rerank=kreciprocal"]) == 0
+    assert "k-reciprocal re-ranking of" in caplog.text
+    reranked = json.loads((tmp_path / "rerank" / "metrics.json").read_text())
+    print("re-ranked (k-reciprocal):", reranked)
+    assert reranked["queries"] == scores["queries"] and reranked["top1_accuracy"] > 0.6
+    caplog.clear()
+    assert retrieve.main(["search", f"--data_url=obs://{bucket}/queries/", *common,
+                          f"--output_url={tmp_path / 'x'}", "--search=hnsw",
+                          "--rerank=kreciprocal"]) == 2
+    assert "--search=hnsw does not compute: pass --search=exact" in caplog.text
+
     # Two more gallery images: only they are embedded; the base grows by two.
     for name in ("new_a.jpg", "new_b.jpg"):
         obs_utils.write_bytes(f"obs://{bucket}/gallery/数字8/{name}",
