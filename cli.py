@@ -40,12 +40,12 @@ class ArgumentParser(argparse.ArgumentParser):
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """--help with every flag's default said once: appended unless the help text says it
-    already; an empty or unset default said in words; `demo` (flag -> value) adds what the
-    built-in demo runs with where it differs."""
+    already; an empty or unset default said in words; `presets` ({label: {flag: value}}, such
+    as the built-in demo's) adds what each runs with where it differs."""
 
-    def __init__(self, prog, demo=None, **kwargs):
+    def __init__(self, prog, presets=None, **kwargs):
         super().__init__(prog, **kwargs)
-        self.demo = demo or {}
+        self.presets = presets or {}
 
     def _get_help_string(self, action):
         text = action.help or ""
@@ -56,8 +56,9 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
             default = action.default
             said.append("default: " + ("empty" if default == "" else "unset" if default is None
                                        else "%(default)s"))
-        if action.dest in self.demo and self.demo[action.dest] != action.default:
-            said.append(f"demo: {self.demo[action.dest]}")
+        for label, values in self.presets.items():
+            if action.dest in values and values[action.dest] != action.default:
+                said.append(f"{label}: {values[action.dest]}")
         return f"{text} ({'; '.join(said)})" if said else text
 
 

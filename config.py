@@ -103,8 +103,10 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """The whole job: where it writes, the cluster port, and each stage's part."""
+    """The whole job: what it trains for, where it writes, the cluster port, and each stage's
+    part (--task has already set its stages' defaults when this is built)."""
     mode: str
+    task: str
     train_url: str
     local_data_root: str
     worker_port: int
@@ -162,7 +164,7 @@ def from_flags(flags, augmentation):
     parts = {name: _take(cls, flags, {"augmentation": augmentation} if cls is FeedConfig
                          else None)
              for name, cls in STAGES.items()}
-    return RunConfig(mode=flags.mode, train_url=flags.train_url,
+    return RunConfig(mode=flags.mode, task=flags.task, train_url=flags.train_url,
                      local_data_root=flags.local_data_root, worker_port=flags.worker_port,
                      **parts)
 

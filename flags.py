@@ -33,6 +33,12 @@ DEMO = {"backbone": "mobilenetv3small", "input_size": 32, "batch_size": 32, "max
         "learning_rate": 2e-3, "freeze_epochs": 0, "flip": "none", "augment": "light",
         "train_url": os.path.join("outputs", "demo")}
 
+# What --task=retrieval trains with, for every flag the user leaves unset: the embedding that
+# transferred best to classes training never saw (bench/retrieval_transfer.py; README).
+TASKS = {"classification": {},
+         "retrieval": {"head": "arcface", "head_scale": 16.0, "pooling": "gem",
+                       "embedding_dim": 128}}
+
 
 def _mode_default_train_url(args, given):
     """Training writes to outputs/run (demo: outputs/demo); eval and predict to outputs/<mode>,
@@ -48,7 +54,9 @@ def build_parser():
         prog="train.py", description="Train an image classifier the way ModelArts runs it. "
         "With no --data_url it runs the built-in demo, on a small backbone for 8 epochs so "
         "that it ends in about a minute on a laptop (the 'demo:' values below).",
-        formatter_class=lambda prog: HelpFormatter(prog, demo=DEMO), allow_abbrev=False)
+        formatter_class=lambda prog: HelpFormatter(
+            prog, presets={"demo": DEMO, "--task=retrieval": TASKS["retrieval"]}),
+        allow_abbrev=False)
     add = parser.add_argument
     add("--data_url", default="", help="training images: obs://, s3:// or a local folder; "
                                        "empty = the built-in demo data")
@@ -57,6 +65,9 @@ def build_parser():
     add("--local_data_root", default="", help="local cache; empty = /cache if writable, "
                                               "else ~/.cache/modelarts-classifier")
     add("--obs_threads", type=positive, default=16, help="parallel transfers when syncing with OBS")
+    add("--task", default="classification", choices=sorted(TASKS),
+        help="retrieval: the settings that train an embedding for retrieve.py (those marked "
+             "'--task=retrieval:' below), each still overridable")
 
     data = parser.add_argument_group("data")
     data.add_argument("--data_format", default="auto",
@@ -208,7 +219,8 @@ def build_parser():
 
 
 def parse_args(argv=None):
-    """Flags (unknown ones returned apart); the demo's settings fill what the user left unset."""
+    """Flags (unknown ones returned apart); the demo's and then --task's settings fill what the
+    user left unset."""
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     given = {a.split("=")[0].lstrip("-") for a in (argv if argv is not None else sys.argv)
@@ -218,4 +230,7 @@ def parse_args(argv=None):
         for name, value in DEMO.items():
             if name not in given:
                 setattr(args, name, value)
+    for name, value in TASKS[args.task].items():
+        if name not in given:
+            setattr(args, name, value)
     return args, unknown

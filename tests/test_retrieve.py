@@ -8,6 +8,7 @@ import h5py
 import numpy as np
 import requests
 
+import flags
 import obs_utils
 from tests.images import digit_image, encode, write
 from tests.servers import PredictorServer
@@ -30,9 +31,13 @@ def test_retrieval_of_classes_never_trained_over_obs(bucket, tmp_path, caplog):
         obs_utils.copy_tree(str(tmp_path / side), f"obs://{bucket}/{side}/", progress=False)
     proc = run_train(f"--data_url={tmp_path / 'train'}", f"--train_url=obs://{bucket}/run/",
                      f"--local_data_root={tmp_path / 'cache'}", *SMALL, "--max_epochs=6",
-                     "--learning_rate=2e-3", "--freeze_epochs=0", "--head=arcface",
-                     "--head_scale=16", "--pooling=gem", "--embedding_dim=64")
+                     "--learning_rate=2e-3", "--freeze_epochs=0", "--task=retrieval",
+                     "--embedding_dim=64")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    trained = json.loads(obs_utils.read_text(f"obs://{bucket}/run/run_config.json"))["config"]
+    assert trained["task"] == "retrieval"  # --task's settings, and the override kept
+    assert {k: trained["model"][k] for k in ("head", "pooling", "embedding_dim")} == \
+        {**{k: flags.TASKS["retrieval"][k] for k in ("head", "pooling")}, "embedding_dim": 64}
 
     common = [f"--model_dir=obs://{bucket}/run/", f"--index_url=obs://{bucket}/base/digits.h5",
               f"--local_data_root={tmp_path / 'cache'}", "--batch_size=32"]
