@@ -131,6 +131,9 @@ class RetrievalConfig:
     local_data_root: Optional[str]
     rebuild: bool
     float16: bool
+    whiten: bool
+    whiten_dim: int
+    whiten_power: float
     top_k: int
     overwrite: bool
     search: str

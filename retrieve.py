@@ -61,6 +61,15 @@ def build_parser():
                         help="index: embed everything again instead of only new images")
     parser.add_argument("--float16", type=boolean, default=False,
                         help="index: store features as float16 (half the size)")
+    parser.add_argument("--whiten", type=boolean, default=False,
+                        help="index: learn PCA whitening on the gallery and store it in the "
+                             "base; search (and the served package) then whiten gallery and "
+                             "queries alike")
+    parser.add_argument("--whiten_dim", type=int, default=0,
+                        help="index: principal axes kept (0: every one the gallery spans)")
+    parser.add_argument("--whiten_power", type=float, default=1.0,
+                        help="index: each axis scaled by variance^(-power/2): 1 whitens fully, "
+                             "0 only rotates")
     parser.add_argument("--top_k", type=positive, default=10,
                         help="search: results per query; package: what the service returns")
     parser.add_argument("--overwrite", type=boolean, default=False,

@@ -37,10 +37,13 @@ ROWS = {
     "arcface_gem_neck": ["--head=arcface", "--head_scale=16", "--pooling=gem",
                          "--embedding_dim=128"],
 }
-SEARCHES = {  # retrieve.py search flags, each tried on every trained row
-    "plain": [],
-    "kreciprocal": ["--rerank=kreciprocal"],
-    "qe_dba": ["--query_expansion=5", "--database_augmentation=5"],
+SEARCHES = {  # (retrieve.py index flags, search flags), each tried on every trained row
+    "plain": ([], []),
+    "kreciprocal": ([], ["--rerank=kreciprocal"]),
+    "qe_dba": ([], ["--query_expansion=5", "--database_augmentation=5"]),
+    "whiten": (["--whiten=true"], []),
+    "whiten_half": (["--whiten=true", "--whiten_power=0.5"], []),
+    "whiten_kreciprocal": (["--whiten=true"], ["--rerank=kreciprocal"]),
 }
 
 
@@ -99,20 +102,24 @@ def baseline_scores(scratch):
 
 
 def run_row(name, flags, seed, args, scratch):
-    """Train one row with one seed, index the unseen gallery, search the unseen queries once
-    per --searches entry: {search name: metrics}."""
+    """Train one row with one seed, index the unseen gallery (once per distinct set of index
+    flags), search the unseen queries once per --searches entry: {search name: metrics}."""
     out = os.path.join(scratch, f"{name}-{seed}")
     cache = f"--local_data_root={os.path.join(scratch, 'cache')}"
+    hows = args.searches.split(",")
+    bases = {}  # index flags -> the base they make
+    for how in hows:
+        bases.setdefault(tuple(SEARCHES[how][0]), f"{out}/gallery{len(bases)}.h5")
     steps = [
         ["train.py", f"--data_url={scratch}/train", f"--train_url={out}",
          f"--backbone={args.backbone}", f"--input_size={args.input_size}",
          f"--max_epochs={args.epochs}", f"--batch_size={args.batch_size}", f"--seed={seed}",
          cache, *args.extra.split(), *flags],
-        ["retrieve.py", "index", f"--model_dir={out}", f"--data_url={scratch}/gallery",
-         f"--index_url={out}/gallery.h5", cache],
-    ] + [["retrieve.py", "search", f"--model_dir={out}", f"--data_url={scratch}/queries",
-          f"--index_url={out}/gallery.h5", f"--output_url={out}/found-{how}", cache,
-          *SEARCHES[how]] for how in args.searches.split(",")]
+    ] + [["retrieve.py", "index", f"--model_dir={out}", f"--data_url={scratch}/gallery",
+          f"--index_url={path}", cache, *index_flags] for index_flags, path in bases.items()
+         ] + [["retrieve.py", "search", f"--model_dir={out}", f"--data_url={scratch}/queries",
+               f"--index_url={bases[tuple(SEARCHES[how][0])]}", f"--output_url={out}/found-{how}",
+               cache, *SEARCHES[how][1]] for how in hows]
     for step in steps:
         proc = subprocess.run([sys.executable, *step], cwd=ROOT, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -163,7 +170,8 @@ def main():
                 rows.append({"row": name, "search": how, "top1": mean_sd(top1),
                              "map_at_10": mean_sd(maps),
                              "scores": " ".join(f"{t:.2f}/{m:.2f}" for t, m in zip(top1, maps)),
-                             "flags": " ".join(ROWS[name] + SEARCHES[how]) or "(defaults)"})
+                             "flags": " ".join(ROWS[name] + SEARCHES[how][0] + SEARCHES[how][1])
+                             or "(defaults)"})
     report(args.name, rows, ["row", "search", "top1", "map_at_10", "scores", "flags"],
            {"backbone": args.backbone, "input_size": args.input_size, "epochs": args.epochs,
             "batch_size": args.batch_size, "seeds": seeds, "data": args.data,

@@ -5,7 +5,9 @@ Datasets: `features` [N, D] (float32, or float16 by flag; rows L2-normalised), `
 unchanged image is never embedded twice) and `labels` (class ids, -1 where unknown; the
 names are in the `label_names` attribute). Attributes say which model made it: `fingerprint`
 (of its weights), `backbone`, `input_size`, `dim`, plus `created`, `format` and `version`
-(this bundle's).
+(this bundle's). A base indexed with --whiten also holds `whiten_mean` [D] and
+`whiten_projection` [D, d] (retrieval/whiten.py): the features stay as embedded, so an
+incremental index reuses them, and the base hands them out whitened (blocks, rows, prepare).
 
 A base is written to `<path>.partial` and renamed into place when complete, so an
 interrupted index leaves the previous base intact and a re-run reuses what the partial
@@ -22,6 +24,7 @@ import h5py
 import numpy as np
 
 from errors import UserError
+from serving.gallery import whiten
 from version import VERSION
 
 FORMAT_VERSION = "1"
@@ -99,6 +102,8 @@ class FeatureBase:
             self.file.close()
             raise BaseError(f"{path} has no features dataset: not a feature base; make one "
                             "with: python retrieve.py index")
+        self.whitening = ((self.file["whiten_mean"][:], self.file["whiten_projection"][:])
+                          if "whiten_projection" in self.file else None)
 
     def __enter__(self):
         return self
@@ -133,17 +138,24 @@ class FeatureBase:
     def label_names(self):
         return json.loads(self.file.attrs.get("label_names", "[]"))
 
+    def prepare(self, features):
+        """Query features as the base compares them: whitened like the gallery, if it is."""
+        features = np.asarray(features, dtype=np.float32)
+        return whiten(features, *self.whitening) if self.whitening else features
+
     def blocks(self, size=16384):
-        """(first row, float32 [n, D]) blocks in order: a base larger than memory streams."""
+        """(first row, float32 [n, D]) blocks in order, as compared (whitened if the base is):
+        a base larger than memory streams."""
         features = self.file["features"]
         for first in range(0, len(self), size):
-            yield first, np.asarray(features[first:first + size], dtype=np.float32)
+            yield first, self.prepare(features[first:first + size])
 
     def rows(self, indices):
-        """float32 features of the rows `indices` (any shape), read in sorted order."""
+        """float32 features of the rows `indices` (any shape) as compared, read in sorted
+        order."""
         indices = np.asarray(indices)
         unique, inverse = np.unique(indices, return_inverse=True)
-        found = np.asarray(self.file["features"][unique], dtype=np.float32)
+        found = self.prepare(self.file["features"][unique])
         return found[inverse].reshape(*indices.shape, -1)
 
     def check_model(self, model_meta):
@@ -195,6 +207,18 @@ class Writer:
             data.resize(start + count, axis=0)
             data[start:] = values
         self.file.flush()
+
+    def raw_blocks(self, size=16384):
+        """(first row, float32 [n, D]) blocks of what was appended so far, as embedded."""
+        features = self.file["features"]
+        for first in range(0, features.shape[0], size):
+            yield first, np.asarray(features[first:first + size], dtype=np.float32)
+
+    def set_whitening(self, mean, projection, power):
+        """Store a learnt whitening (retrieval/whiten.py); searches then whiten both sides."""
+        self.file.create_dataset("whiten_mean", data=mean)
+        self.file.create_dataset("whiten_projection", data=projection)
+        self.file.attrs["whiten_power"] = float(power)
 
     def commit(self):
         self.file.close()

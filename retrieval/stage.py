@@ -18,7 +18,7 @@ from inputs import fetch, prepare
 from serving import check
 from serving import gallery as served_gallery
 
-from . import base, metrics, search
+from . import base, metrics, search, whiten
 from .embed import Embedder, find_package
 
 log = logging.getLogger("retrieval")
@@ -77,6 +77,10 @@ def _embed_named(embedder, samples, batch_size, desc):
 def index(run, cache_root):
     """retrieve.py index: embed the gallery into the base at --index_url (only images the base
     does not hold yet, unless --rebuild); returns the summary line."""
+    if run.whiten_dim < 0 or run.whiten_power < 0:
+        raise UserError(f"--whiten_dim counts axes (0: all) and --whiten_power is an exponent "
+                        f"from 0 (rotate only) to 1 (whiten fully); got {run.whiten_dim} and "
+                        f"{run.whiten_power}")
     embedder = Embedder(find_package(run.model_dir, cache_root))
     path = _local_base(run.index_url, cache_root, download=not run.rebuild)
     with base.writing(path):
@@ -90,6 +94,11 @@ def _index_into(run, cache_root, embedder, path):
                                    run.manifest)
     samples = _storable(samples, "gallery")
     reusable = {} if run.rebuild else base.reusable_rows(path, embedder.meta)
+    if not run.whiten and os.path.exists(path):
+        with base.open_base(path) as old_base:
+            if old_base.whitening:
+                log.warning("%s was whitened; this index is not (pass --whiten=true on every "
+                            "index of a whitened base)", run.index_url)
     digests = [s.digest for s in samples]  # screening hashed every file's bytes
     old = [i for i, s in enumerate(samples) if (s.rel, digests[i]) in reusable]
     new = [i for i, s in enumerate(samples) if (s.rel, digests[i]) not in reusable]
@@ -113,6 +122,13 @@ def _index_into(run, cache_root, embedder, path):
             skipped += len(rows) - len(kept)
             writer.append(features, [samples[i].rel for i in kept],
                           [digests[i] for i in kept], labels(kept))
+        whitened = ""
+        if run.whiten:
+            mean, projection = whiten.learn(writer.raw_blocks(), run.whiten_dim,
+                                            run.whiten_power)
+            writer.set_whitening(mean, projection, run.whiten_power)
+            whitened = (f"; whitened: {projection.shape[1]} of {projection.shape[0]} axes, "
+                        f"power {run.whiten_power:g}")
         writer.commit()
     finally:
         writer.close()
@@ -125,7 +141,7 @@ def _index_into(run, cache_root, embedder, path):
                          "base is empty")
     return (f"indexed {total} images into {run.index_url} ({len(new) - skipped} embedded, "
             f"{len(old)} kept, {skipped} skipped; {embedder.meta['dim']}-d, "
-            f"{embedder.meta['backbone']} {embedder.meta['fingerprint']})")
+            f"{embedder.meta['backbone']} {embedder.meta['fingerprint']}{whitened})")
 
 
 def _ranked(run, fb, queries):
@@ -229,7 +245,10 @@ def search_queries(run, cache_root):
         samples = [samples[i] for i in done]
         if not samples:
             raise UserError(f"no query image of {run.data_url} could be embedded")
-        scores, ranked = _ranked(run, fb, queries)
+        if fb.whitening:
+            log.info("the base is whitened (%d axes): so are the queries",
+                     fb.whitening[1].shape[1])
+        scores, ranked = _ranked(run, fb, fb.prepare(queries))
         names, gallery_labels, label_names = fb.names, fb.labels, fb.label_names
     rows = [(s.rel, rank + 1, names[g], f"{score:.6f}")
             for s, gs, ss in zip(samples, ranked, scores)

@@ -41,8 +41,16 @@ def best_k(scores, indices, k):
     return np.take_along_axis(scores, order, 1), np.take_along_axis(indices, order, 1)
 
 
+def whiten(features, mean, projection):
+    """Features through a base's learnt PCA whitening (retrieval/whiten.py), L2-normalised
+    again; the gallery and every query go through the same one."""
+    out = (np.asarray(features, dtype=np.float32) - mean) @ projection
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+
 class Gallery:
-    """The gallery's features and names, held in memory (a package is served whole)."""
+    """The gallery's features and names, held in memory (a package is served whole), whitened
+    where the base was indexed with --whiten."""
 
     def __init__(self, path):
         import h5py
@@ -50,13 +58,20 @@ class Gallery:
         with h5py.File(path, "r") as f:
             self.features = np.asarray(f["features"][:], dtype=np.float32)
             self.names = f["names"].asstr()[:].tolist()
+            self.whitening = ((f["whiten_mean"][:], f["whiten_projection"][:])
+                              if "whiten_projection" in f else None)
+        if self.whitening:
+            self.features = whiten(self.features, *self.whitening)
 
     def __len__(self):
         return len(self.names)
 
     def nearest(self, embeddings, k):
         """[[name, score], ...] of the k nearest gallery images, per embedding."""
-        scores = np.asarray(embeddings, dtype=np.float32) @ self.features.T
+        embeddings = np.asarray(embeddings, dtype=np.float32)
+        if self.whitening:
+            embeddings = whiten(embeddings, *self.whitening)
+        scores = embeddings @ self.features.T
         ids = np.broadcast_to(np.arange(len(self.names)), scores.shape)
         top_scores, top_ids = best_k(scores, ids, k)
         return [[[self.names[i], float(s)] for i, s in zip(row_ids, row_scores)]

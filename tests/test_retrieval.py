@@ -272,3 +272,65 @@ def test_names_utf8_cannot_hold_are_named_and_left_out_before_embedding(caplog):
                Sample("好.jpg", "/x/c.jpg", 0)]
     assert [s.rel for s in _storable(samples, "gallery")] == ["a.jpg", "好.jpg"]
     assert "skipped gallery image b'shelf/caf\\xe9.jpg': its name is not UTF-8" in caplog.text
+
+
+def test_pca_whitening_is_sklearns_learnt_in_blocks_and_lifts_map_where_a_nuisance_dominates():
+    from sklearn.decomposition import PCA
+
+    from retrieval import whiten
+    from serving.gallery import whiten as apply
+
+    rng = np.random.default_rng(5)
+    # five classes apart in 16 quiet dimensions; four loud ones say nothing of the class
+    labels = rng.integers(0, 5, 400)
+    quiet = rng.normal(size=(5, 16))[labels] + 0.5 * rng.normal(size=(400, 16))
+    features = search.l2_normalise(np.hstack([quiet, 6.0 * rng.normal(size=(400, 4))]))
+    g, q, gl, ql = features[:300], features[300:], labels[:300], labels[300:]
+    blocks = [(i, g[i:i + 64]) for i in range(0, 300, 64)]
+
+    mean, projection = whiten.learn(blocks)
+    ours, theirs = apply(q, mean, projection), search.l2_normalise(
+        PCA(whiten=True).fit(g).transform(q))
+    np.testing.assert_allclose(ours @ ours.T, theirs @ theirs.T, atol=1e-4)  # signs aside
+    _, rotation = whiten.learn(blocks, power=0.0)
+    np.testing.assert_allclose(rotation.T @ rotation, np.eye(20), atol=1e-5)  # only turns
+    assert whiten.learn(blocks, dim=3)[1].shape == (20, 3)
+    assert whiten.learn([(0, g[:5])])[1].shape[1] == 4  # 5 images span at most 4 axes
+    with pytest.raises(search.UserError, match="at least 2 gallery images"):
+        whiten.learn([(0, g[:1])])
+
+    def map_at_10(queries, gallery):
+        _, ranked = search.exact_search(queries, gallery, 10)
+        return metrics.retrieval_scores(ql, gl[ranked], gl, k=10)["map_at_10"]
+    before, after = map_at_10(q, g), map_at_10(ours, apply(g, mean, projection))
+    assert after > before + 0.2, (before, after)
+
+
+def test_a_whitened_base_keeps_its_features_and_hands_them_out_whitened(tmp_path):
+    from retrieval import whiten
+    from serving.gallery import Gallery
+    from serving.gallery import whiten as apply
+
+    path = str(tmp_path / "gallery.h5")
+    rng = np.random.default_rng(6)
+    features = search.l2_normalise(rng.normal(size=(40, 4)) * [3.0, 1.0, 1.0, 0.2])
+    writer = base.Writer(path, MODEL, label_names=["猫", "狗"])
+    writer.append(features, [f"{i}.jpg" for i in range(40)], [f"d{i}" for i in range(40)],
+                  np.arange(40) % 2)
+    mean, projection = whiten.learn(writer.raw_blocks(size=16))
+    writer.set_whitening(mean, projection, 1.0)
+    writer.commit()
+    queries = search.l2_normalise(rng.normal(size=(5, 4)))
+    with base.open_base(path) as fb:
+        whitened = apply(features, mean, projection)
+        np.testing.assert_allclose(np.concatenate([b for _, b in fb.blocks(size=16)]),
+                                   whitened, atol=1e-5)
+        np.testing.assert_allclose(fb.rows([[3, 1]]), whitened[[[3, 1]]], atol=1e-5)
+        scores, ranked = search.exact_search(fb.prepare(queries), fb.blocks(), 5)
+    assert not np.allclose(whitened, features, atol=0.1)  # whitening changed them
+    raw = base.reusable_rows(path, MODEL)  # an incremental index reuses them as embedded
+    np.testing.assert_allclose(raw[("3.jpg", "d3")], features[3], atol=1e-6)
+    served = Gallery(path).nearest(queries, 5)  # the package ranks as retrieve.py search
+    assert [[name for name, _ in row] for row in served] == \
+        [[f"{i}.jpg" for i in row] for row in ranked.tolist()]
+    np.testing.assert_allclose([[s for _, s in row] for row in served], scores, atol=1e-5)

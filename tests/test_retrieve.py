@@ -118,6 +118,34 @@ def test_retrieval_of_classes_never_trained_over_obs(bucket, tmp_path, caplog):
         assert "数字8/new_a.jpg" in names and len(names) == len(set(names))
         assert f["features"].shape[1] == 64  # the neck's output (--embedding_dim)
 
+    # A whitened base (PCA learnt on the gallery): search and the served package whiten the
+    # queries alike, so both rank the same.
+    whitened = [f"--index_url={tmp_path / 'whitened.h5'}", *common[:1], *common[2:]]
+    assert retrieve.main(["index", f"--data_url=obs://{bucket}/gallery/", *whitened,
+                          "--whiten=true"]) == 0
+    assert re.search(r"whitened: \d+ of 64 axes, power 1", caplog.text), caplog.text
+    assert retrieve.main(["search", f"--data_url=obs://{bucket}/queries/", *whitened,
+                          f"--output_url={tmp_path / 'whitened'}"]) == 0
+    assert "the base is whitened" in caplog.text
+    white = json.loads((tmp_path / "whitened" / "metrics.json").read_text())
+    print("whitened:", white)
+    assert white["queries"] == scores["queries"] and white["top1_accuracy"] > 0.6
+    assert retrieve.main(["package", f"--model_dir={tmp_path / 'served'}", *whitened[:1],
+                          "--overwrite=true", common[2]]) == 0
+    first = (tmp_path / "whitened" / "results.csv").read_text().splitlines()[1:11]
+    server = PredictorServer(str(tmp_path / "served" / "model"))
+    try:
+        with open(tmp_path / "queries" / first[0].split(",")[0], "rb") as f:
+            reply = requests.post(server.url, files={"images": ("q.jpg", f.read())}).json()
+    finally:
+        server.stop()
+    assert [n for n, _ in reply["neighbors"]] == [line.split(",")[2] for line in first]
+    caplog.clear()
+    assert retrieve.main(["index", f"--data_url=obs://{bucket}/gallery/", *whitened]) == 0
+    assert "was whitened; this index is not" in caplog.text
+    assert retrieve.main(["index", f"--data_url=obs://{bucket}/gallery/", *whitened,
+                          "--whiten=true", "--whiten_dim=-1"]) == 2
+
     # Searching with another model's base is one clear error, exit 2.
     caplog.clear()
     other = tmp_path / "other.h5"
