@@ -77,7 +77,9 @@ class ImageClassifierService(TfServingBaseService):
                 self.gallery = gallery.Gallery(os.path.join(self.model_path,
                                                             retrieval["index"]))
                 self.top_k = int(retrieval.get("top_k", 10))
-                self.signature, self.output = self.model.signatures["embed"], "embeddings"
+                self.signature = self.model.signatures[
+                    gallery.TTA_SIGNATURES[retrieval.get("embed_tta", "none")]]
+                self.output = "embeddings"
             else:
                 self.gallery = None
                 self.signature = self.model.signatures["serving_default"]

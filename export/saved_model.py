@@ -3,9 +3,11 @@ probabilities out, as `serving_default`. The decode / resize / pad steps inside 
 inputs.preprocess.bytes_to_input, the function the training pipeline used; the normalisation is
 the model's own first layer. So training, evaluation and serving cannot drift apart.
 
-Two more signatures serve retrieval: `embed` (the same bytes in, the pre-classifier feature
-out, L2-normalised: [batch, D]; the embedding neck's output, else the pooled feature) and `info` (backbone, input size, resize mode, D),
-so the SavedModel alone can build and search a feature base.
+Three more signatures serve retrieval: `embed` (the same bytes in, the pre-classifier feature
+out, L2-normalised: [batch, D]; the embedding neck's output, else the pooled feature),
+`embed_flip` (the mean of each image's and its mirror image's embeddings, L2-normalised: flip
+test-time augmentation) and `info` (backbone, input size, resize mode, D), so the SavedModel
+alone can build and search a feature base.
 
 Every loader must restore it: TF2's `tf.saved_model.load`, and the TF1 loader that TF Serving,
 `saved_model_cli run` and older ModelArts images use, on TensorFlow 2.6 as on today's.
@@ -61,6 +63,19 @@ class ClassifierModule(tf.Module):
         # a tiny epsilon: an untrained network's features can have norms near 1e-9
         return {"embeddings": tf.math.l2_normalize(features, axis=1, epsilon=1e-30)}
 
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
+    def embed_flip(self, images):
+        """encoded bytes [batch] -> the mean of the image's and its mirror image's embeddings,
+        L2-normalised [batch, D]; mirrored after the resize, so both see the same pixels"""
+        _, network = self._networks()
+        pixels = self._pixels(images)
+        both = tf.concat([pixels, pixels[:, :, ::-1, :]], axis=0)
+        features = tf.math.l2_normalize(tf.cast(network(both, training=False), tf.float32),
+                                        axis=1, epsilon=1e-30)
+        count = tf.shape(pixels)[0]
+        return {"embeddings": tf.math.l2_normalize(features[:count] + features[count:],
+                                                   axis=1, epsilon=1e-30)}
+
     @tf.function(input_signature=[])
     def info(self):
         """What made the embeddings: a feature base records it and refuses other models."""
@@ -84,6 +99,7 @@ def save(model, directory, input_size, resize_mode):
         "serving_default": module.serve.get_concrete_function(),
         "pixels": module.serve_pixels.get_concrete_function(),
         "embed": module.embed.get_concrete_function(),
+        "embed_flip": module.embed_flip.get_concrete_function(),
         "info": module.info.get_concrete_function()})
     drop_ops(directory, NEWER_THAN_THE_RUNTIME)
     return directory

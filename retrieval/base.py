@@ -4,7 +4,8 @@ Datasets: `features` [N, D] (float32, or float16 by flag; rows L2-normalised), `
 (UTF-8 paths relative to the gallery, with /), `digests` (sha1 of each image's bytes: an
 unchanged image is never embedded twice) and `labels` (class ids, -1 where unknown; the
 names are in the `label_names` attribute). Attributes say which model made it: `fingerprint`
-(of its weights), `backbone`, `input_size`, `dim`, plus `created`, `format` and `version`
+(of its weights), `backbone`, `input_size`, `dim`, `embed_tta` (how images were embedded;
+queries follow the base), plus `created`, `format` and `version`
 (this bundle's). A base indexed with --whiten also holds `whiten_mean` [D] and
 `whiten_projection` [D, d] (retrieval/whiten.py): the features stay as embedded, so an
 incremental index reuses them, and the base hands them out whitened (blocks, rows, prepare).
@@ -28,7 +29,8 @@ from serving.gallery import whiten
 from version import VERSION
 
 FORMAT_VERSION = "1"
-MODEL_KEYS = ("fingerprint", "backbone", "input_size", "dim")
+MODEL_KEYS = ("fingerprint", "backbone", "input_size", "dim", "embed_tta")
+OLD_DEFAULTS = {"embed_tta": "none"}  # what bases made before the key existed hold
 _TEXT = h5py.string_dtype("utf-8")
 
 
@@ -119,8 +121,8 @@ class FeatureBase:
 
     @property
     def meta(self):
-        return {key: (value.decode() if isinstance(value, bytes) else value)
-                for key, value in self.file.attrs.items()}
+        return {**OLD_DEFAULTS, **{key: (value.decode() if isinstance(value, bytes) else value)
+                                   for key, value in self.file.attrs.items()}}
 
     @property
     def names(self):
@@ -164,9 +166,9 @@ class FeatureBase:
         differs = [f"{key} {mine.get(key)!r} in the base, {model_meta.get(key)!r} in the model"
                    for key in MODEL_KEYS if str(mine.get(key)) != str(model_meta.get(key))]
         if differs:
-            raise BaseError(f"{self.path} was made by another model ({'; '.join(differs)}): "
-                            "its features cannot be compared with this model's. Rebuild it: "
-                            "python retrieve.py index --rebuild=true ...")
+            raise BaseError(f"{self.path} was made by another model or embedding "
+                            f"({'; '.join(differs)}): its features cannot be compared with "
+                            "these. Rebuild it: python retrieve.py index --rebuild=true ...")
 
 
 def open_base(path):

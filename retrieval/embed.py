@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from errors import UserError
 from evaluation import inference
+from serving.gallery import TTA_SIGNATURES
 
 log = logging.getLogger("retrieval")
 
@@ -43,21 +44,29 @@ def weights_fingerprint(package):
     return digest.hexdigest()[:16]
 
 
-class Embedder:
-    """The `embed` signature of one package, and what identifies the model (`meta`)."""
 
-    def __init__(self, package):
+
+class Embedder:
+    """The embedding signature of one package for `tta` (none: `embed`; flip: `embed_flip`,
+    the mean with the mirror image's), and what identifies the model and its use (`meta`)."""
+
+    def __init__(self, package, tta="none"):
         self._loaded = tf.saved_model.load(package)
         signatures = self._loaded.signatures
         if "embed" not in signatures or "info" not in signatures:
             raise ModelError(f"{package} has no embed signature: it was exported before "
                              "retrieval was added. Export it again (run its training job "
                              "again with --overwrite_model=true).")
-        self._embed = signatures["embed"]
+        if TTA_SIGNATURES[tta] not in signatures:
+            raise ModelError(f"{package} has no {TTA_SIGNATURES[tta]} signature for "
+                             f"--embed_tta={tta}: it was exported before 0.7. Export it again "
+                             "(its training job with --overwrite_model=true), or index with "
+                             "--embed_tta=none")
+        self._embed = signatures[TTA_SIGNATURES[tta]]
         info = {key: value.numpy() for key, value in signatures["info"]().items()}
         self.meta = {"fingerprint": weights_fingerprint(package),
                      "backbone": info["backbone"].decode(), "input_size": int(info["input_size"]),
-                     "dim": int(info["dim"])}
+                     "dim": int(info["dim"]), "embed_tta": tta}
 
     def embed(self, paths, batch_size=64, desc="embedding"):
         """(features float32 [len(paths), D], {position: reason} of images that failed; their

@@ -81,7 +81,7 @@ def index(run, cache_root):
         raise UserError(f"--whiten_dim counts axes (0: all) and --whiten_power is an exponent "
                         f"from 0 (rotate only) to 1 (whiten fully); got {run.whiten_dim} and "
                         f"{run.whiten_power}")
-    embedder = Embedder(find_package(run.model_dir, cache_root))
+    embedder = Embedder(find_package(run.model_dir, cache_root), run.embed_tta)
     path = _local_base(run.index_url, cache_root, download=not run.rebuild)
     with base.writing(path):
         return _index_into(run, cache_root, embedder, path)
@@ -141,7 +141,8 @@ def _index_into(run, cache_root, embedder, path):
                          "base is empty")
     return (f"indexed {total} images into {run.index_url} ({len(new) - skipped} embedded, "
             f"{len(old)} kept, {skipped} skipped; {embedder.meta['dim']}-d, "
-            f"{embedder.meta['backbone']} {embedder.meta['fingerprint']}{whitened})")
+            f"{embedder.meta['backbone']} {embedder.meta['fingerprint']}"
+            f"{', flip TTA' if run.embed_tta == 'flip' else ''}{whitened})")
 
 
 def _ranked(run, fb, queries):
@@ -229,12 +230,13 @@ def search_queries(run, cache_root):
     """retrieve.py search: the top-k gallery images per query into --output_url; returns the
     summary line (the metrics when queries and gallery carry labels)."""
     _check_rerank(run)
-    embedder = Embedder(find_package(run.model_dir, cache_root))
+    package_folder = find_package(run.model_dir, cache_root)
     if obs_utils.is_remote(run.index_url) and not obs_utils.exists(run.index_url):
         raise base.BaseError(f"{run.index_url} does not exist: make it with python "
                              "retrieve.py index")
     path = _local_base(run.index_url, cache_root)
     with base.open_base(path) as fb:
+        embedder = Embedder(package_folder, fb.meta["embed_tta"])  # queries as the gallery
         fb.check_model(embedder.meta)
         if not len(fb):
             raise base.BaseError(f"{run.index_url} holds no images: index a gallery first")
@@ -245,6 +247,8 @@ def search_queries(run, cache_root):
         samples = [samples[i] for i in done]
         if not samples:
             raise UserError(f"no query image of {run.data_url} could be embedded")
+        if fb.meta["embed_tta"] != "none":
+            log.info("queries embedded with %s TTA, as the base was", fb.meta["embed_tta"])
         if fb.whitening:
             log.info("the base is whitened (%d axes): so are the queries",
                      fb.whitening[1].shape[1])
@@ -290,9 +294,9 @@ def package(run, cache_root):
     deployed service answers with the nearest gallery images. A package already serving a
     gallery is changed only with --overwrite."""
     folder = find_package(run.model_dir, cache_root)
-    embedder = Embedder(folder)
     path = _local_base(run.index_url, cache_root)
     with base.open_base(path) as fb:
+        embedder = Embedder(folder, fb.meta["embed_tta"])
         fb.check_model(embedder.meta)
         images = len(fb)
     config_path = os.path.join(folder, check.CONFIG)
@@ -308,7 +312,8 @@ def package(run, cache_root):
     settings_path = os.path.join(folder, served_gallery.SETTINGS_FILE)
     with open(settings_path, "w", encoding="utf-8") as f:
         json.dump({"index": GALLERY_FILE, "top_k": run.top_k, "images": images,
-                   "fingerprint": embedder.meta["fingerprint"]}, f, indent=2)
+                   "fingerprint": embedder.meta["fingerprint"],
+                   "embed_tta": embedder.meta["embed_tta"]}, f, indent=2)
     config.pop("retrieval", None)  # where packages before 0.5 kept it: not a spec field
     config["model_algorithm"] = "image_retrieval"
     config["apis"][0]["response"] = NEIGHBORS_RESPONSE

@@ -8,6 +8,9 @@ import numpy as np
 # model/retrieval.json: {"index": "gallery.h5", "top_k": 10, ...}. Its own file: config.json
 # holds only the fields of ModelArts' spec.
 SETTINGS_FILE = "retrieval.json"
+# retrieval.json's "embed_tta" (the base's, which --embed_tta set at index) -> the SavedModel
+# signature that embeds queries the same way
+TTA_SIGNATURES = {"none": "embed", "flip": "embed_flip"}
 
 
 def settings(model_dir):

@@ -28,7 +28,8 @@ def test_saved_model_on_bytes_equals_the_model_on_the_eval_pipeline(tmp_path):
     got = serve(images=data)["probabilities"].numpy()
     np.testing.assert_allclose(got, expected, atol=1e-5)
     assert (got.argmax(1) == expected.argmax(1)).all()
-    assert set(loaded.signatures) == {"serving_default", "pixels", "embed", "info"}
+    assert set(loaded.signatures) == {"serving_default", "pixels", "embed", "embed_flip",
+                                      "info"}
     # embed: the pooled pre-classifier feature of the same pictures, L2-normalised
     pooled = keras.Model(model.inputs, model.get_layer("pool").output)
     features = np.concatenate([pooled(x, training=False).numpy()
@@ -36,6 +37,15 @@ def test_saved_model_on_bytes_equals_the_model_on_the_eval_pipeline(tmp_path):
     embeddings = loaded.signatures["embed"](images=data)["embeddings"].numpy()
     np.testing.assert_allclose(embeddings, features / np.linalg.norm(features, axis=1,
                                                                       keepdims=True), atol=1e-5)
+    # embed_flip: the mean with the embedding of the same pixels mirrored (padding and all)
+    pixels = tf.map_fn(lambda b: saved_model.bytes_to_input(b, 32, "letterbox"), data,
+                       fn_output_signature=tf.float32)
+    mirrored = pooled(pixels[:, :, ::-1, :], training=False).numpy()
+    mean = embeddings + mirrored / np.linalg.norm(mirrored, axis=1, keepdims=True)
+    flipped = loaded.signatures["embed_flip"](images=data)["embeddings"].numpy()
+    np.testing.assert_allclose(flipped, mean / np.linalg.norm(mean, axis=1, keepdims=True),
+                               atol=1e-5)
+    assert np.abs(flipped - embeddings).max() > 1e-3  # the mirror image changed something
     info = {k: v.numpy() for k, v in loaded.signatures["info"]().items()}
     assert (info["backbone"], info["input_size"], info["resize_mode"], info["dim"]) == (
         b"mobilenetv3small", 32, b"letterbox", features.shape[1])

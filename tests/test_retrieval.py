@@ -71,7 +71,8 @@ def test_ties_rank_the_lower_gallery_index_first(monkeypatch):
         search.exact_search(np.zeros((0, 4), np.float32), gallery, k=3)
 
 
-MODEL = {"fingerprint": "abc123", "backbone": "resnet50", "input_size": 224, "dim": 4}
+MODEL = {"fingerprint": "abc123", "backbone": "resnet50", "input_size": 224, "dim": 4,
+         "embed_tta": "none"}
 
 
 def write_base(path, names, float16=False, commit=True):
@@ -102,6 +103,15 @@ def test_feature_base_round_trip_with_chinese_names(tmp_path):
         with pytest.raises(base.BaseError, match="fingerprint 'abc123' in the base, 'zzz' "
                                                  "in the model.*--rebuild"):
             fb.check_model({**MODEL, "fingerprint": "zzz"})
+        with pytest.raises(base.BaseError, match="embed_tta 'none' in the base, 'flip'"):
+            fb.check_model({**MODEL, "embed_tta": "flip"})
+    import h5py
+
+    with h5py.File(path, "a") as f:  # a base made before embed_tta was recorded
+        del f.attrs["embed_tta"]
+    with base.open_base(path) as fb:
+        assert fb.meta["embed_tta"] == "none"
+        fb.check_model(MODEL)
 
 
 def test_an_interrupted_index_keeps_the_old_base_and_its_rows_are_reused(tmp_path):

@@ -118,15 +118,16 @@ def test_retrieval_of_classes_never_trained_over_obs(bucket, tmp_path, caplog):
         assert "数字8/new_a.jpg" in names and len(names) == len(set(names))
         assert f["features"].shape[1] == 64  # the neck's output (--embedding_dim)
 
-    # A whitened base (PCA learnt on the gallery): search and the served package whiten the
-    # queries alike, so both rank the same.
+    # A base embedded with flip TTA and whitened (PCA learnt on the gallery): search and the
+    # served package embed and whiten the queries alike, so both rank the same.
     whitened = [f"--index_url={tmp_path / 'whitened.h5'}", *common[:1], *common[2:]]
     assert retrieve.main(["index", f"--data_url=obs://{bucket}/gallery/", *whitened,
-                          "--whiten=true"]) == 0
-    assert re.search(r"whitened: \d+ of 64 axes, power 1", caplog.text), caplog.text
+                          "--whiten=true", "--embed_tta=flip"]) == 0
+    assert re.search(r"flip TTA; whitened: \d+ of 64 axes, power 1", caplog.text), caplog.text
     assert retrieve.main(["search", f"--data_url=obs://{bucket}/queries/", *whitened,
                           f"--output_url={tmp_path / 'whitened'}"]) == 0
     assert "the base is whitened" in caplog.text
+    assert "queries embedded with flip TTA, as the base was" in caplog.text
     white = json.loads((tmp_path / "whitened" / "metrics.json").read_text())
     print("whitened:", white)
     assert white["queries"] == scores["queries"] and white["top1_accuracy"] > 0.6
@@ -141,8 +142,11 @@ def test_retrieval_of_classes_never_trained_over_obs(bucket, tmp_path, caplog):
         server.stop()
     assert [n for n, _ in reply["neighbors"]] == [line.split(",")[2] for line in first]
     caplog.clear()
-    assert retrieve.main(["index", f"--data_url=obs://{bucket}/gallery/", *whitened]) == 0
+    assert retrieve.main(["index", f"--data_url=obs://{bucket}/gallery/", *whitened,
+                          "--embed_tta=flip"]) == 0
     assert "was whitened; this index is not" in caplog.text
+    assert retrieve.main(["index", f"--data_url=obs://{bucket}/gallery/", *whitened]) == 2
+    assert "embed_tta 'flip' in the base, 'none' in the model" in caplog.text
     assert retrieve.main(["index", f"--data_url=obs://{bucket}/gallery/", *whitened,
                           "--whiten=true", "--whiten_dim=-1"]) == 2
 
@@ -156,7 +160,8 @@ def test_retrieval_of_classes_never_trained_over_obs(bucket, tmp_path, caplog):
     assert retrieve.main(["search", f"--data_url=obs://{bucket}/queries/", *common[:1],
                           f"--index_url={other}", *common[2:],
                           f"--output_url={tmp_path / 'x'}"]) == 2
-    assert "was made by another model (fingerprint '0123456789abcdef' in the base" in caplog.text
+    assert "was made by another model or embedding (fingerprint '0123456789abcdef' in the " \
+        "base" in caplog.text
 
 
 def test_the_demo_without_flags_and_a_missing_model(demo_run, tmp_path, caplog):
