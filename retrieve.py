@@ -71,8 +71,9 @@ def build_parser():
                              "queries alike")
     parser.add_argument("--whiten_dim", type=int, default=0,
                         help="index: principal axes kept (0: every one the gallery spans)")
-    parser.add_argument("--whiten_power", type=float, default=1.0,
-                        help="index: each axis scaled by variance^(-power/2): 1 whitens fully, "
+    parser.add_argument("--whiten_power", type=float, default=0.5,
+                        help="index: each axis scaled by variance^(-power/2): 1 whitens fully "
+                             "(it scales up the noise of axes a small gallery barely spans), "
                              "0 only rotates")
     parser.add_argument("--top_k", type=positive, default=10,
                         help="search: results per query; package: what the service returns")

@@ -42,8 +42,11 @@ SEARCHES = {  # (retrieve.py index flags, search flags), each tried on every tra
     "kreciprocal": ([], ["--rerank=kreciprocal"]),
     "qe_dba": ([], ["--query_expansion=5", "--database_augmentation=5"]),
     "whiten": (["--whiten=true"], []),
-    "whiten_half": (["--whiten=true", "--whiten_power=0.5"], []),
+    "whiten_full": (["--whiten=true", "--whiten_power=1"], []),
     "whiten_kreciprocal": (["--whiten=true"], ["--rerank=kreciprocal"]),
+    "flip": (["--embed_tta=flip"], []),
+    "flip_kreciprocal": (["--embed_tta=flip"], ["--rerank=kreciprocal"]),
+    "flip_whiten": (["--embed_tta=flip", "--whiten=true"], []),
 }
 
 
