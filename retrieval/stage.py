@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import shutil
+import time
 
 import numpy as np
 
@@ -113,7 +114,7 @@ def _index_into(run, cache_root, embedder, path):
         if old:
             writer.append(np.stack([reusable[(samples[i].rel, digests[i])] for i in old]),
                           [samples[i].rel for i in old], [digests[i] for i in old], labels(old))
-        skipped = 0
+        skipped, started = 0, time.perf_counter()
         for start in range(0, len(new), CHUNK):
             rows = new[start:start + CHUNK]
             features, done = _embed_named(embedder, [samples[i] for i in rows],
@@ -122,6 +123,7 @@ def _index_into(run, cache_root, embedder, path):
             skipped += len(rows) - len(kept)
             writer.append(features, [samples[i].rel for i in kept],
                           [digests[i] for i in kept], labels(kept))
+        rate = len(new) / max(time.perf_counter() - started, 1e-9)
         whitened = ""
         if run.whiten:
             mean, projection = whiten.learn(writer.raw_blocks(), run.whiten_dim,
@@ -139,8 +141,9 @@ def _index_into(run, cache_root, embedder, path):
     if not total:
         raise UserError(f"no image of {run.data_url or 'the demo'} could be embedded: the "
                          "base is empty")
-    return (f"indexed {total} images into {run.index_url} ({len(new) - skipped} embedded, "
-            f"{len(old)} kept, {skipped} skipped; {embedder.meta['dim']}-d, "
+    speed = f" at {rate:.1f} images/s" if new else ""
+    return (f"indexed {total} images into {run.index_url} ({len(new) - skipped} embedded"
+            f"{speed}, {len(old)} kept, {skipped} skipped; {embedder.meta['dim']}-d, "
             f"{embedder.meta['backbone']} {embedder.meta['fingerprint']}"
             f"{', flip TTA' if run.embed_tta == 'flip' else ''}{whitened})")
 

@@ -42,6 +42,7 @@ def test_retrieval_of_classes_never_trained_over_obs(bucket, tmp_path, caplog):
     common = [f"--model_dir=obs://{bucket}/run/", f"--index_url=obs://{bucket}/base/digits.h5",
               f"--local_data_root={tmp_path / 'cache'}", "--batch_size=32"]
     assert retrieve.main(["index", f"--data_url=obs://{bucket}/gallery/", *common]) == 0
+    assert re.search(r"\(\d+ embedded at [\d.]+ images/s, 0 kept", caplog.text), caplog.text
     assert retrieve.main(["search", f"--data_url=obs://{bucket}/queries/", *common,
                           f"--output_url=obs://{bucket}/found/", "--unknown_flag=1"]) == 0
     assert "ignoring flags retrieve.py does not know: --unknown_flag=1" in caplog.text
