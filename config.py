@@ -53,6 +53,7 @@ class ModelConfig:
     head: str
     head_scale: float
     head_margin: Optional[float]
+    subcenters: int
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from cli import ArgumentParser, HelpFormatter, boolean, positive
 BACKBONES = ("resnet50", "resnet101", "densenet121", "efficientnetb0", "efficientnetb1",
              "efficientnetb2", "efficientnetb3", "efficientnetb4", "mobilenetv3small",
              "mobilenetv3large", "xception")          # models/backbones.BACKBONES
-HEADS = ("softmax", "normface", "cosface", "arcface")  # models/heads.HEADS
+HEADS = ("softmax", "normface", "cosface", "arcface", "subcenter_arcface")  # models/heads.HEADS
 POOLINGS = ("avg", "max", "gem")                      # models/build.POOLINGS
 AUGMENT_PRESETS = ("none", "light", "standard", "strong", "randaugment")  # augment.PRESETS
 AUGMENT_OPS = (("flip", str), ("rotation", float), ("zoom", float), ("shift", float),
@@ -136,12 +136,15 @@ def build_parser():
     model.add_argument("--label_smoothing", type=float, default=0.1,
                        help="share of each target spread over the other classes")
     model.add_argument("--head", default="softmax", choices=HEADS,
-                       help="cosine heads (normface, cosface, arcface) give the better "
-                            "embedding for retrieve.py")
+                       help="cosine heads (normface, cosface, arcface, subcenter_arcface) "
+                            "give the better embedding for retrieve.py")
     model.add_argument("--head_scale", type=float, default=30.0,
                        help="cosine heads: the scale s of softmax(s x cos)")
     model.add_argument("--head_margin", type=float, default=None,
                        help="cosface / arcface margin, in the loss only (default: 0.35 / 0.5)")
+    model.add_argument("--subcenters", type=positive, default=3,
+                       help="subcenter_arcface: weight vectors per class, the nearest counts "
+                            "(Deng et al. 2020: a class's noisy images gather at their own)")
 
     fit = parser.add_argument_group("training")
     fit.add_argument("--max_epochs", type=positive, default=30, help="epochs to train for")

@@ -36,6 +36,8 @@ ROWS = {
     "arcface": ["--head=arcface", "--head_scale=16"],
     "arcface_gem_neck": ["--head=arcface", "--head_scale=16", "--pooling=gem",
                          "--embedding_dim=128"],
+    "subcenter_gem_neck": ["--head=subcenter_arcface", "--head_scale=16", "--pooling=gem",
+                           "--embedding_dim=128"],
 }
 SEARCHES = {  # (retrieve.py index flags, search flags), each tried on every trained row
     "plain": ([], []),

@@ -68,7 +68,7 @@ def _from_weights(path, batch_size):
     model, _ = build.build_classifier(spec["backbone"], len(class_names), spec["input_size"],
                                       spec["dropout"], spec.get("head", "softmax"),
                                       spec.get("head_scale", 30.0), spec.get("pooling", "avg"),
-                                      spec.get("embedding_dim", 0))
+                                      spec.get("embedding_dim", 0), spec.get("subcenters", 3))
     model.load_weights(path)
     log.info("evaluating %s (%s, input %d, from %s)", path, spec["backbone"],
              spec["input_size"], config_path)

@@ -18,11 +18,12 @@ POOL_LAYER, NECK_LAYER = "pool", "embedding"  # the layers whose output retrieva
 
 
 def build_classifier(backbone_name, num_classes, input_size, dropout=0.3, head="softmax",
-                     head_scale=30.0, pooling="avg", embedding_dim=0):
+                     head_scale=30.0, pooling="avg", embedding_dim=0, subcenters=3):
     """(model, backbone): the backbone is returned too, to freeze it or load weights into it.
     The model's output is always `probabilities`; a cosine head's are softmax(scale x cos).
     embedding_dim > 0 adds the neck: Dense(embedding_dim, no bias) then BatchNorm, which the
-    head reads (and retrieval embeds); 0 leaves the pooled backbone feature as it is."""
+    head reads (and retrieval embeds); 0 leaves the pooled backbone feature as it is.
+    `subcenters` is the weight vectors per class of --head=subcenter_arcface."""
     if num_classes < 2:
         raise UserError(f"num_classes={num_classes}: a classifier needs at least 2 classes")
     if embedding_dim < 0:
@@ -41,7 +42,10 @@ def build_classifier(backbone_name, num_classes, input_size, dropout=0.3, head="
         probabilities = keras.layers.Dense(num_classes, activation="softmax", dtype="float32",
                                            name="probabilities")(x)
     elif head in HEADS:
-        cosines = CosineHead(num_classes, name="cosines")(x)
+        if subcenters < 1:
+            raise UserError(f"--subcenters={subcenters}: use 1 or more weight vectors a class")
+        cosines = CosineHead(num_classes, subcenters if head == "subcenter_arcface" else 1,
+                             name="cosines")(x)
         probabilities = ScaledSoftmax(head_scale, name="probabilities")(cosines)
     else:
         raise UserError(f"--head={head!r}: use one of {', '.join(HEADS)}")

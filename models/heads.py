@@ -1,10 +1,13 @@
-"""Cosine-softmax heads (NormFace, CosFace, ArcFace): the better embedding for retrieval and
-a help with imbalanced classes. Nothing in Keras 3 provides them.
+"""Cosine-softmax heads (NormFace, CosFace, ArcFace, sub-center ArcFace): the better
+embedding for retrieval and a help with imbalanced classes. Nothing in Keras 3 provides them.
 
 The head computes cosines between the L2-normalised feature and L2-normalised class weights
 (no bias), in float32 also under mixed precision. Serving keeps the classifier contract:
 probabilities = softmax(scale x cosines). The margin exists only in the training loss, on the
-target class (MarginLoss), so the exported model needs no labels.
+target class (MarginLoss), so the exported model needs no labels. Sub-center ArcFace (Deng et
+al. 2020) gives each class several weight vectors and takes the nearest one's cosine, so a
+class's odd or mislabelled images gather at a sub-centre of their own instead of pulling the
+class's one centre away from its clean images.
 """
 import math
 
@@ -13,31 +16,38 @@ from keras import ops
 
 from errors import UserError
 
-HEADS = ("softmax", "normface", "cosface", "arcface")
-DEFAULT_MARGIN = {"softmax": 0.0, "normface": 0.0, "cosface": 0.35, "arcface": 0.5}
+HEADS = ("softmax", "normface", "cosface", "arcface", "subcenter_arcface")
+DEFAULT_MARGIN = {"softmax": 0.0, "normface": 0.0, "cosface": 0.35, "arcface": 0.5,
+                  "subcenter_arcface": 0.5}
+ANGULAR = ("arcface", "subcenter_arcface")  # the margin is added to the angle
 _EPSILON = 1e-7  # keeps sin(theta) = sqrt(1 - cos^2) away from 0: no infinite gradient
 
 
 @keras.saving.register_keras_serializable(package="modelarts_classifier")
 class CosineHead(keras.layers.Layer):
-    """features [B, D] -> cosines [B, classes] against normalised class weights, no bias."""
+    """features [B, D] -> cosines [B, classes] against normalised class weights, no bias; with
+    `subcenters` K > 1, K weight vectors per class (kernel columns c*K .. c*K+K-1) and the
+    largest of their cosines."""
 
-    def __init__(self, classes, **kwargs):
+    def __init__(self, classes, subcenters=1, **kwargs):
         kwargs.pop("dtype", None)  # always float32 (a saved config carries a dtype too)
         super().__init__(dtype="float32", **kwargs)
-        self.classes = classes
+        self.classes, self.subcenters = classes, int(subcenters)
 
     def build(self, input_shape):
-        self.kernel = self.add_weight(shape=(input_shape[-1], self.classes), name="kernel",
-                                      initializer="glorot_uniform")
+        self.kernel = self.add_weight(shape=(input_shape[-1], self.classes * self.subcenters),
+                                      name="kernel", initializer="glorot_uniform")
 
     def call(self, features):
         features = ops.normalize(ops.cast(features, "float32"), axis=-1, epsilon=1e-12)
         kernel = ops.normalize(self.kernel, axis=0, epsilon=1e-12)
-        return ops.clip(ops.matmul(features, kernel), -1.0, 1.0)
+        cosines = ops.clip(ops.matmul(features, kernel), -1.0, 1.0)
+        if self.subcenters > 1:
+            cosines = ops.max(ops.reshape(cosines, (-1, self.classes, self.subcenters)), axis=-1)
+        return cosines
 
     def get_config(self):
-        return {**super().get_config(), "classes": self.classes}
+        return {**super().get_config(), "classes": self.classes, "subcenters": self.subcenters}
 
 
 @keras.saving.register_keras_serializable(package="modelarts_classifier")
@@ -64,7 +74,7 @@ def margin_logits(cosines, labels, kind, scale, margin):
     labels = ops.cast(labels, "float32")
     if kind == "cosface":
         target = cosines - margin
-    elif kind == "arcface":
+    elif kind in ANGULAR:
         sine = ops.sqrt(ops.maximum(1.0 - ops.square(cosines), _EPSILON))
         shifted = cosines * math.cos(margin) - sine * math.sin(margin)
         target = ops.where(cosines > math.cos(math.pi - margin), shifted,
@@ -88,9 +98,9 @@ class MarginLoss(keras.losses.Loss):
         self.label_smoothing = float(label_smoothing)
         if self.scale <= 0:
             raise UserError(f"--head_scale={scale}: use a positive number (30 is usual)")
-        if not 0.0 <= self.margin < (math.pi / 2 if kind == "arcface" else 1.0):
+        if not 0.0 <= self.margin < (math.pi / 2 if kind in ANGULAR else 1.0):
             raise UserError(f"--head_margin={margin}: use 0 to "
-                             f"{'pi/2' if kind == 'arcface' else '1'} ({kind}'s usual: "
+                             f"{'pi/2' if kind in ANGULAR else '1'} ({kind}'s usual: "
                              f"{DEFAULT_MARGIN[kind]})")
 
     def call(self, y_true, y_pred):

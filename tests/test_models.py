@@ -262,6 +262,34 @@ def test_a_cosine_head_serves_the_softmax_of_its_scaled_cosines():
     assert isinstance(losses.make_loss(head="cosface"), heads.MarginLoss)
 
 
+def test_subcenter_arcface_takes_each_classs_nearest_subcentre_and_trains_only_that_one():
+    from models import heads
+
+    features = np.random.default_rng(2).normal(size=(4, 6)).astype("float32")
+    layer = heads.CosineHead(5, subcenters=3)
+    cos = layer(features).numpy()
+    kernel = layer.kernel.numpy()
+    assert kernel.shape == (6, 15) and cos.shape == (4, 5)
+    every = (features / np.linalg.norm(features, axis=1, keepdims=True)) @ (
+        kernel / np.linalg.norm(kernel, axis=0, keepdims=True))
+    np.testing.assert_allclose(cos, every.reshape(4, 5, 3).max(axis=2), atol=1e-5)
+    # the margin loss moves, per class and image, only the sub-centre nearest that image
+    one = features[:1]
+    with tf.GradientTape() as tape:
+        loss = heads.MarginLoss("subcenter_arcface", scale=16.0)(
+            tf.constant([[0, 1.0, 0, 0, 0]]), layer(one))
+    moved = np.abs(tape.gradient(loss, layer.kernel).numpy()).sum(axis=0).reshape(5, 3) > 0
+    nearest = every[0].reshape(5, 3).argmax(axis=1)
+    np.testing.assert_array_equal(moved, np.eye(3, dtype=bool)[nearest])
+    np.testing.assert_allclose(  # the same margin as arcface's, on the nearest cosine
+        heads.margin_logits(cos, np.eye(5)[[1, 0, 2, 4]], "subcenter_arcface", 16.0, 0.5),
+        heads.margin_logits(cos, np.eye(5)[[1, 0, 2, 4]], "arcface", 16.0, 0.5), rtol=1e-6)
+    model, _ = build.build_classifier("mobilenetv3small", 5, 32, head="subcenter_arcface",
+                                      subcenters=2)
+    assert model.get_layer("cosines").kernel.shape == (576, 10)
+    assert keras.models.model_from_json(model.to_json()).get_layer("cosines").subcenters == 2
+
+
 def test_margins_apply_to_the_target_class_only_and_stay_finite():
     from models import heads
 

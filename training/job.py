@@ -263,7 +263,8 @@ def fingerprint(weights):
 def _classifier(spec, num_classes):
     """(model, backbone) as config.ModelConfig `spec` describes them."""
     return build.build_classifier(spec.backbone, num_classes, spec.input_size, spec.dropout,
-                                  spec.head, spec.head_scale, spec.pooling, spec.embedding_dim)
+                                  spec.head, spec.head_scale, spec.pooling, spec.embedding_dim,
+                                  spec.subcenters)
 
 
 def final_model(spec, class_names, result):
