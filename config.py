@@ -132,7 +132,7 @@ class RetrievalConfig:
     local_data_root: Optional[str]
     rebuild: bool
     float16: bool
-    embed_tta: str
+    embed_tta: Optional[str]
     whiten: bool
     whiten_dim: int
     whiten_power: float

@@ -61,10 +61,10 @@ def build_parser():
                         help="index: embed everything again instead of only new images")
     parser.add_argument("--float16", type=boolean, default=False,
                         help="index: store features as float16 (half the size)")
-    parser.add_argument("--embed_tta", default="none", choices=["none", "flip"],
+    parser.add_argument("--embed_tta", default=None, choices=["none", "flip"],
                         help="index: flip embeds each image and its mirror image and keeps "
                              "the mean; search and the served package embed queries as the "
-                             "base was")
+                             "base was (default: what the base holds, else flip)")
     parser.add_argument("--whiten", type=boolean, default=False,
                         help="index: learn PCA whitening on the gallery and store it in the "
                              "base; search (and the served package) then whiten gallery and "

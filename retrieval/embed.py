@@ -48,7 +48,8 @@ def weights_fingerprint(package):
 
 class Embedder:
     """The embedding signature of one package for `tta` (none: `embed`; flip: `embed_flip`,
-    the mean with the mirror image's), and what identifies the model and its use (`meta`)."""
+    the mean with the mirror image's; None: flip where the package has it), and what
+    identifies the model and its use (`meta`)."""
 
     def __init__(self, package, tta="none"):
         self._loaded = tf.saved_model.load(package)
@@ -57,6 +58,11 @@ class Embedder:
             raise ModelError(f"{package} has no embed signature: it was exported before "
                              "retrieval was added. Export it again (run its training job "
                              "again with --overwrite_model=true).")
+        if tta is None:
+            tta = "flip" if TTA_SIGNATURES["flip"] in signatures else "none"
+            if tta == "none":
+                log.warning("%s was exported before 0.7 and has no embed_flip signature: "
+                            "embedding without flip TTA (export it again for it)", package)
         if TTA_SIGNATURES[tta] not in signatures:
             raise ModelError(f"{package} has no {TTA_SIGNATURES[tta]} signature for "
                              f"--embed_tta={tta}: it was exported before 0.7. Export it again "

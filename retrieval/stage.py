@@ -82,8 +82,13 @@ def index(run, cache_root):
         raise UserError(f"--whiten_dim counts axes (0: all) and --whiten_power is an exponent "
                         f"from 0 (rotate only) to 1 (whiten fully); got {run.whiten_dim} and "
                         f"{run.whiten_power}")
-    embedder = Embedder(find_package(run.model_dir, cache_root), run.embed_tta)
+    package_folder = find_package(run.model_dir, cache_root)
     path = _local_base(run.index_url, cache_root, download=not run.rebuild)
+    tta = run.embed_tta
+    if tta is None and not run.rebuild and os.path.exists(path):
+        with base.open_base(path) as old_base:  # unless told otherwise, as the base was
+            tta = old_base.meta["embed_tta"]
+    embedder = Embedder(package_folder, tta)
     with base.writing(path):
         return _index_into(run, cache_root, embedder, path)
 
@@ -145,7 +150,7 @@ def _index_into(run, cache_root, embedder, path):
     return (f"indexed {total} images into {run.index_url} ({len(new) - skipped} embedded"
             f"{speed}, {len(old)} kept, {skipped} skipped; {embedder.meta['dim']}-d, "
             f"{embedder.meta['backbone']} {embedder.meta['fingerprint']}"
-            f"{', flip TTA' if run.embed_tta == 'flip' else ''}{whitened})")
+            f"{', flip TTA' if embedder.meta['embed_tta'] == 'flip' else ''}{whitened})")
 
 
 def _ranked(run, fb, queries):

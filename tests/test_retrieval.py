@@ -344,3 +344,33 @@ def test_a_whitened_base_keeps_its_features_and_hands_them_out_whitened(tmp_path
     assert [[name for name, _ in row] for row in served] == \
         [[f"{i}.jpg" for i in row] for row in ranked.tolist()]
     np.testing.assert_allclose([[s for _, s in row] for row in served], scores, atol=1e-5)
+
+
+def test_a_package_without_embed_flip_embeds_without_it_unless_flip_is_asked(tmp_path, caplog):
+    """Packages exported before 0.7 have `embed` and `info` only: the default falls back to no
+    TTA (said in the log); --embed_tta=flip is refused, saying what to do."""
+    import tensorflow as tf
+
+    from retrieval.embed import Embedder, ModelError
+
+    class Old(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = tf.Variable([1.0, 0.0])
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
+        def embed(self, images):
+            return {"embeddings": tf.tile(self.weight[None], [tf.shape(images)[0], 1])}
+
+        @tf.function(input_signature=[])
+        def info(self):
+            return {"backbone": tf.constant("resnet50"), "input_size": tf.constant(32),
+                    "resize_mode": tf.constant("letterbox"), "dim": tf.constant(2)}
+
+    old = Old()
+    tf.saved_model.save(old, str(tmp_path / "old"), signatures={
+        "embed": old.embed.get_concrete_function(), "info": old.info.get_concrete_function()})
+    assert Embedder(str(tmp_path / "old"), None).meta["embed_tta"] == "none"
+    assert "has no embed_flip signature: embedding without flip TTA" in caplog.text
+    with pytest.raises(ModelError, match="exported before 0.7. Export it again"):
+        Embedder(str(tmp_path / "old"), "flip")

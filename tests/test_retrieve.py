@@ -42,7 +42,8 @@ def test_retrieval_of_classes_never_trained_over_obs(bucket, tmp_path, caplog):
     common = [f"--model_dir=obs://{bucket}/run/", f"--index_url=obs://{bucket}/base/digits.h5",
               f"--local_data_root={tmp_path / 'cache'}", "--batch_size=32"]
     assert retrieve.main(["index", f"--data_url=obs://{bucket}/gallery/", *common]) == 0
-    assert re.search(r"\(\d+ embedded at [\d.]+ images/s, 0 kept", caplog.text), caplog.text
+    assert re.search(r"\(\d+ embedded at [\d.]+ images/s, 0 kept.*, flip TTA\)",
+                     caplog.text), caplog.text  # flip by default, for a new base
     assert retrieve.main(["search", f"--data_url=obs://{bucket}/queries/", *common,
                           f"--output_url=obs://{bucket}/found/", "--unknown_flag=1"]) == 0
     assert "ignoring flags retrieve.py does not know: --unknown_flag=1" in caplog.text
@@ -143,10 +144,12 @@ def test_retrieval_of_classes_never_trained_over_obs(bucket, tmp_path, caplog):
         server.stop()
     assert [n for n, _ in reply["neighbors"]] == [line.split(",")[2] for line in first]
     caplog.clear()
-    assert retrieve.main(["index", f"--data_url=obs://{bucket}/gallery/", *whitened,
-                          "--embed_tta=flip"]) == 0
+    assert retrieve.main(["index", f"--data_url=obs://{bucket}/gallery/", *whitened]) == 0
     assert "was whitened; this index is not" in caplog.text
-    assert retrieve.main(["index", f"--data_url=obs://{bucket}/gallery/", *whitened]) == 2
+    assert re.search(r"\(0 embedded, \d+ kept, 0 skipped; 64-d, \S+ \w+, flip TTA\)",
+                     caplog.text), caplog.text  # unless told, as the base was embedded
+    assert retrieve.main(["index", f"--data_url=obs://{bucket}/gallery/", *whitened,
+                          "--embed_tta=none"]) == 2
     assert "embed_tta 'flip' in the base, 'none' in the model" in caplog.text
     assert retrieve.main(["index", f"--data_url=obs://{bucket}/gallery/", *whitened,
                           "--whiten=true", "--whiten_dim=-1"]) == 2
