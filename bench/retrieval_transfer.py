@@ -39,13 +39,14 @@ ROWS = {
     "subcenter_gem_neck": ["--head=subcenter_arcface", "--head_scale=16", "--pooling=gem",
                            "--embedding_dim=128"],
 }
+NO_TTA = ["--embed_tta=none"]
 SEARCHES = {  # (retrieve.py index flags, search flags), each tried on every trained row
-    "plain": ([], []),
-    "kreciprocal": ([], ["--rerank=kreciprocal"]),
-    "qe_dba": ([], ["--query_expansion=5", "--database_augmentation=5"]),
-    "whiten": (["--whiten=true"], []),
-    "whiten_full": (["--whiten=true", "--whiten_power=1"], []),
-    "whiten_kreciprocal": (["--whiten=true"], ["--rerank=kreciprocal"]),
+    "plain": (NO_TTA, []),
+    "kreciprocal": (NO_TTA, ["--rerank=kreciprocal"]),
+    "qe_dba": (NO_TTA, ["--query_expansion=5", "--database_augmentation=5"]),
+    "whiten": (NO_TTA + ["--whiten=true"], []),
+    "whiten_full": (NO_TTA + ["--whiten=true", "--whiten_power=1"], []),
+    "whiten_kreciprocal": (NO_TTA + ["--whiten=true"], ["--rerank=kreciprocal"]),
     "flip": (["--embed_tta=flip"], []),
     "flip_kreciprocal": (["--embed_tta=flip"], ["--rerank=kreciprocal"]),
     "flip_whiten": (["--embed_tta=flip", "--whiten=true"], []),
@@ -146,7 +147,7 @@ def main():
     parser.add_argument("--data", default="digits", help="digits, or a folder of class folders")
     parser.add_argument("--unseen", default="7,8,9", help="the classes kept out of training")
     parser.add_argument("--rows", default="default,gem_neck", help=f"of {', '.join(ROWS)}")
-    parser.add_argument("--searches", default="plain,kreciprocal", help=f"of {', '.join(SEARCHES)}")
+    parser.add_argument("--searches", default="plain,flip", help=f"of {', '.join(SEARCHES)}")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--backbone", default="resnet50")
     parser.add_argument("--input_size", type=int, default=32)
