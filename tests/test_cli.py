@@ -71,7 +71,7 @@ def test_train_help_shows_every_default_once_and_the_demos_own_values():
     assert re.search(r"--max_epochs .*\(default: 30; demo: 8\)", " ".join(text.split()))
     assert re.search(r"--backbone .*\(default: resnet50; demo: mobilenetv3small\)",
                      " ".join(text.split()))
-    assert re.search(r"--head .*\(default: softmax; --task=retrieval: arcface\)",
+    assert re.search(r"--head .*\(default: softmax; --task=retrieval: subcenter_arcface\)",
                      " ".join(text.split()))
 
 
@@ -88,7 +88,8 @@ def test_task_retrieval_sets_its_flags_where_the_user_left_them_unset():
     assert (plain.task, plain.head, plain.pooling, plain.embedding_dim) == \
         ("classification", "softmax", "avg", 0)
     demo, _ = flags.parse_args(["--task=retrieval"])  # the demo's settings and the task's
-    assert (demo.backbone, demo.head, demo.embedding_dim) == ("mobilenetv3small", "arcface", 128)
+    assert (demo.backbone, demo.head, demo.embedding_dim) == \
+        ("mobilenetv3small", "subcenter_arcface", 128)
 
 
 def test_the_flag_tables_name_what_the_code_implements():
