@@ -25,13 +25,19 @@ import h5py
 import numpy as np
 
 from errors import UserError
-from serving.gallery import whiten
+from serving.gallery import read_whitening, whiten
 from version import VERSION
 
 FORMAT_VERSION = "1"
 MODEL_KEYS = ("fingerprint", "backbone", "input_size", "dim", "embed_tta")
 OLD_DEFAULTS = {"embed_tta": "none"}  # what bases made before the key existed hold
 _TEXT = h5py.string_dtype("utf-8")
+
+
+def _dataset_blocks(features, size):
+    """(first row, float32 [n, D]) blocks of an HDF5 dataset, in order."""
+    for first in range(0, features.shape[0], size):
+        yield first, np.asarray(features[first:first + size], dtype=np.float32)
 
 
 class BaseError(UserError):
@@ -104,8 +110,7 @@ class FeatureBase:
             self.file.close()
             raise BaseError(f"{path} has no features dataset: not a feature base; make one "
                             "with: python retrieve.py index")
-        self.whitening = ((self.file["whiten_mean"][:], self.file["whiten_projection"][:])
-                          if "whiten_projection" in self.file else None)
+        self.whitening = read_whitening(self.file)
 
     def __enter__(self):
         return self
@@ -148,9 +153,8 @@ class FeatureBase:
     def blocks(self, size=16384):
         """(first row, float32 [n, D]) blocks in order, as compared (whitened if the base is):
         a base larger than memory streams."""
-        features = self.file["features"]
-        for first in range(0, len(self), size):
-            yield first, self.prepare(features[first:first + size])
+        for first, block in _dataset_blocks(self.file["features"], size):
+            yield first, self.prepare(block)
 
     def rows(self, indices):
         """float32 features of the rows `indices` (any shape) as compared, read in sorted
@@ -212,9 +216,7 @@ class Writer:
 
     def raw_blocks(self, size=16384):
         """(first row, float32 [n, D]) blocks of what was appended so far, as embedded."""
-        features = self.file["features"]
-        for first in range(0, features.shape[0], size):
-            yield first, np.asarray(features[first:first + size], dtype=np.float32)
+        return _dataset_blocks(self.file["features"], size)
 
     def set_whitening(self, mean, projection, power):
         """Store a learnt whitening (retrieval/whiten.py); searches then whiten both sides."""

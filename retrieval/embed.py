@@ -44,8 +44,6 @@ def weights_fingerprint(package):
     return digest.hexdigest()[:16]
 
 
-
-
 class Embedder:
     """The embedding signature of one package for `tta` (none: `embed`; flip: `embed_flip`,
     the mean with the mirror image's; None: flip where the package has it), and what

@@ -85,9 +85,13 @@ def index(run, cache_root):
     package_folder = find_package(run.model_dir, cache_root)
     path = _local_base(run.index_url, cache_root, download=not run.rebuild)
     tta = run.embed_tta
-    if tta is None and not run.rebuild and os.path.exists(path):
-        with base.open_base(path) as old_base:  # unless told otherwise, as the base was
-            tta = old_base.meta["embed_tta"]
+    if os.path.exists(path):
+        with base.open_base(path) as old_base:
+            if tta is None and not run.rebuild:  # unless told otherwise, as the base was
+                tta = old_base.meta["embed_tta"]
+            if old_base.whitening and not run.whiten:
+                log.warning("%s was whitened; this index is not (pass --whiten=true on every "
+                            "index of a whitened base)", run.index_url)
     embedder = Embedder(package_folder, tta)
     with base.writing(path):
         return _index_into(run, cache_root, embedder, path)
@@ -100,11 +104,6 @@ def _index_into(run, cache_root, embedder, path):
                                    run.manifest)
     samples = _storable(samples, "gallery")
     reusable = {} if run.rebuild else base.reusable_rows(path, embedder.meta)
-    if not run.whiten and os.path.exists(path):
-        with base.open_base(path) as old_base:
-            if old_base.whitening:
-                log.warning("%s was whitened; this index is not (pass --whiten=true on every "
-                            "index of a whitened base)", run.index_url)
     digests = [s.digest for s in samples]  # screening hashed every file's bytes
     old = [i for i, s in enumerate(samples) if (s.rel, digests[i]) in reusable]
     new = [i for i, s in enumerate(samples) if (s.rel, digests[i]) not in reusable]
@@ -244,7 +243,8 @@ def search_queries(run, cache_root):
                              "retrieve.py index")
     path = _local_base(run.index_url, cache_root)
     with base.open_base(path) as fb:
-        embedder = Embedder(package_folder, fb.meta["embed_tta"])  # queries as the gallery
+        tta = fb.meta["embed_tta"]
+        embedder = Embedder(package_folder, tta)  # queries embedded as the gallery was
         fb.check_model(embedder.meta)
         if not len(fb):
             raise base.BaseError(f"{run.index_url} holds no images: index a gallery first")
@@ -255,8 +255,8 @@ def search_queries(run, cache_root):
         samples = [samples[i] for i in done]
         if not samples:
             raise UserError(f"no query image of {run.data_url} could be embedded")
-        if fb.meta["embed_tta"] != "none":
-            log.info("queries embedded with %s TTA, as the base was", fb.meta["embed_tta"])
+        if tta != "none":
+            log.info("queries embedded with %s TTA, as the base was", tta)
         if fb.whitening:
             log.info("the base is whitened (%d axes): so are the queries",
                      fb.whitening[1].shape[1])

@@ -44,6 +44,13 @@ def best_k(scores, indices, k):
     return np.take_along_axis(scores, order, 1), np.take_along_axis(indices, order, 1)
 
 
+def read_whitening(h5file):
+    """(mean, projection) of a base indexed with --whiten, else None."""
+    if "whiten_projection" not in h5file:
+        return None
+    return h5file["whiten_mean"][:], h5file["whiten_projection"][:]
+
+
 def whiten(features, mean, projection):
     """Features through a base's learnt PCA whitening (retrieval/whiten.py), L2-normalised
     again; the gallery and every query go through the same one."""
@@ -61,8 +68,7 @@ class Gallery:
         with h5py.File(path, "r") as f:
             self.features = np.asarray(f["features"][:], dtype=np.float32)
             self.names = f["names"].asstr()[:].tolist()
-            self.whitening = ((f["whiten_mean"][:], f["whiten_projection"][:])
-                              if "whiten_projection" in f else None)
+            self.whitening = read_whitening(f)
         if self.whitening:
             self.features = whiten(self.features, *self.whitening)
 
