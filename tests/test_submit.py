@@ -336,7 +336,9 @@ def test_train_in_a_custom_image_maps_obs_to_local_folders_and_its_command_runs(
     weights.parent.mkdir(parents=True)
     backbone.save_weights(str(weights))
     (home / "venv" / "bin").mkdir(parents=True)
-    os.symlink(sys.executable, home / "venv" / "bin" / "python")
+    wrapper = home / "venv" / "bin" / "python"  # not a symlink: a virtualenv's python found
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')  # by one loses its venv
+    wrapper.chmod(0o755)
     command = algorithm["command"].replace(training_job.HOME, str(home))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OBS_", "AWS_", "S3_"))}
     env["MA_JOB_DIR"] = str(job_dir)
