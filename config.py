@@ -30,6 +30,8 @@ class FeedConfig:
     resize_mode: str
     batch_size: int
     balance: str
+    sampler: str
+    pk_images: int
     augment: str
     cache_images: bool
     deterministic: bool
@@ -138,7 +140,7 @@ class RetrievalConfig:
     whiten_power: float
     top_k: int
     overwrite: bool
-    search: str
+    search: Optional[str]  # None: exact (Milvus: the collection's index)
     query_expansion: int
     qe_alpha: float
     database_augmentation: int

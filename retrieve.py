@@ -6,6 +6,9 @@ find each query's nearest gallery images (the DIGIX system).
         --top_k=10 --output_url=<folder>
     python retrieve.py package --model_dir=<model/> --index_url=<base.h5>   # serve the gallery
 
+--index_url=milvus://HOST:PORT/COLLECTION (or a local PATH.db, milvus-lite) keeps the features
+in Milvus instead of one HDF5 file, for galleries past one machine's memory.
+
 Flags in train.py's style (--key=value; unknown ones are logged and ignored). Every URL may be
 local, obs:// or s3://. With no flags, after `python train.py`: the demo model, the demo digits
 and outputs/retrieval/. search writes results.csv (query,rank,gallery,score), submission.csv
@@ -46,7 +49,8 @@ def build_parser():
                         "queries (default: the built-in demo digits)")
     parser.add_argument("--index_url", default=os.path.join("outputs", "retrieval",
                                                             "gallery.h5"),
-                        help="the feature base (.h5)")
+                        help="the feature base: an HDF5 file (.h5), a Milvus collection "
+                             "(milvus://HOST:PORT/COLLECTION) or milvus-lite's local PATH.db")
     parser.add_argument("--data_format", default="auto",
                         choices=["auto", "garbage", "folders", "manifest", "unlabelled"],
                         help="auto: a labelled layout if the folder is one, else every image")
@@ -79,9 +83,10 @@ def build_parser():
                         help="search: results per query; package: what the service returns")
     parser.add_argument("--overwrite", type=boolean, default=False,
                         help="package: replace the gallery a package already serves")
-    parser.add_argument("--search", default="exact", choices=["exact", "hnsw", "ivf"],
-                        help="search: exact, or approximate through faiss (its recall@10 "
-                             "against exact is logged)")
+    parser.add_argument("--search", default=None, choices=["exact", "hnsw", "ivf"],
+                        help="search: exact (the default), or approximate through faiss (its "
+                             "recall@10 against exact is logged); a Milvus base searches with "
+                             "the index it was made with, which index picks by this flag")
     parser.add_argument("--query_expansion", type=int, default=0,
                         help="search: average each query with its first N results and search "
                              "again (alpha-QE; 0: off)")
@@ -113,7 +118,7 @@ def main(argv=None):
         log.warning("ignoring flags retrieve.py does not know: %s", " ".join(unknown))
     run = config.retrieval_from_flags(flags)
     import_tensorflow()  # after the flags parse, without its start-up banner
-    from retrieval import stage
+    from retrieval import package, stage
 
     def job():
         for flag in ("model_dir", "index_url"):
@@ -123,7 +128,7 @@ def main(argv=None):
         if run.command == "index":
             return stage.index(run, cache_root)
         if run.command == "package":
-            return stage.package(run, cache_root)
+            return package.package(run, cache_root)
         return stage.search_queries(run, cache_root)
 
     return run_job(job, (obs_utils.ObsError, UserError), log)

@@ -166,13 +166,18 @@ class FeatureBase:
 
     def check_model(self, model_meta):
         """Raise BaseError naming what differs when `model_meta` is not the base's model."""
-        mine = self.meta
-        differs = [f"{key} {mine.get(key)!r} in the base, {model_meta.get(key)!r} in the model"
-                   for key in MODEL_KEYS if str(mine.get(key)) != str(model_meta.get(key))]
-        if differs:
-            raise BaseError(f"{self.path} was made by another model or embedding "
-                            f"({'; '.join(differs)}): its features cannot be compared with "
-                            "these. Rebuild it: python retrieve.py index --rebuild=true ...")
+        check_same_model(self.path, self.meta, model_meta)
+
+
+def check_same_model(where, base_meta, model_meta):
+    """Raise BaseError naming what differs when the base at `where` (its `base_meta`) was
+    not made by the model and embedding of `model_meta`."""
+    differs = [f"{key} {base_meta.get(key)!r} in the base, {model_meta.get(key)!r} in the "
+               "model" for key in MODEL_KEYS if str(base_meta.get(key)) != str(model_meta.get(key))]
+    if differs:
+        raise BaseError(f"{where} was made by another model or embedding "
+                        f"({'; '.join(differs)}): its features cannot be compared with "
+                        "these. Rebuild it: python retrieve.py index --rebuild=true ...")
 
 
 def open_base(path):

@@ -1,25 +1,22 @@
-"""The three jobs of retrieve.py: index a gallery into a feature base; search it with
-queries (results.csv, the contest's one-line-per-query file, and metrics when labels are
-known); package it into a model package, to be served. Every URL may be local, obs:// or
-s3://; remote bases are worked on in the cache and uploaded when complete."""
+"""Two jobs of retrieve.py: index a gallery into a feature base (an HDF5 file, or a Milvus
+collection: retrieval/milvus.py); search it with queries (results.csv, the contest's
+one-line-per-query file, and metrics when labels are known). The third, package, is in
+retrieval/package.py. Every URL may be local, obs:// or s3://; remote bases are worked on in
+the cache and uploaded when complete."""
 import csv
 import io
 import json
 import logging
 import os
-import shutil
 import time
 
 import numpy as np
 
 import obs_utils
 from errors import UserError
-from export import package as export_package
 from inputs import fetch, prepare
-from serving import check
-from serving import gallery as served_gallery
 
-from . import base, metrics, search, whiten
+from . import base, metrics, milvus, search, whiten
 from .embed import Embedder, find_package
 
 log = logging.getLogger("retrieval")
@@ -83,6 +80,8 @@ def index(run, cache_root):
                         f"from 0 (rotate only) to 1 (whiten fully); got {run.whiten_dim} and "
                         f"{run.whiten_power}")
     package_folder = find_package(run.model_dir, cache_root)
+    if milvus.is_milvus(run.index_url):
+        return _index_milvus(run, cache_root, package_folder)
     path = _local_base(run.index_url, cache_root, download=not run.rebuild)
     tta = run.embed_tta
     if os.path.exists(path):
@@ -152,6 +151,57 @@ def _index_into(run, cache_root, embedder, path):
             f"{', flip TTA' if embedder.meta['embed_tta'] == 'flip' else ''}{whitened})")
 
 
+def _index_milvus(run, cache_root, package_folder):
+    """index into a Milvus collection, in place: rows the gallery no longer holds as they
+    are (gone, changed bytes or label) are deleted, images it does not hold yet embedded."""
+    for flag, value in (("whiten", run.whiten), ("float16", run.float16)):
+        if value:
+            raise UserError(f"--{flag}=true is for HDF5 bases; a Milvus collection stores "
+                            "float32 vectors as embedded: leave it out, or index into a .h5")
+    parsed = milvus.parse(run.index_url)
+    report_url = (os.path.splitext(parsed[0])[0] + "_screening.json" if parsed[0][0] == "/"
+                  else obs_utils.join(run.output_url, f"{parsed[1]}_screening.json"))
+    samples, class_names = _images(run.data_url, cache_root, report_url, run.data_format,
+                                   run.manifest)
+    samples = [s for s in _storable(samples, "gallery") if milvus.storable_name(s.rel)
+               or log.warning("skipped %s: its name is longer than the %d bytes a Milvus key "
+                              "holds", s.rel, milvus.NAME_LENGTH)]
+    wanted = {s.rel: (s.digest, class_names[s.label] if class_names else "") for s in samples}
+    tta = run.embed_tta
+    if tta is None and not run.rebuild:  # unless told otherwise, as the collection was
+        tta = milvus.existing_meta(run.index_url).get("embed_tta")
+    embedder = Embedder(package_folder, tta)
+    with milvus.open_for_index(run.index_url, embedder.meta, run.search,
+                               run.rebuild) as collection:
+        held = {row["name"]: (row["digest"], row["label"])
+                for batch in collection.held() for row in batch}
+        stale = [name for name, row in held.items() if wanted.get(name) != row]
+        milvus.delete(collection, stale)
+        new = [s for s in samples if held.get(s.rel) != wanted[s.rel]]
+        log.info("gallery: %d images, %d already in %s, %d to embed, %d rows removed",
+                 len(samples), len(samples) - len(new), run.index_url, len(new), len(stale))
+        skipped, started = 0, time.perf_counter()
+        for start in range(0, len(new), CHUNK):
+            chunk = new[start:start + CHUNK]
+            features, done = _embed_named(embedder, chunk, run.batch_size, "embedding gallery")
+            kept = [chunk[j] for j in done]
+            skipped += len(chunk) - len(kept)
+            milvus.insert(collection, features, [s.rel for s in kept],
+                          [wanted[s.rel][0] for s in kept], [wanted[s.rel][1] for s in kept])
+        rate = len(new) / max(time.perf_counter() - started, 1e-9)
+        total, kind = len(collection), collection.kind
+    if not total:
+        raise UserError(f"no image of {run.data_url or 'the demo'} could be embedded: the "
+                        "collection is empty")
+    speed = f" at {rate:.1f} images/s" if new else ""
+    return (f"indexed {total} images into {run.index_url} ({len(new) - skipped} embedded"
+            f"{speed}, {len(samples) - len(new)} kept, {len(stale)} removed, {skipped} "
+            f"skipped; {embedder.meta['dim']}-d, {embedder.meta['backbone']} "
+            f"{embedder.meta['fingerprint']}"
+            f"{', flip TTA' if embedder.meta['embed_tta'] == 'flip' else ''}; Milvus "
+            f"{milvus.INDEXES[kind][0]})")
+
+
 def _ranked(run, fb, queries):
     """(scores, gallery rows) [Q, top_k] by --search, with the re-ranking asked for:
     --database_augmentation (the gallery, in memory, averaged with its own neighbours) and
@@ -174,7 +224,7 @@ def _ranked(run, fb, queries):
                  run.rerank_k2, run.rerank_lambda)
         return search.k_reciprocal_rerank(queries, gallery, run.top_k, run.rerank_k1,
                                           run.rerank_k2, run.rerank_lambda)
-    if run.search == "exact":
+    if (run.search or "exact") == "exact":
         def find(q, count):
             return search.exact_search(q, blocks(), count)
     else:
@@ -222,7 +272,7 @@ def _check_rerank(run):
     """Refuse, before anything is embedded, what --rerank=kreciprocal cannot combine with."""
     if run.rerank != "kreciprocal":
         return
-    if run.search != "exact":
+    if run.search not in (None, "exact"):
         raise UserError(f"--rerank=kreciprocal needs every query-gallery distance, which "
                         f"--search={run.search} does not compute: pass --search=exact")
     if run.query_expansion:
@@ -233,16 +283,78 @@ def _check_rerank(run):
                         f"{run.rerank_lambda}")
 
 
+def _open_base(run, cache_root):
+    """The base at --index_url, open for search: HDF5 (fetched to the cache when remote) or
+    Milvus."""
+    if milvus.is_milvus(run.index_url):
+        for flag, value in (("database_augmentation", run.database_augmentation),
+                            ("rerank", run.rerank != "none")):
+            if value:
+                raise UserError(f"--{flag} holds the whole gallery in memory, which a Milvus "
+                                "base is there to avoid: leave it out, or search a .h5 base")
+        return milvus.open_base(run.index_url)
+    if obs_utils.is_remote(run.index_url) and not obs_utils.exists(run.index_url):
+        raise base.BaseError(f"{run.index_url} does not exist: make it with python "
+                             "retrieve.py index")
+    return base.open_base(_local_base(run.index_url, cache_root))
+
+
+def _hits_h5(run, fb, queries):
+    """(scores, gallery names, gallery labels) per query from an HDF5 base, and every
+    gallery image's label (labels are class names, '' when unknown)."""
+    scores, ranked = _ranked(run, fb, fb.prepare(queries))
+    names = fb.names
+    labels = np.array(fb.label_names + [""], dtype=object)[fb.labels]  # -1: ''
+    found = [[g for g in row if g >= 0] for row in ranked.tolist()]
+    return ([s[:len(f)] for s, f in zip(scores.tolist(), found)],
+            [[names[g] for g in f] for f in found], [labels[f].tolist() for f in found],
+            labels)
+
+
+def _hits_milvus(run, collection, queries):
+    """_hits_h5's four, from a Milvus collection, by its own index: alpha-QE searches again
+    with the stored vectors of the first results; an approximate index's recall@10 against
+    exact search (every stored vector streamed once) is logged."""
+    if run.search and run.search != collection.kind:
+        log.warning("%s was made with --search=%s: it searches with that (index with "
+                    "--rebuild=true --search=%s for another)", run.index_url, collection.kind,
+                    run.search)
+    k = max(run.top_k, run.query_expansion)
+    scores, names, labels = collection.search(queries, k)
+    if run.query_expansion:
+        n = run.query_expansion
+        first = [row[:n] + row[:1] * (n - len(row[:n])) for row in names]  # pad: the best
+        weights = np.array([row[:n] + [0.0] * (n - len(row[:n])) for row in scores])
+        neighbours = collection.vectors([name for row in first for name in row])
+        queries = search.query_expansion(queries, neighbours.reshape(len(queries), n, -1),
+                                         weights, run.qe_alpha)
+        scores, names, labels = collection.search(queries, run.top_k)
+    if collection.kind != "exact":
+        sample = queries[:200]
+        stored = []  # names in the order exact search sees the blocks
+
+        def blocks():
+            for batch in collection.held(vectors=True):
+                yield len(stored), np.asarray([row["vector"] for row in batch], np.float32)
+                stored.extend(row["name"] for row in batch)
+        exact = search.exact_search(sample, blocks(), 10)[1]
+        recall = search.recall_at_k(
+            [row[:10] for row in collection.search(sample, 10)[1]],
+            [[stored[g] for g in row] for row in exact.tolist()])
+        log.info("Milvus %s: recall@10 %.4f against exact on %d queries",
+                 milvus.INDEXES[collection.kind][0], recall, len(sample))
+    gallery_labels = np.array([row["label"] for batch in collection.held() for row in batch],
+                              dtype=object)
+    return ([s[:run.top_k] for s in scores], [n[:run.top_k] for n in names],
+            [lab[:run.top_k] for lab in labels], gallery_labels)
+
+
 def search_queries(run, cache_root):
     """retrieve.py search: the top-k gallery images per query into --output_url; returns the
     summary line (the metrics when queries and gallery carry labels)."""
     _check_rerank(run)
     package_folder = find_package(run.model_dir, cache_root)
-    if obs_utils.is_remote(run.index_url) and not obs_utils.exists(run.index_url):
-        raise base.BaseError(f"{run.index_url} does not exist: make it with python "
-                             "retrieve.py index")
-    path = _local_base(run.index_url, cache_root)
-    with base.open_base(path) as fb:
+    with _open_base(run, cache_root) as fb:
         tta = fb.meta["embed_tta"]
         embedder = Embedder(package_folder, tta)  # queries embedded as the gallery was
         fb.check_model(embedder.meta)
@@ -260,89 +372,23 @@ def search_queries(run, cache_root):
         if fb.whitening:
             log.info("the base is whitened (%d axes): so are the queries",
                      fb.whitening[1].shape[1])
-        scores, ranked = _ranked(run, fb, fb.prepare(queries))
-        names, gallery_labels, label_names = fb.names, fb.labels, fb.label_names
-    rows = [(s.rel, rank + 1, names[g], f"{score:.6f}")
-            for s, gs, ss in zip(samples, ranked, scores)
-            for rank, (g, score) in enumerate(zip(gs, ss)) if g >= 0]
+        hits = _hits_milvus if isinstance(fb, milvus.MilvusBase) else _hits_h5
+        scores, names, labels, gallery_labels = hits(run, fb, queries)
+    rows = [(s.rel, rank + 1, name, f"{score:.6f}")
+            for s, ns, ss in zip(samples, names, scores)
+            for rank, (name, score) in enumerate(zip(ns, ss))]
     obs_utils.write_text(obs_utils.join(run.output_url, "results.csv"),
                          _csv_text(rows, ["query", "rank", "gallery", "score"]))
-    contest = "".join(submission_line(s.rel, [names[g] for g in gs if g >= 0])
-                      for s, gs in zip(samples, ranked))
+    contest = "".join(submission_line(s.rel, ns) for s, ns in zip(samples, names))
     obs_utils.write_text(obs_utils.join(run.output_url, "submission.csv"), contest)
     summary = f"top-{run.top_k} of {len(samples)} queries written to {run.output_url}"
-    if class_names and label_names:
-        by_name = {name: i for i, name in enumerate(label_names)}
-        query_labels = np.array([by_name.get(class_names[s.label], -2) for s in samples])
-        scores_ = metrics.retrieval_scores(query_labels, gallery_labels[ranked],
-                                           gallery_labels, k=10)
+    if class_names and (gallery_labels != "").any():
+        query_labels = np.array([class_names[s.label] for s in samples], dtype=object)
+        ranked_labels = np.full((len(samples), run.top_k), None, dtype=object)  # None: no hit
+        for row, found in zip(ranked_labels, labels):
+            row[:len(found)] = found
+        scores_ = metrics.retrieval_scores(query_labels, ranked_labels, gallery_labels, k=10)
         obs_utils.write_text(obs_utils.join(run.output_url, "metrics.json"),
                              json.dumps(scores_, indent=2))
         summary = metrics.summary_line(scores_) + "; " + summary
     return summary
-
-
-GALLERY_FILE = "gallery.h5"
-_NEIGHBORS = {"type": "array", "items": {"type": "array", "minItems": 2, "maxItems": 2,
-                                        "items": [{"type": "string"}, {"type": "number"}]}}
-NEIGHBORS_RESPONSE = {  # config.json's reply schema for a retrieval package: one file, several
-    "Content-type": "application/json",
-    "data": {"type": "object", "properties": {
-        "result": {"type": "string"},
-        "neighbors": _NEIGHBORS,
-        "results": {"type": "array", "items": {
-            "type": "object", "required": ["file", "result", "neighbors"],
-            "properties": {"file": {"type": "string"}, "result": {"type": "string"},
-                           "neighbors": _NEIGHBORS}}}}}}
-
-
-def package(run, cache_root):
-    """retrieve.py package: put the base at --index_url into the model package, record it in
-    its config.json and bring its customize_service.py and serving/ up to date, so the
-    deployed service answers with the nearest gallery images. A package already serving a
-    gallery is changed only with --overwrite."""
-    folder = find_package(run.model_dir, cache_root)
-    path = _local_base(run.index_url, cache_root)
-    with base.open_base(path) as fb:
-        embedder = Embedder(folder, fb.meta["embed_tta"])
-        fb.check_model(embedder.meta)
-        images = len(fb)
-    config_path = os.path.join(folder, check.CONFIG)
-    with open(config_path, encoding="utf-8") as f:
-        config = json.load(f)
-    serving_now = served_gallery.settings(folder) or config.get("retrieval")  # or an old one
-    if serving_now and not run.overwrite:
-        raise UserError(f"{run.model_dir} already serves a gallery "
-                         f"({serving_now.get('images')} images); pass --overwrite=true "
-                         "to replace it")
-    shutil.copyfile(path, os.path.join(folder, GALLERY_FILE))
-    export_package.copy_service(folder)  # a service that knows galleries
-    settings_path = os.path.join(folder, served_gallery.SETTINGS_FILE)
-    with open(settings_path, "w", encoding="utf-8") as f:
-        json.dump({"index": GALLERY_FILE, "top_k": run.top_k, "images": images,
-                   "fingerprint": embedder.meta["fingerprint"],
-                   "embed_tta": embedder.meta["embed_tta"]}, f, indent=2)
-    config.pop("retrieval", None)  # where packages before 0.5 kept it: not a spec field
-    config["model_algorithm"] = "image_retrieval"
-    config["apis"][0]["response"] = NEIGHBORS_RESPONSE
-    with open(config_path, "w", encoding="utf-8") as f:
-        json.dump(config, f, indent=2, ensure_ascii=False)
-    problems = check.check_package(folder) or check.check_replies(folder)
-    if problems:
-        raise ValueError("the package fails the check after adding the gallery: "
-                         + "; ".join(problems))
-    if obs_utils.is_remote(run.model_dir):  # the gallery first: retrieval.json switches it on
-        remote = run.model_dir
-        if not obs_utils.exists(obs_utils.join(remote, "saved_model.pb")):
-            remote = obs_utils.join(remote, "model")
-        obs_utils.copy(os.path.join(folder, GALLERY_FILE), obs_utils.join(remote, GALLERY_FILE))
-        for name in export_package.SERVICE_FILES:
-            if os.path.isdir(os.path.join(folder, name)):
-                obs_utils.copy_tree(os.path.join(folder, name), obs_utils.join(remote, name),
-                                    progress=False)
-            else:
-                obs_utils.copy(os.path.join(folder, name), obs_utils.join(remote, name))
-        obs_utils.copy(settings_path, obs_utils.join(remote, served_gallery.SETTINGS_FILE))
-        obs_utils.copy(config_path, obs_utils.join(remote, check.CONFIG))
-    return (f"{run.model_dir} now serves the {run.top_k} nearest of {images} gallery images "
-            f"(check: OK); try it: python customize_service.py --model_dir {folder}")
