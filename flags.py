@@ -19,6 +19,7 @@ AUGMENT_OPS = (("flip", str), ("rotation", float), ("zoom", float), ("shift", fl
                ("mixup_prob", float), ("mixup_alpha", float), ("randaugment_ops", int),
                ("randaugment_strength", float))  # inputs/augment.DEFAULTS
 BALANCE_POLICIES = ("none", "oversample", "sqrt", "class_weight")  # inputs/balance.POLICIES
+SAMPLERS = ("random", "pk")                           # inputs/balance.SAMPLERS
 OPTIMIZERS = ("adam", "sgd", "adamw", "ranger")       # training/optim.OPTIMIZERS
 SCHEDULES = ("plateau", "cosine", "sgdr", "step")     # training/optim.SCHEDULES
 LOSSES = ("categorical_crossentropy", "focal")         # models/losses.ALLOWED
@@ -98,6 +99,12 @@ def build_parser():
     feed.add_argument("--balance", default="oversample", choices=BALANCE_POLICIES,
                       help="against class imbalance: oversample draws every class equally "
                            "often, sqrt by the root of its size, class_weight weighs the loss")
+    feed.add_argument("--sampler", default="random", choices=SAMPLERS,
+                      help="random: each draw on its own; pk: each batch P = batch_size / "
+                           "--pk_images classes, K = --pk_images images of each (metric "
+                           "learning's P x K batches; classes drawn as --balance=oversample)")
+    feed.add_argument("--pk_images", type=positive, default=4,
+                      help="--sampler=pk: K, images of each class in a batch")
     feed.add_argument("--augment", default="standard", choices=AUGMENT_PRESETS,
                       help="augmentation preset (inputs/augment.py); the flags below override "
                            "its parts")

@@ -123,6 +123,7 @@ def train_and_export(run, flags, unknown, cache_root):
                          f"{len(data.class_names)} classes; leave it at 0 to take the data's")
     counts = screening.class_counts(data.train, len(data.class_names))
     balance.log_plan(counts, feed.balance, data.class_names, len(data.train))
+    balance.log_sampler(feed.sampler, feed.balance, feed.batch_size, feed.pk_images, counts)
     run_config = {"config": config.as_dict(run), "flags": vars(flags),
                   "ignored_flags": unknown, "versions": versions(),
                   "local_data_dir": data_dir, "classes": len(data.class_names),

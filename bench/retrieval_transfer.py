@@ -38,6 +38,9 @@ ROWS = {
                          "--embedding_dim=128"],
     "subcenter_gem_neck": ["--head=subcenter_arcface", "--head_scale=16", "--pooling=gem",
                            "--embedding_dim=128"],
+    "pk": ["--sampler=pk", "--pk_images=8"],
+    "subcenter_gem_neck_pk": ["--head=subcenter_arcface", "--head_scale=16", "--pooling=gem",
+                              "--embedding_dim=128", "--sampler=pk", "--pk_images=8"],
 }
 NO_TTA = ["--embed_tta=none"]
 SEARCHES = {  # (retrieve.py index flags, search flags), each tried on every trained row

@@ -9,6 +9,9 @@ Policies (`--balance`):
 
 Sampling draws a class from the policy's distribution, then an image of that class uniformly,
 with stateless random ops seeded from `seed`: the same seed gives the same stream.
+
+The P x K sampler (`--sampler=pk`, of re-identification and metric learning) groups the
+draws instead: each batch holds P = batch / K classes, K images of each (pk_stream).
 """
 import logging
 
@@ -86,3 +89,55 @@ def index_stream(labels, policy, seed):
         return order[starts[class_id] + offset]
 
     return tf.data.Dataset.random(seed=seed).batch(4).map(draw)
+
+
+SAMPLERS = ("random", "pk")
+
+
+def log_sampler(sampler, policy, batch_size, images_per_class, counts):
+    """Refuse what --sampler=pk cannot do (a UserError), and log its batches' make-up."""
+    if sampler != "pk":
+        return
+    if policy != "oversample":
+        raise UserError(f"--sampler=pk draws its classes uniformly, as --balance=oversample "
+                        f"does; --balance={policy} cannot apply on top: leave --balance out")
+    if batch_size % images_per_class:
+        raise UserError(f"--sampler=pk fills a batch with K = --pk_images images of each of "
+                        f"its classes: --batch_size={batch_size} is not a multiple of "
+                        f"--pk_images={images_per_class}")
+    per_batch, present = batch_size // images_per_class, int(np.count_nonzero(counts))
+    log.info("sampler=pk: each batch %d classes x %d images%s", per_batch, images_per_class,
+             "" if per_batch <= present else f" (the data has {present} classes: some come "
+             "twice a batch; lower --batch_size or raise --pk_images for distinct ones)")
+
+
+def pk_stream(labels, batch_size, images_per_class, seed):
+    """An endless stream of sample indices, batch_size at a time: P = batch_size / K classes
+    (K = images_per_class), distinct while the training set has P classes (else every class
+    as evenly as P allows), then K images of each, drawn uniformly with replacement; the K of
+    one class follow each other. Classes are drawn uniformly, as --balance=oversample does."""
+    labels = np.asarray(labels, dtype=np.int64)
+    if images_per_class < 1 or batch_size % images_per_class:
+        raise UserError(f"--sampler=pk fills a batch with K = --pk_images images of each of "
+                        f"its classes: --batch_size={batch_size} is not a multiple of "
+                        f"--pk_images={images_per_class}")
+    per_batch = batch_size // images_per_class
+    counts = np.bincount(labels)
+    present = np.flatnonzero(counts).astype(np.int64)
+    rounds = -(-per_batch // len(present))  # permutations of the classes a batch needs
+    order = tf.constant(np.argsort(labels, kind="stable"), dtype=tf.int64)
+    starts = tf.constant(np.concatenate([[0], np.cumsum(counts)[:-1]]), dtype=tf.int64)
+    sizes = tf.constant(counts, dtype=tf.int64)
+    classes = tf.constant(present)
+
+    def draw(seeds):
+        shuffled = tf.argsort(tf.random.stateless_uniform([rounds, len(present)], seeds[0:2]),
+                              axis=1)
+        chosen = tf.gather(classes, tf.reshape(shuffled, [-1])[:per_batch])  # [P]
+        picks = tf.random.stateless_uniform([per_batch, images_per_class], seeds[2:4])
+        offsets = tf.cast(picks * tf.cast(tf.gather(sizes, chosen), tf.float32)[:, None],
+                          tf.int64)
+        offsets = tf.minimum(offsets, tf.gather(sizes, chosen)[:, None] - 1)
+        return tf.reshape(tf.gather(order, tf.gather(starts, chosen)[:, None] + offsets), [-1])
+
+    return tf.data.Dataset.random(seed=seed).batch(4).map(draw).unbatch()

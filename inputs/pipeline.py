@@ -46,8 +46,9 @@ def decode_to_memory(samples, input_size, resize_mode):
 
 def train_dataset(samples, num_classes, batch_size, input_size, resize_mode="letterbox",
                   balance_policy="oversample", augment_settings=None, seed=0,
-                  cache_images=False, deterministic=False):
-    """Endless dataset of (images float32 [B, S, S, 3], labels float32 one-hot/soft [B, C])."""
+                  cache_images=False, deterministic=False, sampler="random", pk_images=4):
+    """Endless dataset of (images float32 [B, S, S, 3], labels float32 one-hot/soft [B, C]);
+    sampler "pk" makes each batch P classes x `pk_images` images (inputs/balance.py)."""
     labels = np.array([s.label for s in samples], dtype=np.int64)
     label_table = tf.constant(labels)
     settings = augment_settings or augment.resolve("none")
@@ -73,7 +74,8 @@ def train_dataset(samples, num_classes, batch_size, input_size, resize_mode="let
             image = resize_image(image, input_size, resize_mode)
         return image, label_table[i]
 
-    indices = balance.index_stream(labels, balance_policy, seed)
+    indices = (balance.pk_stream(labels, batch_size, pk_images, seed) if sampler == "pk"
+               else balance.index_stream(labels, balance_policy, seed))
     params = augment.param_stream(settings, seed + 1)
     ds = tf.data.Dataset.zip(indices, params).map(load, num_parallel_calls=AUTOTUNE)
     policy = augment.randaugment(settings, seed + 3)

@@ -106,6 +106,7 @@ def test_the_flag_tables_name_what_the_code_implements():
     assert list(flags.AUGMENT_PRESETS) == list(augment.PRESETS)
     assert [name for name, _ in flags.AUGMENT_OPS] == list(augment.DEFAULTS)
     assert list(flags.BALANCE_POLICIES) == list(balance.POLICIES)
+    assert list(flags.SAMPLERS) == list(balance.SAMPLERS)
     assert list(flags.OPTIMIZERS) == list(optim.OPTIMIZERS)
     assert list(flags.SCHEDULES) == list(optim.SCHEDULES)
     assert list(flags.LOSSES) == list(losses.ALLOWED)

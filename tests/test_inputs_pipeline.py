@@ -61,6 +61,52 @@ def test_balanced_training_batches_from_a_10_to_1_set(tmp_path):
     assert abs(share - 0.5) < 4 * math.sqrt(0.25 / len(labels)), share
 
 
+@pytest.mark.parametrize("classes, per_batch_counts", [(10, {4}), (3, {8, 12})])
+def test_pk_batches_hold_p_classes_of_k_images(classes, per_batch_counts):
+    """P = 32 / 4 = 8 classes a batch, 4 images each in a row, every index of its class; with
+    10 classes the 8 are distinct, with 3 each comes as evenly as 8 groups allow (2 or 3
+    groups: 8 or 12 images). Over many batches every class (of sizes 1..400) is drawn about
+    equally, and the same seed gives the same stream."""
+    labels = np.repeat(np.arange(classes), [1 + 400 * (c % 2) for c in range(classes)])
+    stream = balance.pk_stream(labels, 32, 4, seed=5)
+    batches = np.array(list(stream.take(32 * 200).as_numpy_iterator())).reshape(200, 32)
+    groups = labels[batches].reshape(200, 8, 4)
+    assert (groups == groups[:, :, :1]).all()  # K images of one class follow each other
+    for batch in labels[batches]:
+        assert set(collections.Counter(batch.tolist()).values()) <= per_batch_counts
+    if classes >= 8:
+        assert all(len(set(g[:, 0])) == 8 for g in groups)
+    shares = np.bincount(labels[batches].ravel(), minlength=classes) / batches.size
+    np.testing.assert_allclose(shares, 1 / classes, atol=0.02)
+    again = np.array(list(balance.pk_stream(labels, 32, 4, seed=5).take(64)
+                          .as_numpy_iterator()))
+    other = np.array(list(balance.pk_stream(labels, 32, 4, seed=6).take(64)
+                          .as_numpy_iterator()))
+    assert (again == batches.ravel()[:64]).all() and (other != again).any()
+
+
+def test_pk_sampler_through_the_pipeline_and_its_refusals(tmp_path, caplog):
+    """The real pipeline (files decoded, augmented) under --sampler=pk: one-hot labels in
+    groups of K; a batch K does not divide, or --balance other than oversample, is refused."""
+    samples = write_imbalanced(tmp_path, [30, 3, 12])
+    ds = pipeline.train_dataset(samples, 3, batch_size=12, input_size=16, seed=1,
+                                augment_settings=augment.resolve("standard"),
+                                sampler="pk", pk_images=2)
+    for _, y in ds.take(5):
+        groups = y.numpy().argmax(1).reshape(6, 2)
+        assert (groups[:, 0] == groups[:, 1]).all()
+        assert sorted(np.bincount(groups[:, 0], minlength=3)) == [2, 2, 2]
+    caplog.set_level("INFO")
+    balance.log_sampler("pk", "oversample", 32, 4, [5, 0, 7])
+    assert "sampler=pk: each batch 8 classes x 4 images (the data has 2 classes" in caplog.text
+    with pytest.raises(balance.UserError, match="--batch_size=30 is not a multiple of "
+                                                "--pk_images=4"):
+        balance.log_sampler("pk", "oversample", 30, 4, [5, 7])
+    with pytest.raises(balance.UserError, match="--balance=sqrt cannot apply on top"):
+        balance.log_sampler("pk", "sqrt", 32, 4, [5, 7])
+    balance.log_sampler("random", "sqrt", 30, 4, [5, 7])  # not pk: nothing to refuse
+
+
 def test_augmentation_keeps_shapes_and_soft_labels_sum_to_one(tmp_path):
     samples = write_imbalanced(tmp_path, [20, 20, 20], size=24)
     settings = augment.resolve("strong", {"cutmix_prob": 0.5, "mixup_prob": 0.5})

@@ -36,7 +36,7 @@ def _datasets(strategy, data, feed, seed):
         return pipeline.train_dataset(
             data.train, num_classes, feed.batch_size, feed.input_size, feed.resize_mode,
             feed.balance, feed.augmentation, seed + 7919 * context.input_pipeline_id,
-            feed.cache_images, feed.deterministic)
+            feed.cache_images, feed.deterministic, feed.sampler, feed.pk_images)
 
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
