@@ -101,8 +101,8 @@ def test_monitor_val_loss_keeps_the_lowest_losses_and_stops_on_them(tmp_path):
 
 
 def test_the_recipe_flags_train_together_in_one_job(tmp_path, clean_storage_env):
-    """Focal loss, SGDR, gradient centralization, --ema, --backbone_lr_mult, RandAugment and
-    --monitor=val_macro_recall together through train.py: the weights files are named by the
+    """Focal loss, SGDR, gradient centralization, --ema, --backbone_lr_mult, RandAugment, the
+    P x K sampler and --monitor=val_macro_recall together through train.py: the weights files are named by the
     monitor, and the last epoch runs at the rate SGDR gives it. Their resume is checked where it could fail: SGDR
     resumed with another batch (tests/test_training_paths.py), EMA's averages in the checkpoint
     (tests/test_checkpoints.py), EMA and GC on two replicas (tests/test_distributed.py);
@@ -113,7 +113,7 @@ def test_the_recipe_flags_train_together_in_one_job(tmp_path, clean_storage_env)
               "--restart_mult=4", "--warmup_epochs=0", "--grad_centralization=true",
               "--monitor=val_macro_recall", "--ema=0.9", "--freeze_epochs=0",
               "--backbone_lr_mult=0.5", "--randaugment_ops=1", "--export_model=false",
-              "--early_stop_patience=0"]
+              "--early_stop_patience=0", "--sampler=pk", "--pk_images=2"]
     common = [f"--data_url={data}", f"--train_url={out}",
               f"--local_data_root={tmp_path / 'cache'}", *SMALL, *recipe]
     proc = run_train(*common, "--max_epochs=3")
@@ -121,6 +121,7 @@ def test_the_recipe_flags_train_together_in_one_job(tmp_path, clean_storage_env)
     assert "epoch 3/3 " in proc.stdout
     assert "use the weights' moving average (--ema=0.9" in proc.stdout
     assert "the backbone trains at 0.5 x the learning rate" in proc.stdout
+    assert "sampler=pk: each batch 4 classes x 2 images" in proc.stdout
     names = os.listdir(out / "weights")
     assert names and all("-val_macro_recall_" in n for n in names), names
     rows = list(csv.DictReader(open(out / "training_log.csv")))
