@@ -74,8 +74,7 @@ class ImageClassifierService(TfServingBaseService):
             self.class_names = load_labels(self.model_path)
             retrieval = gallery.settings(self.model_path)
             if retrieval:  # embeddings out, then the gallery's nearest images
-                self.gallery = gallery.Gallery(os.path.join(self.model_path,
-                                                            retrieval["index"]))
+                self.gallery = gallery.open_gallery(self.model_path, retrieval)
                 self.top_k = int(retrieval.get("top_k", 10))
                 self.signature = self.model.signatures[
                     gallery.TTA_SIGNATURES[retrieval.get("embed_tta", "none")]]

@@ -28,39 +28,72 @@ NEIGHBORS_RESPONSE = {  # config.json's reply schema for a retrieval package: on
                            "neighbors": _NEIGHBORS}}}}}}
 
 
+# A served Milvus gallery needs the client where the service runs (pymilvus 2.3 is the last
+# for Python 3.7, the platform's TensorFlow 2.6 runtime).
+MILVUS_DEPENDENCY = {"package_name": "pymilvus", "package_version": "2.3.0",
+                     "restraint": "ATLEAST"}
+
+
+def _base_to_serve(run, folder, cache_root):
+    """(the settings retrieval.json gets, the HDF5 file to copy in or None) for --index_url,
+    checked against the package's model."""
+    if not milvus.is_milvus(run.index_url):
+        path = _local_base(run.index_url, cache_root)
+        with base.open_base(path) as fb:
+            embedder = Embedder(folder, fb.meta["embed_tta"])
+            fb.check_model(embedder.meta)
+            images = len(fb)
+        settings = {"index": GALLERY_FILE}
+    else:
+        if not run.index_url.startswith(milvus.SCHEME):
+            raise UserError(f"{run.index_url} is a milvus-lite folder on this machine, which "
+                            "the deployed service cannot reach: serve a collection on a Milvus "
+                            "server (--index_url=milvus://HOST:PORT/COLLECTION) or a .h5 base")
+        path = None
+        with milvus.open_base(run.index_url) as collection:
+            embedder = Embedder(folder, collection.meta["embed_tta"])
+            collection.check_model(embedder.meta)
+            images = len(collection)
+            settings = {"milvus": run.index_url,
+                        "search_params": milvus.INDEXES[collection.kind][2]}
+    settings.update(top_k=run.top_k, images=images, fingerprint=embedder.meta["fingerprint"],
+                    embed_tta=embedder.meta["embed_tta"])
+    return settings, path
+
+
 def package(run, cache_root):
-    """retrieve.py package: put the base at --index_url into the model package, record it in
+    """retrieve.py package: put the base at --index_url into the model package (an HDF5 base
+    copied in; a Milvus collection named, searched by the service per request), record it in
     its config.json and bring its customize_service.py and serving/ up to date, so the
     deployed service answers with the nearest gallery images. A package already serving a
     gallery is changed only with --overwrite."""
-    if milvus.is_milvus(run.index_url):
-        raise UserError(f"package copies an HDF5 base into the model; {run.index_url} is a "
-                        "Milvus collection, which a package cannot serve yet: index the "
-                        "gallery into a .h5 (--index_url=gallery.h5) and package that")
     folder = find_package(run.model_dir, cache_root)
-    path = _local_base(run.index_url, cache_root)
-    with base.open_base(path) as fb:
-        embedder = Embedder(folder, fb.meta["embed_tta"])
-        fb.check_model(embedder.meta)
-        images = len(fb)
+    settings, path = _base_to_serve(run, folder, cache_root)
     config_path = os.path.join(folder, check.CONFIG)
     with open(config_path, encoding="utf-8") as f:
         config = json.load(f)
     serving_now = served_gallery.settings(folder) or config.get("retrieval")  # or an old one
     if serving_now and not run.overwrite:
         raise UserError(f"{run.model_dir} already serves a gallery "
-                         f"({serving_now.get('images')} images); pass --overwrite=true "
-                         "to replace it")
-    shutil.copyfile(path, os.path.join(folder, GALLERY_FILE))
+                        f"({serving_now.get('images')} images); pass --overwrite=true "
+                        "to replace it")
+    gallery_file = os.path.join(folder, GALLERY_FILE)
+    if path:
+        shutil.copyfile(path, gallery_file)
+    elif os.path.exists(gallery_file):
+        os.remove(gallery_file)  # what the package served before (--overwrite)
     export_package.copy_service(folder)  # a service that knows galleries
     settings_path = os.path.join(folder, served_gallery.SETTINGS_FILE)
     with open(settings_path, "w", encoding="utf-8") as f:
-        json.dump({"index": GALLERY_FILE, "top_k": run.top_k, "images": images,
-                   "fingerprint": embedder.meta["fingerprint"],
-                   "embed_tta": embedder.meta["embed_tta"]}, f, indent=2)
+        json.dump(settings, f, indent=2)
     config.pop("retrieval", None)  # where packages before 0.5 kept it: not a spec field
     config["model_algorithm"] = "image_retrieval"
     config["apis"][0]["response"] = NEIGHBORS_RESPONSE
+    packages = config.setdefault("dependencies", [{"installer": "pip", "packages": []}])[0][
+        "packages"]
+    packages[:] = [p for p in packages if p.get("package_name") != "pymilvus"]
+    if not path:
+        packages.append(MILVUS_DEPENDENCY)
     with open(config_path, "w", encoding="utf-8") as f:
         json.dump(config, f, indent=2, ensure_ascii=False)
     problems = check.check_package(folder) or check.check_replies(folder)
@@ -71,7 +104,8 @@ def package(run, cache_root):
         remote = run.model_dir
         if not obs_utils.exists(obs_utils.join(remote, "saved_model.pb")):
             remote = obs_utils.join(remote, "model")
-        obs_utils.copy(os.path.join(folder, GALLERY_FILE), obs_utils.join(remote, GALLERY_FILE))
+        if path:
+            obs_utils.copy(gallery_file, obs_utils.join(remote, GALLERY_FILE))
         for name in export_package.SERVICE_FILES:
             if os.path.isdir(os.path.join(folder, name)):
                 obs_utils.copy_tree(os.path.join(folder, name), obs_utils.join(remote, name),
@@ -80,5 +114,6 @@ def package(run, cache_root):
                 obs_utils.copy(os.path.join(folder, name), obs_utils.join(remote, name))
         obs_utils.copy(settings_path, obs_utils.join(remote, served_gallery.SETTINGS_FILE))
         obs_utils.copy(config_path, obs_utils.join(remote, check.CONFIG))
-    return (f"{run.model_dir} now serves the {run.top_k} nearest of {images} gallery images "
-            f"(check: OK); try it: python customize_service.py --model_dir {folder}")
+    where = f"gallery images in {run.index_url}" if not path else "gallery images"
+    return (f"{run.model_dir} now serves the {run.top_k} nearest of {settings['images']} "
+            f"{where} (check: OK); try it: python customize_service.py --model_dir {folder}")

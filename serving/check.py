@@ -174,11 +174,14 @@ def check_config(config, problems):
 
 
 def _check_retrieval(root, retrieval, signatures, problems):
-    """A retrieval package: its gallery file is in model/ and readable, and the SavedModel
-    can embed (what customize_service.py then calls)."""
-    if not isinstance(retrieval, dict) or not isinstance(retrieval.get("index"), str):
-        problems.append("{} must be an object naming its 'index' file (e.g. gallery.h5): "
-                        "run retrieve.py package again".format(gallery.SETTINGS_FILE))
+    """A retrieval package: its gallery file is in model/ and readable (or it names a Milvus
+    collection: milvus://HOST:PORT/COLLECTION, reached when the replies are checked), and the
+    SavedModel can embed (what customize_service.py then calls)."""
+    milvus = isinstance(retrieval, dict) and isinstance(retrieval.get("milvus"), str)
+    if not isinstance(retrieval, dict) or not (milvus or isinstance(retrieval.get("index"), str)):
+        problems.append("{} must be an object naming its 'index' file (e.g. gallery.h5) or "
+                        "a 'milvus' collection: run retrieve.py package again".format(
+                            gallery.SETTINGS_FILE))
         return
     top_k = retrieval.get("top_k", 10)
     if not isinstance(top_k, int) or top_k < 1:
@@ -186,6 +189,12 @@ def _check_retrieval(root, retrieval, signatures, problems):
     if signatures and "embed" not in signatures:
         problems.append("model/ asks for retrieval, but the SavedModel has no 'embed' "
                         "signature: export the model again, then run retrieve.py package")
+    if milvus:
+        if not retrieval["milvus"].startswith("milvus://") or "/" not in \
+                retrieval["milvus"][len("milvus://"):].strip("/"):
+            problems.append("{} milvus must be milvus://HOST:PORT/COLLECTION; got {!r}".format(
+                gallery.SETTINGS_FILE, retrieval["milvus"]))
+        return
     path = os.path.join(root, retrieval["index"])
     if not os.path.isfile(path):
         problems.append("the retrieval index {} is not in model/: run retrieve.py "

@@ -1,5 +1,6 @@
 """A retrieval package's gallery: the feature base (HDF5, written by retrieve.py) that
-`retrieve.py package` put inside model/, searched exactly in memory. Python 3.7 syntax."""
+`retrieve.py package` put inside model/, searched exactly in memory; or the Milvus collection
+retrieval.json names, searched per request. Python 3.7 syntax."""
 import json
 import os
 
@@ -85,3 +86,44 @@ class Gallery:
         top_scores, top_ids = best_k(scores, ids, k)
         return [[[self.names[i], float(s)] for i, s in zip(row_ids, row_scores)]
                 for row_ids, row_scores in zip(top_ids.tolist(), top_scores.tolist())]
+
+
+class MilvusGallery:
+    """The gallery in a Milvus collection (retrieval.json's "milvus":
+    milvus://HOST:PORT/COLLECTION), searched by its own index per request; the package holds
+    no features. One of another model (its fingerprint) is refused at load."""
+
+    def __init__(self, settings):
+        from pymilvus import MilvusClient  # pymilvus >= 2.3, in config.json's dependencies
+
+        url = settings["milvus"]
+        host, _, collection = url[len("milvus://"):].partition("/")
+        self.collection = collection.strip("/")
+        self.client = MilvusClient("http://" + host, token=os.environ.get("MILVUS_TOKEN", ""))
+        properties = self.client.describe_collection(self.collection).get("properties", {})
+        if properties.get("fingerprint") != settings.get("fingerprint"):
+            raise ValueError("{} holds the features of model {}, not of this package's ({}): "
+                             "index the gallery again with this model".format(
+                                 url, properties.get("fingerprint"), settings.get("fingerprint")))
+        self.client.load_collection(self.collection)
+        self.search_params = {"metric_type": "IP", "params": settings.get("search_params", {})}
+
+    def __len__(self):
+        found = self.client.query(self.collection, filter="", output_fields=["count(*)"])
+        return int(found[0]["count(*)"])
+
+    def nearest(self, embeddings, k):
+        """[[name, score], ...] of the k nearest gallery images, per embedding."""
+        found = self.client.search(
+            self.collection, data=np.asarray(embeddings, dtype=np.float32).tolist(), limit=k,
+            anns_field="vector", search_params=self.search_params, output_fields=["name"])
+        return [[[hit["entity"]["name"], float(hit["distance"])] for hit in hits]
+                for hits in found]
+
+
+def open_gallery(model_dir, settings):
+    """The gallery retrieval.json (`settings`) names: a Milvus collection, else the HDF5 base
+    inside the package."""
+    if settings.get("milvus"):
+        return MilvusGallery(settings)
+    return Gallery(os.path.join(model_dir, settings["index"]))

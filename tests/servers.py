@@ -60,6 +60,30 @@ class MotoServer:
         self.proc.wait()
 
 
+class MilvusServer:
+    """milvus-lite's gRPC server (`python -m milvus_lite server`, the Milvus protocol that
+    pymilvus speaks to any Milvus) as a child process on 127.0.0.1, its data in `data_dir`."""
+
+    def __init__(self, data_dir, timeout=60):
+        self.port = free_port()
+        self.url = f"milvus://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(data_dir),
+             "--host", "127.0.0.1", "--port", str(self.port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + timeout
+        while _port_free(self.port):
+            if time.time() > deadline or self.proc.poll() is not None:
+                self.stop()
+                raise RuntimeError("the milvus-lite server did not start")
+            time.sleep(0.2)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
 def point_at(monkeypatch, server):
     """Environment that sends obs_utils to `server` the way a user would configure it."""
     monkeypatch.setenv("AWS_ENDPOINT_URL", server.url)
