@@ -30,6 +30,17 @@ def positive(text):
     return value
 
 
+def above_zero(text):
+    """A number > 0 (rates, multipliers)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}")
+    return value
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse's parser, answering a bad flag with one line (the flag, the value, the
     choices) and a pointer to --help, instead of the whole usage block first."""

@@ -5,7 +5,7 @@ are named here, and tests/test_config.py holds each list against the code that i
 import os
 import sys
 
-from cli import ArgumentParser, HelpFormatter, boolean, positive
+from cli import ArgumentParser, HelpFormatter, above_zero, boolean, positive
 
 BACKBONES = ("resnet50", "resnet101", "densenet121", "efficientnetb0", "efficientnetb1",
              "efficientnetb2", "efficientnetb3", "efficientnetb4", "mobilenetv3small",
@@ -161,7 +161,7 @@ def build_parser():
     fit.add_argument("--freeze_epochs", type=int, default=1,
                      help="head-only epochs before every layer trains (skipped from random "
                           "weights)")
-    fit.add_argument("--backbone_lr_mult", type=float, default=1.0,
+    fit.add_argument("--backbone_lr_mult", type=above_zero, default=1.0,
                      help="the backbone's learning rate (and weight decay) as a multiple of "
                           "--learning_rate, which the head keeps; e.g. 0.1 to fine-tune "
                           "pretrained weights gently")

@@ -34,6 +34,8 @@ def test_help_is_answered_without_tensorflow(boot_file):
      ["--backbone", "'resnet51'", "'resnet50'", "see train.py --help"]),
     (["train.py", "--max_epochs=abc"], ["--max_epochs", "expected a whole number >= 1",
                                         "'abc'"]),
+    (["train.py", "--backbone_lr_mult=0"], ["--backbone_lr_mult", "expected a number above 0",
+                                           "'0'"]),
     (["retrieve.py", "index", "--top_k=0"], ["--top_k", "'0'", "see retrieve.py --help"]),
     (["customize_service.py", "--port=abc"], ["--port", "'abc'"]),
     (["submit.py", "nosuch"], ["'nosuch'", "'train'", "see submit.py --help"]),
