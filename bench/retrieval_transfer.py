@@ -53,6 +53,7 @@ SEARCHES = {  # (retrieve.py index flags, search flags), each tried on every tra
     "flip": (["--embed_tta=flip"], []),
     "flip_kreciprocal": (["--embed_tta=flip"], ["--rerank=kreciprocal"]),
     "flip_whiten": (["--embed_tta=flip", "--whiten=true"], []),
+    "multiscale": (["--embed_tta=multiscale"], []),
 }
 
 

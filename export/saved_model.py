@@ -6,8 +6,9 @@ the model's own first layer. So training, evaluation and serving cannot drift ap
 Three more signatures serve retrieval: `embed` (the same bytes in, the pre-classifier feature
 out, L2-normalised: [batch, D]; the embedding neck's output, else the pooled feature),
 `embed_flip` (the mean of each image's and its mirror image's embeddings, L2-normalised: flip
-test-time augmentation) and `info` (backbone, input size, resize mode, D), so the SavedModel
-alone can build and search a feature base.
+test-time augmentation), `embed_multiscale` (the same mean over three scales of the image:
+multiscale_views) and `info` (backbone, input size, resize mode, D), so the SavedModel alone
+can build and search a feature base.
 
 Every loader must restore it: TF2's `tf.saved_model.load`, and the TF1 loader that TF Serving,
 `saved_model_cli run` and older ModelArts images use, on TensorFlow 2.6 as on today's.
@@ -22,6 +23,19 @@ from models.build import embedding_layer
 # Ops today's saver writes that older runtimes lack (DisableCopyOnRead: TF >= 2.12, a no-op for
 # a variable nobody reads sparsely); TF 2.6 refuses a SavedModel whose graph names one.
 NEWER_THAN_THE_RUNTIME = {"DisableCopyOnRead"}
+SCALE_STEP = 2 ** -0.5  # multi-scale views a factor sqrt(2) apart (as in Radenovic et al.)
+
+
+def multiscale_views(pixels, size):
+    """Three views of [B, size, size, 3] pixels at the network's fixed input size: as they
+    are; coarser (shrunk by 1/sqrt(2) and enlarged back, finer detail gone); finer (the
+    central 1/sqrt(2) of each side enlarged to the full size, detail sqrt(2) larger)."""
+    small = max(1, int(round(size * SCALE_STEP)))
+    coarse = tf.image.resize(tf.image.resize(pixels, [small, small]), [size, size])
+    start = (size - small) // 2
+    fine = tf.image.resize(pixels[:, start:start + small, start:start + small, :],
+                           [size, size])
+    return [pixels, coarse, fine]
 
 
 class ClassifierModule(tf.Module):
@@ -63,18 +77,31 @@ class ClassifierModule(tf.Module):
         # a tiny epsilon: an untrained network's features can have norms near 1e-9
         return {"embeddings": tf.math.l2_normalize(features, axis=1, epsilon=1e-30)}
 
+    def _mean_embedding(self, views):
+        """The mean of the views' L2-normalised embeddings, L2-normalised: one network call
+        over all views of the batch."""
+        _, network = self._networks()
+        count = tf.shape(views[0])[0]
+        features = tf.math.l2_normalize(tf.cast(network(tf.concat(views, axis=0),
+                                                        training=False), tf.float32),
+                                        axis=1, epsilon=1e-30)
+        summed = features[:count]
+        for i in range(1, len(views)):  # AddV2: in the checked TF 2.6 op list
+            summed += features[i * count:(i + 1) * count]
+        return {"embeddings": tf.math.l2_normalize(summed, axis=1, epsilon=1e-30)}
+
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
     def embed_flip(self, images):
         """encoded bytes [batch] -> the mean of the image's and its mirror image's embeddings,
         L2-normalised [batch, D]; mirrored after the resize, so both see the same pixels"""
-        _, network = self._networks()
         pixels = self._pixels(images)
-        both = tf.concat([pixels, pixels[:, :, ::-1, :]], axis=0)
-        features = tf.math.l2_normalize(tf.cast(network(both, training=False), tf.float32),
-                                        axis=1, epsilon=1e-30)
-        count = tf.shape(pixels)[0]
-        return {"embeddings": tf.math.l2_normalize(features[:count] + features[count:],
-                                                   axis=1, epsilon=1e-30)}
+        return self._mean_embedding([pixels, pixels[:, :, ::-1, :]])
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
+    def embed_multiscale(self, images):
+        """encoded bytes [batch] -> the mean embedding of three scales of each image
+        (multiscale_views), L2-normalised [batch, D]"""
+        return self._mean_embedding(multiscale_views(self._pixels(images), self.input_size))
 
     @tf.function(input_signature=[])
     def info(self):
@@ -100,6 +127,7 @@ def save(model, directory, input_size, resize_mode):
         "pixels": module.serve_pixels.get_concrete_function(),
         "embed": module.embed.get_concrete_function(),
         "embed_flip": module.embed_flip.get_concrete_function(),
+        "embed_multiscale": module.embed_multiscale.get_concrete_function(),
         "info": module.info.get_concrete_function()})
     drop_ops(directory, NEWER_THAN_THE_RUNTIME)
     return directory

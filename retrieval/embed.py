@@ -63,7 +63,8 @@ class Embedder:
                             "embedding without flip TTA (export it again for it)", package)
         if TTA_SIGNATURES[tta] not in signatures:
             raise ModelError(f"{package} has no {TTA_SIGNATURES[tta]} signature for "
-                             f"--embed_tta={tta}: it was exported before 0.7. Export it again "
+                             f"--embed_tta={tta}: it was exported by an older version (flip "
+                             "came in 0.7, multiscale in 0.8). Export it again "
                              "(its training job with --overwrite_model=true), or index with "
                              "--embed_tta=none")
         self._embed = signatures[TTA_SIGNATURES[tta]]

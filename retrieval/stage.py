@@ -96,6 +96,10 @@ def index(run, cache_root):
         return _index_into(run, cache_root, embedder, path)
 
 
+def _tta_words(tta):
+    return "" if tta == "none" else f", {tta} TTA"
+
+
 def _index_into(run, cache_root, embedder, path):
     """index's work, holding the base's lock."""
     report_url = os.path.splitext(run.index_url)[0] + "_screening.json"
@@ -148,7 +152,7 @@ def _index_into(run, cache_root, embedder, path):
     return (f"indexed {total} images into {run.index_url} ({len(new) - skipped} embedded"
             f"{speed}, {len(old)} kept, {skipped} skipped; {embedder.meta['dim']}-d, "
             f"{embedder.meta['backbone']} {embedder.meta['fingerprint']}"
-            f"{', flip TTA' if embedder.meta['embed_tta'] == 'flip' else ''}{whitened})")
+            f"{_tta_words(embedder.meta['embed_tta'])}{whitened})")
 
 
 def _index_milvus(run, cache_root, package_folder):
@@ -198,7 +202,7 @@ def _index_milvus(run, cache_root, package_folder):
             f"{speed}, {len(samples) - len(new)} kept, {len(stale)} removed, {skipped} "
             f"skipped; {embedder.meta['dim']}-d, {embedder.meta['backbone']} "
             f"{embedder.meta['fingerprint']}"
-            f"{', flip TTA' if embedder.meta['embed_tta'] == 'flip' else ''}; Milvus "
+            f"{_tta_words(embedder.meta['embed_tta'])}; Milvus "
             f"{milvus.INDEXES[kind][0]})")
 
 

@@ -29,7 +29,7 @@ def test_saved_model_on_bytes_equals_the_model_on_the_eval_pipeline(tmp_path):
     np.testing.assert_allclose(got, expected, atol=1e-5)
     assert (got.argmax(1) == expected.argmax(1)).all()
     assert set(loaded.signatures) == {"serving_default", "pixels", "embed", "embed_flip",
-                                      "info"}
+                                      "embed_multiscale", "info"}
     # embed: the pooled pre-classifier feature of the same pictures, L2-normalised
     pooled = keras.Model(model.inputs, model.get_layer("pool").output)
     features = np.concatenate([pooled(x, training=False).numpy()
@@ -46,6 +46,16 @@ def test_saved_model_on_bytes_equals_the_model_on_the_eval_pipeline(tmp_path):
     np.testing.assert_allclose(flipped, mean / np.linalg.norm(mean, axis=1, keepdims=True),
                                atol=1e-5)
     assert np.abs(flipped - embeddings).max() > 1e-3  # the mirror image changed something
+    # embed_multiscale: the mean over the pixels, the pixels shrunk to 23 px and enlarged
+    # back, and their central 23 x 23 enlarged to 32 (1/sqrt(2) of 32 is 22.6)
+    coarse = tf.image.resize(tf.image.resize(pixels, [23, 23]), [32, 32])
+    fine = tf.image.resize(pixels[:, 4:27, 4:27, :], [32, 32])
+    views = [embeddings] + [pooled(v, training=False).numpy() for v in (coarse, fine)]
+    mean = sum(v / np.linalg.norm(v, axis=1, keepdims=True) for v in views)
+    scaled = loaded.signatures["embed_multiscale"](images=data)["embeddings"].numpy()
+    np.testing.assert_allclose(scaled, mean / np.linalg.norm(mean, axis=1, keepdims=True),
+                               atol=1e-5)
+    assert np.abs(scaled - embeddings).max() > 1e-3 and np.abs(scaled - flipped).max() > 1e-3
     info = {k: v.numpy() for k, v in loaded.signatures["info"]().items()}
     assert (info["backbone"], info["input_size"], info["resize_mode"], info["dim"]) == (
         b"mobilenetv3small", 32, b"letterbox", features.shape[1])

@@ -103,7 +103,7 @@ def test_the_package_restores_on_tensorflow_2_6_through_every_loader(which, runt
     assert proc.returncode == 0, proc.stderr[-4000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got["tensorflow"] == "2.6.0"
-    for signature in ("serving_default", "embed", "embed_flip"):
+    for signature in ("serving_default", "embed", "embed_flip", "embed_multiscale"):
         want = reference(package, pictures, signature)
         assert np.ptp(want, axis=0).max() > 1e-4  # the pictures are told apart: it can fail
         for loader in ("tf1", "tf2"):

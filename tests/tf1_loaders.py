@@ -1,4 +1,4 @@
-"""Run a SavedModel's serving_default, embed and embed_flip signatures on image files through both of
+"""Run a SavedModel's serving_default and embed* signatures on image files through both of
 this TensorFlow's loaders: the TF1 session loader (TF Serving's way, restoring through the
 saver) and tf.saved_model.load. Prints JSON. Python 3.7 syntax: it runs on the platform's
 runtime.
@@ -11,7 +11,7 @@ import sys
 import tensorflow as tf
 
 SIGNATURES = {"serving_default": "probabilities", "embed": "embeddings",
-              "embed_flip": "embeddings"}
+              "embed_flip": "embeddings", "embed_multiscale": "embeddings"}
 
 
 def main(model_dir, paths):
