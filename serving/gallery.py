@@ -105,7 +105,12 @@ class MilvusGallery:
             raise ValueError("{} holds the features of model {}, not of this package's ({}): "
                              "index the gallery again with this model".format(
                                  url, properties.get("fingerprint"), settings.get("fingerprint")))
-        self.client.load_collection(self.collection)
+        if hasattr(self.client, "load_collection"):
+            self.client.load_collection(self.collection)
+        else:  # pymilvus 2.3 (Python 3.7): its MilvusClient cannot load one; the ORM can
+            from pymilvus import Collection
+
+            Collection(self.collection, using=self.client._using).load()
         self.search_params = {"metric_type": "IP", "params": settings.get("search_params", {})}
 
     def __len__(self):
@@ -116,7 +121,7 @@ class MilvusGallery:
         """[[name, score], ...] of the k nearest gallery images, per embedding."""
         found = self.client.search(
             self.collection, data=np.asarray(embeddings, dtype=np.float32).tolist(), limit=k,
-            anns_field="vector", search_params=self.search_params, output_fields=["name"])
+            search_params=self.search_params, output_fields=["name"])  # its one vector field
         return [[[hit["entity"]["name"], float(hit["distance"])] for hit in hits]
                 for hits in found]
 

@@ -10,9 +10,10 @@ import subprocess
 CACHE = os.environ.get("MODELARTS_RUNTIME_ENV", os.path.expanduser(
     "~/.cache/modelarts-classifier/runtime-py3.7-tf2.6.0"))
 # tensorflow-cpu 2.6.0 with what it needs pinned: keras 2.6 (its ~=2.6 would take 2.15),
-# protobuf < 3.21 and Pillow < 10 (the last for Python 3.7); Flask for the framework's app.
+# protobuf < 3.21 and Pillow < 10 (the last for Python 3.7); Flask for the framework's app;
+# pymilvus 2.3 (the last for Python 3.7) for a package that serves a Milvus collection.
 PACKAGES = ["tensorflow-cpu==2.6.0", "keras==2.6.0", "protobuf<3.21", "pillow<10",
-            "flask<2.3"]
+            "flask<2.3", "pymilvus>=2.3,<2.4"]
 
 
 def python37():
@@ -58,7 +59,7 @@ def tensorflow26_python(base_python):
 
 def _works(python):
     try:
-        return subprocess.run([python, "-c", "import tensorflow as tf, flask, PIL; "
+        return subprocess.run([python, "-c", "import tensorflow as tf, flask, PIL, pymilvus; "
                                "assert tf.__version__ == '2.6.0'"],
                               capture_output=True, timeout=120).returncode == 0
     except OSError:

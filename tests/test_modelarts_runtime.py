@@ -16,7 +16,7 @@ import requests
 
 from tests import runtimes
 from tests.images import digit_image, encode, write
-from tests.servers import ROOT, PlatformServer
+from tests.servers import ROOT, MilvusServer, PlatformServer
 
 
 @pytest.fixture(scope="module")
@@ -172,3 +172,39 @@ def test_the_service_under_the_platforms_framework_on_python37(platform, ours, p
         assert reply.status_code == 400, (what, reply.status_code, reply.text)
         assert reply.json()["erno"] == "MR.0105", what
         assert reason in output(), (what, output()[-3000:])
+
+
+def test_a_milvus_gallery_served_under_the_framework_on_python37(runtime_python, demo_run,
+                                                                 pictures, tmp_path):
+    """A package that names a collection on a Milvus server (milvus-lite's gRPC server here),
+    served by the stand-in framework on Python 3.7 with pymilvus 2.3, the last for 3.7:
+    it answers with the neighbours `retrieve.py search` found on TensorFlow 2.21."""
+    import retrieve
+
+    for i in range(30):
+        write(tmp_path / "gallery" / f"{i}.png", encode(digit_image(i, 20)[0], "PNG"))
+    package = tmp_path / "copy" / "model"
+    shutil.copytree(demo_run.out / "model", package)
+    milvus = MilvusServer(tmp_path / "milvus")
+    try:
+        common = [f"--model_dir={package}", f"--index_url={milvus.url}/served",
+                  f"--local_data_root={demo_run.root / 'cache'}", "--embed_tta=none",
+                  f"--output_url={tmp_path / 'found'}"]
+        assert retrieve.main(["index", f"--data_url={tmp_path / 'gallery'}", *common]) == 0
+        assert retrieve.main(["search", f"--data_url={pictures[0].parent}", *common]) == 0
+        assert retrieve.main(["package", *common, "--top_k=4"]) == 0
+        lines = (tmp_path / "found" / "results.csv").read_text().splitlines()[1:]
+        want = [(gallery, float(score)) for query, _, gallery, score in
+                (line.split(",") for line in lines) if query == pictures[0].name][:4]
+        server = PlatformServer(str(package), python=runtime_python)
+        try:
+            reply = requests.post(server.url + "/", files={"images": (
+                pictures[0].name, pictures[0].read_bytes())}, timeout=120)
+            assert reply.status_code == 200, (reply.text, server.output()[-3000:])
+        finally:
+            server.stop()
+    finally:
+        milvus.stop()
+    got = reply.json()["neighbors"]
+    assert [name for name, _ in got] == [name for name, _ in want]
+    np.testing.assert_allclose([s for _, s in got], [s for _, s in want], atol=1e-4)
