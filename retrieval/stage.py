@@ -162,14 +162,16 @@ def _index_milvus(run, cache_root, package_folder):
         if value:
             raise UserError(f"--{flag}=true is for HDF5 bases; a Milvus collection stores "
                             "float32 vectors as embedded: leave it out, or index into a .h5")
-    parsed = milvus.parse(run.index_url)
-    report_url = (os.path.splitext(parsed[0])[0] + "_screening.json" if parsed[0][0] == "/"
-                  else obs_utils.join(run.output_url, f"{parsed[1]}_screening.json"))
+    uri, collection_name = milvus.parse(run.index_url)
+    report_url = (obs_utils.join(run.output_url, f"{collection_name}_screening.json")
+                  if uri.startswith("http") else os.path.splitext(uri)[0] + "_screening.json")
     samples, class_names = _images(run.data_url, cache_root, report_url, run.data_format,
                                    run.manifest)
-    samples = [s for s in _storable(samples, "gallery") if milvus.storable_name(s.rel)
-               or log.warning("skipped %s: its name is longer than the %d bytes a Milvus key "
-                              "holds", s.rel, milvus.NAME_LENGTH)]
+    samples = _storable(samples, "gallery")
+    for sample in [s for s in samples if not milvus.storable_name(s.rel)]:
+        log.warning("skipped %s: its name is longer than the %d bytes a Milvus key holds",
+                    sample.rel, milvus.NAME_LENGTH)
+    samples = [s for s in samples if milvus.storable_name(s.rel)]
     wanted = {s.rel: (s.digest, class_names[s.label] if class_names else "") for s in samples}
     tta = run.embed_tta
     if tta is None and not run.rebuild:  # unless told otherwise, as the collection was
