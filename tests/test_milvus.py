@@ -1,18 +1,15 @@
 """retrieve.py with a Milvus feature base, against milvus-lite (Milvus' embedded engine, a
-real one, in-process for PATH.db and as a gRPC server for milvus://): the same top-10 as the
-HDF5 base's exact search, incremental index in place, an approximate index's recall, a served
-package naming the collection, and each refusal one clear message."""
+real one, in-process for PATH.db): the same top-10 as the HDF5 base's exact search,
+incremental index in place, an approximate index's recall, and each refusal one clear
+message. milvus:// on a server, and a package serving it: tests/test_modelarts_runtime.py."""
 import json
 import logging
 import re
-import shutil
 
 import numpy as np
 import pytest
-import requests
 
 from tests.images import digit_image, encode, write
-from tests.servers import MilvusServer, PredictorServer
 
 pytest.importorskip("milvus_lite")
 
@@ -118,51 +115,3 @@ def test_milvus_lite_base_matches_exact_search_and_indexes_in_place(demo_run, tm
         assert retrieve.main(argv) == 2, argv
         assert message in caplog.text, (argv, caplog.text)
 
-
-def test_a_collection_on_a_milvus_server_is_indexed_searched_and_served(demo_run, tmp_path,
-                                                                        caplog):
-    """milvus://HOST:PORT/COLLECTION against a Milvus gRPC server (milvus-lite's, in its own
-    process): index, search, then a package that names the collection instead of holding a
-    gallery answers with search's neighbours."""
-    import retrieve
-
-    caplog.set_level(logging.INFO)
-    for i in range(60):
-        image, label = digit_image(i, 16)
-        write(tmp_path / ("gallery" if i % 3 else "queries") / str(label) / f"{i}.png",
-              encode(image, "PNG"))
-    package = tmp_path / "copy" / "model"
-    shutil.copytree(demo_run.out / "model", package)  # the shared demo package stays as is
-    server = MilvusServer(tmp_path / "milvus")
-    try:
-        common = [f"--model_dir={package}", f"--local_data_root={demo_run.root / 'cache'}",
-                  f"--index_url={server.url}/digits"]
-        assert retrieve.main(["index", f"--data_url={tmp_path / 'gallery'}", *common,
-                              f"--output_url={tmp_path / 'found'}"]) == 0
-        assert (tmp_path / "found" / "digits_screening.json").exists()
-        assert re.search(r"indexed 40 images into milvus://\S+/digits \(40 embedded",
-                         caplog.text), caplog.text
-        assert retrieve.main(["search", f"--data_url={tmp_path / 'queries'}", *common,
-                              f"--output_url={tmp_path / 'found'}"]) == 0
-        expected = _results(tmp_path / "found")
-        caplog.clear()
-        assert retrieve.main(["package", *common, "--top_k=5"]) == 0
-        assert "serves the 5 nearest of 40 gallery images in milvus://" in caplog.text
-        settings = json.loads((package / "retrieval.json").read_text())
-        assert settings["milvus"] == f"{server.url}/digits" and "index" not in settings
-        assert not (package / "gallery.h5").exists()
-        config = json.loads((package / "config.json").read_text())
-        assert "pymilvus" in [p["package_name"] for p in config["dependencies"][0]["packages"]]
-        served = PredictorServer(str(package))
-        try:
-            for query in sorted(expected)[:4]:
-                with open(tmp_path / "queries" / query, "rb") as f:
-                    reply = requests.post(served.url, files={"images": (query, f.read())})
-                neighbours = reply.json()["neighbors"]
-                assert [n for n, _ in neighbours] == [g for g, _ in expected[query][:5]], query
-                np.testing.assert_allclose([s for _, s in neighbours],
-                                           [s for _, s in expected[query][:5]], atol=1e-4)
-        finally:
-            served.stop()
-    finally:
-        server.stop()

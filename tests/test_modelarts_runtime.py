@@ -176,9 +176,10 @@ def test_the_service_under_the_platforms_framework_on_python37(platform, ours, p
 
 def test_a_milvus_gallery_served_under_the_framework_on_python37(runtime_python, demo_run,
                                                                  pictures, tmp_path):
-    """A package that names a collection on a Milvus server (milvus-lite's gRPC server here),
-    served by the stand-in framework on Python 3.7 with pymilvus 2.3, the last for 3.7:
-    it answers with the neighbours `retrieve.py search` found on TensorFlow 2.21."""
+    """milvus://HOST:PORT/COLLECTION on a Milvus server (milvus-lite's gRPC server, in its
+    own process): index and search on TensorFlow 2.21, then a package that names the
+    collection instead of holding a gallery, served by the stand-in framework on Python 3.7
+    with pymilvus 2.3 (the last for 3.7), answers with the neighbours search found."""
     import retrieve
 
     for i in range(30):
@@ -192,7 +193,12 @@ def test_a_milvus_gallery_served_under_the_framework_on_python37(runtime_python,
                   f"--output_url={tmp_path / 'found'}"]
         assert retrieve.main(["index", f"--data_url={tmp_path / 'gallery'}", *common]) == 0
         assert retrieve.main(["search", f"--data_url={pictures[0].parent}", *common]) == 0
-        assert retrieve.main(["package", *common, "--top_k=4"]) == 0
+        assert retrieve.main(["package", *common, "--top_k=4"]) == 0  # checks its replies
+        settings = json.loads((package / "retrieval.json").read_text())
+        assert settings["milvus"] == f"{milvus.url}/served" and "index" not in settings
+        assert not (package / "gallery.h5").exists()
+        config = json.loads((package / "config.json").read_text())
+        assert "pymilvus" in [p["package_name"] for p in config["dependencies"][0]["packages"]]
         lines = (tmp_path / "found" / "results.csv").read_text().splitlines()[1:]
         want = [(gallery, float(score)) for query, _, gallery, score in
                 (line.split(",") for line in lines) if query == pictures[0].name][:4]
