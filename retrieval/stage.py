@@ -96,8 +96,24 @@ def index(run, cache_root):
         return _index_into(run, cache_root, embedder, path)
 
 
-def _tta_words(tta):
-    return "" if tta == "none" else f", {tta} TTA"
+def _embed_in_chunks(embedder, samples, batch_size):
+    """(features, the samples that embedded) for each CHUNK of `samples` in turn, each to be
+    stored before the next is embedded; a broken image is named in the log and left out."""
+    for start in range(0, len(samples), CHUNK):
+        chunk = samples[start:start + CHUNK]
+        features, done = _embed_named(embedder, chunk, batch_size, "embedding gallery")
+        yield features, [chunk[j] for j in done]
+
+
+def _index_summary(run, total, attempted, embedded, seconds, counts, meta, tail, what):
+    """index's closing line; a UserError when the base (`what`) ended up empty."""
+    if not total:
+        raise UserError(f"no image of {run.data_url or 'the demo'} could be embedded: the "
+                        f"{what} is empty")
+    speed = f" at {attempted / max(seconds, 1e-9):.1f} images/s" if attempted else ""
+    tta = "" if meta["embed_tta"] == "none" else f", {meta['embed_tta']} TTA"
+    return (f"indexed {total} images into {run.index_url} ({embedded} embedded{speed}, "
+            f"{counts}; {meta['dim']}-d, {meta['backbone']} {meta['fingerprint']}{tta}{tail})")
 
 
 def _index_into(run, cache_root, embedder, path):
@@ -107,30 +123,25 @@ def _index_into(run, cache_root, embedder, path):
                                    run.manifest)
     samples = _storable(samples, "gallery")
     reusable = {} if run.rebuild else base.reusable_rows(path, embedder.meta)
-    digests = [s.digest for s in samples]  # screening hashed every file's bytes
-    old = [i for i, s in enumerate(samples) if (s.rel, digests[i]) in reusable]
-    new = [i for i, s in enumerate(samples) if (s.rel, digests[i]) not in reusable]
+    # screening hashed every file's bytes (digest)
+    old = [s for s in samples if (s.rel, s.digest) in reusable]
+    new = [s for s in samples if (s.rel, s.digest) not in reusable]
     log.info("gallery: %d images, %d already embedded by this model, %d to embed",
              len(samples), len(old), len(new))
 
-    def labels(rows):
-        return [samples[i].label if class_names else -1 for i in rows]
+    def append(features, chosen):
+        writer.append(features, [s.rel for s in chosen], [s.digest for s in chosen],
+                      [s.label if class_names else -1 for s in chosen])
 
     writer = base.Writer(path, embedder.meta, class_names or [], float16=run.float16)
     try:
         if old:
-            writer.append(np.stack([reusable[(samples[i].rel, digests[i])] for i in old]),
-                          [samples[i].rel for i in old], [digests[i] for i in old], labels(old))
-        skipped, started = 0, time.perf_counter()
-        for start in range(0, len(new), CHUNK):
-            rows = new[start:start + CHUNK]
-            features, done = _embed_named(embedder, [samples[i] for i in rows],
-                                          run.batch_size, "embedding gallery")
-            kept = [rows[j] for j in done]
-            skipped += len(rows) - len(kept)
-            writer.append(features, [samples[i].rel for i in kept],
-                          [digests[i] for i in kept], labels(kept))
-        rate = len(new) / max(time.perf_counter() - started, 1e-9)
+            append(np.stack([reusable[(s.rel, s.digest)] for s in old]), old)
+        embedded, started = 0, time.perf_counter()
+        for features, kept in _embed_in_chunks(embedder, new, run.batch_size):
+            append(features, kept)
+            embedded += len(kept)
+        seconds = time.perf_counter() - started
         whitened = ""
         if run.whiten:
             mean, projection = whiten.learn(writer.raw_blocks(), run.whiten_dim,
@@ -145,14 +156,9 @@ def _index_into(run, cache_root, embedder, path):
         obs_utils.copy(path, run.index_url)
     with base.open_base(path) as fb:
         total = len(fb)
-    if not total:
-        raise UserError(f"no image of {run.data_url or 'the demo'} could be embedded: the "
-                         "base is empty")
-    speed = f" at {rate:.1f} images/s" if new else ""
-    return (f"indexed {total} images into {run.index_url} ({len(new) - skipped} embedded"
-            f"{speed}, {len(old)} kept, {skipped} skipped; {embedder.meta['dim']}-d, "
-            f"{embedder.meta['backbone']} {embedder.meta['fingerprint']}"
-            f"{_tta_words(embedder.meta['embed_tta'])}{whitened})")
+    return _index_summary(run, total, len(new), embedded, seconds,
+                          f"{len(old)} kept, {len(new) - embedded} skipped", embedder.meta,
+                          whitened, "base")
 
 
 def _index_milvus(run, cache_root, package_folder):
@@ -186,26 +192,17 @@ def _index_milvus(run, cache_root, package_folder):
         new = [s for s in samples if held.get(s.rel) != wanted[s.rel]]
         log.info("gallery: %d images, %d already in %s, %d to embed, %d rows removed",
                  len(samples), len(samples) - len(new), run.index_url, len(new), len(stale))
-        skipped, started = 0, time.perf_counter()
-        for start in range(0, len(new), CHUNK):
-            chunk = new[start:start + CHUNK]
-            features, done = _embed_named(embedder, chunk, run.batch_size, "embedding gallery")
-            kept = [chunk[j] for j in done]
-            skipped += len(chunk) - len(kept)
+        embedded, started = 0, time.perf_counter()
+        for features, kept in _embed_in_chunks(embedder, new, run.batch_size):
             milvus.insert(collection, features, [s.rel for s in kept],
                           [wanted[s.rel][0] for s in kept], [wanted[s.rel][1] for s in kept])
-        rate = len(new) / max(time.perf_counter() - started, 1e-9)
+            embedded += len(kept)
+        seconds = time.perf_counter() - started
         total, kind = len(collection), collection.kind
-    if not total:
-        raise UserError(f"no image of {run.data_url or 'the demo'} could be embedded: the "
-                        "collection is empty")
-    speed = f" at {rate:.1f} images/s" if new else ""
-    return (f"indexed {total} images into {run.index_url} ({len(new) - skipped} embedded"
-            f"{speed}, {len(samples) - len(new)} kept, {len(stale)} removed, {skipped} "
-            f"skipped; {embedder.meta['dim']}-d, {embedder.meta['backbone']} "
-            f"{embedder.meta['fingerprint']}"
-            f"{_tta_words(embedder.meta['embed_tta'])}; Milvus "
-            f"{milvus.INDEXES[kind][0]})")
+    return _index_summary(
+        run, total, len(new), embedded, seconds, f"{len(samples) - len(new)} kept, "
+        f"{len(stale)} removed, {len(new) - embedded} skipped", embedder.meta,
+        f"; Milvus {milvus.INDEXES[kind][0]}", "collection")
 
 
 def _ranked(run, fb, queries):
@@ -305,20 +302,26 @@ def _open_base(run, cache_root):
     return base.open_base(_local_base(run.index_url, cache_root))
 
 
+def _gallery_labels(fb):
+    """Every gallery image's label, as a class name ('' when unknown), in row order; a
+    Milvus collection's are streamed."""
+    if isinstance(fb, milvus.MilvusBase):
+        return np.array([row["label"] for batch in fb.held() for row in batch], dtype=object)
+    return np.array(fb.label_names + [""], dtype=object)[fb.labels]  # -1: ''
+
+
 def _hits_h5(run, fb, queries):
-    """(scores, gallery names, gallery labels) per query from an HDF5 base, and every
-    gallery image's label (labels are class names, '' when unknown)."""
+    """(scores, gallery names, gallery labels) per query from an HDF5 base (labels are class
+    names, '' when unknown)."""
     scores, ranked = _ranked(run, fb, fb.prepare(queries))
-    names = fb.names
-    labels = np.array(fb.label_names + [""], dtype=object)[fb.labels]  # -1: ''
+    names, labels = fb.names, _gallery_labels(fb)
     found = [[g for g in row if g >= 0] for row in ranked.tolist()]
     return ([s[:len(f)] for s, f in zip(scores.tolist(), found)],
-            [[names[g] for g in f] for f in found], [labels[f].tolist() for f in found],
-            labels)
+            [[names[g] for g in f] for f in found], [labels[f].tolist() for f in found])
 
 
 def _hits_milvus(run, collection, queries):
-    """_hits_h5's four, from a Milvus collection, by its own index: alpha-QE searches again
+    """_hits_h5's three, from a Milvus collection, by its own index: alpha-QE searches again
     with the stored vectors of the first results; an approximate index's recall@10 against
     exact search (every stored vector streamed once) is logged."""
     if run.search and run.search != collection.kind:
@@ -349,10 +352,8 @@ def _hits_milvus(run, collection, queries):
             [[stored[g] for g in row] for row in exact.tolist()])
         log.info("Milvus %s: recall@10 %.4f against exact on %d queries",
                  milvus.INDEXES[collection.kind][0], recall, len(sample))
-    gallery_labels = np.array([row["label"] for batch in collection.held() for row in batch],
-                              dtype=object)
     return ([s[:run.top_k] for s in scores], [n[:run.top_k] for n in names],
-            [lab[:run.top_k] for lab in labels], gallery_labels)
+            [lab[:run.top_k] for lab in labels])
 
 
 def search_queries(run, cache_root):
@@ -379,7 +380,9 @@ def search_queries(run, cache_root):
             log.info("the base is whitened (%d axes): so are the queries",
                      fb.whitening[1].shape[1])
         hits = _hits_milvus if isinstance(fb, milvus.MilvusBase) else _hits_h5
-        scores, names, labels, gallery_labels = hits(run, fb, queries)
+        scores, names, labels = hits(run, fb, queries)
+        # only with labelled queries: a Milvus collection's are streamed row by row
+        gallery_labels = _gallery_labels(fb) if class_names else None
     rows = [(s.rel, rank + 1, name, f"{score:.6f}")
             for s, ns, ss in zip(samples, names, scores)
             for rank, (name, score) in enumerate(zip(ns, ss))]
@@ -388,7 +391,7 @@ def search_queries(run, cache_root):
     contest = "".join(submission_line(s.rel, ns) for s, ns in zip(samples, names))
     obs_utils.write_text(obs_utils.join(run.output_url, "submission.csv"), contest)
     summary = f"top-{run.top_k} of {len(samples)} queries written to {run.output_url}"
-    if class_names and (gallery_labels != "").any():
+    if gallery_labels is not None and (gallery_labels != "").any():
         query_labels = np.array([class_names[s.label] for s in samples], dtype=object)
         ranked_labels = np.full((len(samples), run.top_k), None, dtype=object)  # None: no hit
         for row, found in zip(ranked_labels, labels):
