@@ -288,8 +288,11 @@ def _next_result(done, workers):
             return done.get(timeout=0.2)
         except queue.Empty:
             if not any(worker.is_alive() for worker in workers):
-                raise ObsError("the copy's threads all stopped before the copy was done") \
-                    from None
+                try:  # the last worker may have put its result and ended after the wait
+                    return done.get_nowait()
+                except queue.Empty:
+                    raise ObsError("the copy's threads all stopped before the copy was "
+                                   "done") from None
 
 
 def copy_tree(src, dst, threads=None, progress=True, delete=False, exclude=()):

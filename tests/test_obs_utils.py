@@ -649,3 +649,29 @@ def test_single_requests_are_retried_up_to_obs_max_attempts(seaweed, clean_stora
         assert not (tmp_path / "b.bin").exists()
     finally:
         proxy.stop()
+
+
+def test_a_result_put_as_the_last_worker_ends_is_still_taken():
+    """The window CI once hit (the proxy test: "the copy's threads all stopped"): the wait
+    for a result times out, then the last worker puts its result and ends before the
+    workers are looked at. The result is in the queue: it must be taken, not an error."""
+    import queue
+    import threading
+
+    from obs_utils.tree import ObsError, _next_result
+
+    class LateQueue(queue.SimpleQueue):
+        """A queue whose item arrives just after a timed wait on it gave up."""
+
+        def get(self, block=True, timeout=None):
+            if self.empty():
+                self.put(("job", "copied", None))  # what the worker does as the wait ends
+                raise queue.Empty
+            return super().get(block, timeout)
+
+    ended = threading.Thread(target=lambda: None)
+    ended.start()
+    ended.join()
+    assert _next_result(LateQueue(), [ended]) == ("job", "copied", None)
+    with pytest.raises(ObsError, match="threads all stopped before the copy was done"):
+        _next_result(queue.SimpleQueue(), [ended])  # nothing came: still the error
