@@ -41,6 +41,16 @@ def above_zero(text):
     return value
 
 
+def url_list(text):
+    """Comma-separated URLs or paths (empty items dropped), as a tuple."""
+    return tuple(item.strip() for item in str(text).split(",") if item.strip())
+
+
+def weight_list(text):
+    """Comma-separated numbers above 0, as a tuple."""
+    return tuple(above_zero(item) for item in str(text).split(",") if item.strip())
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse's parser, answering a bad flag with one line (the flag, the value, the
     choices) and a pointer to --help, instead of the whole usage block first."""

@@ -90,10 +90,14 @@ class FitConfig:
 
 @dataclass(frozen=True)
 class ExportConfig:
-    """The model package (export/)."""
+    """The model package (export/): what serving averages (test-time views; an ensemble's
+    members and their weights) and where it goes."""
     export_model: bool
     overwrite_model: bool
     runtime: str
+    tta: str
+    members: tuple
+    member_weights: tuple
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ are named here, and tests/test_config.py holds each list against the code that i
 import os
 import sys
 
-from cli import ArgumentParser, HelpFormatter, above_zero, boolean, positive
+from cli import ArgumentParser, HelpFormatter, above_zero, boolean, positive, url_list, weight_list
 
 BACKBONES = ("resnet50", "resnet101", "densenet121", "efficientnetb0", "efficientnetb1",
              "efficientnetb2", "efficientnetb3", "efficientnetb4", "mobilenetv3small",
@@ -24,6 +24,8 @@ OPTIMIZERS = ("adam", "sgd", "adamw", "ranger")       # training/optim.OPTIMIZER
 SCHEDULES = ("plateau", "cosine", "sgdr", "step")     # training/optim.SCHEDULES
 LOSSES = ("categorical_crossentropy", "focal")         # models/losses.ALLOWED
 MONITORS = ("val_accuracy", "val_macro_recall", "val_loss")  # models/run_weights.MONITORS
+TTA = ("none", "flip", "crops")                       # inputs/tta.CHOICES
+MODES = ("train", "eval", "predict", "ensemble")
 MAX_IMAGE_PIXELS = 64_000_000                         # inputs/screening.MAX_PIXELS
 MIN_IMAGE_SIDE = 8                                    # inputs/screening.MIN_SIDE
 WORKER_PORT = 2222                                    # training/distribute.DEFAULT_PORT
@@ -211,14 +213,26 @@ def build_parser():
                      help="port of the workers of a multi-node job")
 
     out = parser.add_argument_group("evaluation and export")
-    out.add_argument("--mode", default="train", choices=["train", "eval", "predict"],
+    out.add_argument("--mode", default="train", choices=MODES,
                      help="eval: reports for --eval_model on labelled --test_data_url; "
-                          "predict: top-k classes of the images in --test_data_url")
+                          "predict: top-k classes of the images in --test_data_url; "
+                          "ensemble: one package of the --members models (evaluated on "
+                          "--test_data_url when given)")
     out.add_argument("--eval_model", default="", help="eval/predict: a model/ package, a "
                      "train_url holding one, or a .weights.h5 file of a run")
     out.add_argument("--test_data_url", default="", help="eval: labelled images (any layout); "
                                                          "predict: a folder of images")
     out.add_argument("--top_k", type=positive, default=5, help="predict: classes per image")
+    out.add_argument("--tta", default="none", choices=TTA,
+                     help="test-time views the package's serving averages: flip (the image "
+                          "and its mirror), crops (those and the four corners of a 1.15x "
+                          "enlargement); the validation metrics are taken the same way")
+    out.add_argument("--members", type=url_list, default=(), metavar="URL[,URL[,URL]]",
+                     help="ensemble: 1-3 model/ packages or train_urls of finished runs, "
+                          "trained on the same classes (any backbone and input size)")
+    out.add_argument("--member_weights", type=weight_list, default=(), metavar="W[,W[,W]]",
+                     help="ensemble: each member's weight in the mean of probabilities; "
+                          "empty = equal")
     out.add_argument("--export_model", type=boolean, default=True,
                      help="write the ModelArts model package to {train_url}/model")
     out.add_argument("--overwrite_model", type=boolean, default=False,

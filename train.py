@@ -3,6 +3,7 @@
     python train.py --data_url=obs://bucket/garbage/train_data/ --train_url=obs://bucket/out/
     python train.py --mode=eval --eval_model=out/model --test_data_url=test/ --train_url=out/test
     python train.py --mode=predict --eval_model=out/model --test_data_url=new_images/
+    python train.py --mode=ensemble --members=out1,out2,out3 --tta=flip --train_url=ens/
 
 `data_url` and `train_url` may be obs://, s3:// or local paths; with no --data_url the job runs
 on the built-in demo data with a small configuration. Flags the platform adds are logged and
@@ -138,7 +139,8 @@ def train_and_export(run, flags, unknown, cache_root):
         return f"worker done in {time.time() - started:.0f} s; the chief writes the outputs"
     model = job.final_model(spec, data.class_names, result)
     probabilities = inference.keras_probabilities(model, data.val, feed.input_size,
-                                                  feed.resize_mode, feed.batch_size)
+                                                  feed.resize_mode, feed.batch_size,
+                                                  run.export.tta)
     metrics = stage.evaluate(data.val, probabilities, data.class_names, run.train_url,
                              work_dir, result.log_csv)
     where = "no model package (--export_model=false)"
@@ -146,7 +148,8 @@ def train_and_export(run, flags, unknown, cache_root):
         where = f"the package this job wrote before, kept: {package.model_url(run.train_url)}"
     elif run.export.export_model:
         url = package.export(model, data.class_names, feed.input_size, feed.resize_mode,
-                             metrics, run.train_url, work_dir, run.export.runtime, overwrite)
+                             metrics, run.train_url, work_dir, run.export.runtime, overwrite,
+                             run.export.tta)
         where = f"model package {url}"
     if not data_cfg.data_url and run.export.export_model:  # the demo: an image to send it
         log.info("once served, ask it: curl -F images=@%s http://127.0.0.1:8080/",
@@ -156,6 +159,23 @@ def train_and_export(run, flags, unknown, cache_root):
             f"best weights on validation: top-1 {metrics['top1_accuracy']:.4f}, macro F1 "
             f"{metrics['macro']['f1']:.4f}; {where}; reports in "
             f"{obs_utils.join(run.train_url, stage.FOLDER)}")
+
+
+def _test_metrics(run, class_names, probabilities_of, cache_root, work_dir):
+    """Fetch and screen the labelled --test_data_url, run `probabilities_of(samples)` on it
+    and write the reports; returns (metrics, number of images)."""
+    from evaluation import stage
+    from inputs import fetch, prepare
+
+    data_cfg = run.data
+    data_dir = fetch.fetch_data(run.eval.test_data_url, cache_root, threads=data_cfg.obs_threads)
+    samples = prepare.prepare_test(data_dir, class_names,
+                                   obs_utils.join(run.train_url, "screening_report_test.json"),
+                                   cache_root, data_cfg.data_format, data_cfg.manifest or None,
+                                   data_cfg.max_image_pixels, data_cfg.min_image_side)
+    metrics = stage.evaluate(samples, probabilities_of(samples), class_names, run.train_url,
+                             work_dir)
+    return metrics, len(samples)
 
 
 def evaluate_or_predict(run, cache_root):
@@ -169,23 +189,51 @@ def evaluate_or_predict(run, cache_root):
     from inputs import fetch, prepare
 
     predictor = inference.load(wanted.eval_model, cache_root, run.feed.batch_size)
-    data_dir = fetch.fetch_data(wanted.test_data_url, cache_root, threads=data_cfg.obs_threads)
     work_dir = work_dir_for(run.train_url, cache_root, None)
-    report_url = obs_utils.join(run.train_url, "screening_report_test.json")
     if run.mode == "eval":
-        samples = prepare.prepare_test(data_dir, predictor.class_names, report_url, cache_root,
-                                       data_cfg.data_format, data_cfg.manifest or None,
-                                       data_cfg.max_image_pixels, data_cfg.min_image_side)
-        metrics = stage.evaluate(samples, predictor.probabilities(samples),
-                                 predictor.class_names, run.train_url, work_dir)
-        return (f"evaluated {predictor.source} on {len(samples)} images: top-1 "
+        metrics, count = _test_metrics(run, predictor.class_names, predictor.probabilities,
+                                       cache_root, work_dir)
+        return (f"evaluated {predictor.source} on {count} images: top-1 "
                 f"{metrics['top1_accuracy']:.4f}; reports in "
                 f"{obs_utils.join(run.train_url, stage.FOLDER)}")
-    samples = prepare.prepare_unlabelled(data_dir, report_url, cache_root,
-                                         data_cfg.max_image_pixels, data_cfg.min_image_side)
+    data_dir = fetch.fetch_data(wanted.test_data_url, cache_root, threads=data_cfg.obs_threads)
+    samples = prepare.prepare_unlabelled(data_dir,
+                                         obs_utils.join(run.train_url,
+                                                        "screening_report_test.json"),
+                                         cache_root, data_cfg.max_image_pixels,
+                                         data_cfg.min_image_side)
     url = stage.predict(samples, predictor.probabilities(samples), predictor.class_names,
                         run.train_url, work_dir, wanted.top_k)
     return f"top-{wanted.top_k} classes of {len(samples)} images in {url}"
+
+
+def make_ensemble(run, cache_root):
+    """--mode=ensemble: one package of the --members models, serving their weighted mean
+    probabilities over the --tta views; evaluated through its own serving signature on
+    --test_data_url when given (the metrics go into its config.json). Returns the summary."""
+    wanted = run.export
+    if not wanted.members:
+        raise UserError("--mode=ensemble needs --members=URL[,URL[,URL]]: the model/ packages "
+                        "or train_urls of 1-3 finished runs on the same classes")
+    from evaluation import inference, stage
+    from export import ensemble, package
+
+    package.check_destination(run.train_url, wanted.overwrite_model)  # before any work
+    members = ensemble.load_members(wanted.members, wanted.member_weights,
+                                    lambda url: inference.local_copy(url, cache_root))
+    work_dir = work_dir_for(run.train_url, cache_root, None)
+    folder = package.fresh_folder(package.staging_folder(work_dir))
+    class_names = ensemble.save(members, folder, wanted.tta)
+    metrics, tested = None, ""
+    if run.eval.test_data_url:
+        metrics, count = _test_metrics(
+            run, class_names, lambda samples: inference.saved_model_probabilities(
+                folder, [s.path for s in samples], run.feed.batch_size), cache_root, work_dir)
+        tested = (f"; on {count} test images: top-1 {metrics['top1_accuracy']:.4f} (reports "
+                  f"in {obs_utils.join(run.train_url, stage.FOLDER)})")
+    package.finish(folder, class_names, metrics, wanted.runtime)
+    url = package.publish_staged(folder, run.train_url, wanted.overwrite_model)
+    return f"ensemble of {len(members)} model{'s' if len(members) > 1 else ''}: {url}{tested}"
 
 
 def configure(flags):
@@ -214,6 +262,8 @@ def main(argv=None):
         run = configure(flags)
         if run.mode == "train":
             return train_and_export(run, flags, unknown, cache_root)
+        if run.mode == "ensemble":
+            return make_ensemble(run, cache_root)
         return evaluate_or_predict(run, cache_root)
 
     return run_job(job, (obs_utils.ObsError, UserError), log)

@@ -13,6 +13,7 @@ from tqdm import tqdm
 import obs_utils
 from errors import UserError
 from inputs import label_map, pipeline
+from inputs import tta as tta_views
 from models import build, run_weights
 
 log = logging.getLogger("evaluation")
@@ -22,11 +23,18 @@ class ModelNotFound(UserError):
     """--eval_model names nothing that can be evaluated; the message says what was expected."""
 
 
-def keras_probabilities(model, samples, input_size, resize_mode, batch_size=64):
-    """Probabilities [N, classes] of a Keras model on `samples`, in order."""
+def keras_probabilities(model, samples, input_size, resize_mode, batch_size=64, tta="none"):
+    """Probabilities [N, classes] of a Keras model on `samples`, in order: the mean over the
+    `tta` views (inputs/tta.py), as the package exported with that --tta serves them."""
     ds = pipeline.eval_dataset(samples, model.output_shape[-1], batch_size, input_size,
                                resize_mode)
-    batches = [model(x, training=False).numpy() for x, _ in tqdm(
+
+    def predict(pixels):
+        views = tta_views.views(pixels, input_size, tta)
+        outputs = model(tf.concat(views, axis=0), training=False)
+        return tta_views.mean_over_views(outputs, tf.shape(pixels)[0], len(views)).numpy()
+
+    batches = [predict(x) for x, _ in tqdm(
         ds, total=-(-len(samples) // batch_size), unit="batch", desc="evaluating")]
     return np.concatenate(batches).astype(np.float32)
 

@@ -97,11 +97,25 @@ def copy_service(folder):
             shutil.copy2(source, folder)
 
 
-def build(model, class_names, input_size, resize_mode, metrics, runtime, folder):
-    """Write the whole package into local `folder` (made anew) and check it."""
+def build(model, class_names, input_size, resize_mode, metrics, runtime, folder, tta="none"):
+    """Write the whole package into local `folder` (made anew) and check it; serving_default
+    averages the `tta` test-time views."""
+    fresh_folder(folder)
+    saved_model.save(model, folder, input_size, resize_mode, tta)
+    return finish(folder, class_names, metrics, runtime)
+
+
+def fresh_folder(folder):
+    """`folder`, empty (an earlier attempt's files removed)."""
     if os.path.exists(folder):
         shutil.rmtree(folder)
-    saved_model.save(model, folder, input_size, resize_mode)
+    os.makedirs(folder)
+    return folder
+
+
+def finish(folder, class_names, metrics, runtime):
+    """Around the SavedModel in `folder`: labels.json, config.json (the `metrics` and
+    `runtime`), the service; then the package check and a check of its replies."""
     with open(os.path.join(folder, label_map.FILE_NAME), "w", encoding="utf-8") as f:
         f.write(label_map.to_json(class_names))
     config = fill_config(runtime, metrics)
@@ -160,11 +174,22 @@ def publish(folder, train_url, overwrite):
     return url
 
 
+def staging_folder(work_dir):
+    """Where a package is built before it is published."""
+    return os.path.join(work_dir, ".model-staging", "model")
+
+
 def export(model, class_names, input_size, resize_mode, metrics, train_url, work_dir,
-           runtime="", overwrite=False):
+           runtime="", overwrite=False, tta="none"):
     """Build, check and publish the package; returns its URL."""
     folder = build(model, class_names, input_size, resize_mode, metrics, runtime,
-                   os.path.join(work_dir, ".model-staging", "model"))
+                   staging_folder(work_dir), tta)
+    return publish_staged(folder, train_url, overwrite)
+
+
+def publish_staged(folder, train_url, overwrite):
+    """Publish the package built in staging_folder's `folder`, then remove the staging copy;
+    returns its URL."""
     url = publish(folder, train_url, overwrite)
     shutil.rmtree(os.path.dirname(folder), ignore_errors=True)
     return url

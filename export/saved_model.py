@@ -1,14 +1,16 @@
 """The SavedModel with the serving contract: a batch of encoded image bytes in, class
-probabilities out, as `serving_default`. The decode / resize / pad steps inside the graph are
+probabilities out, as `serving_default` (the mean over inputs/tta.py's test-time views when
+exported with --tta). The decode / resize / pad steps inside the graph are
 inputs.preprocess.bytes_to_input, the function the training pipeline used; the normalisation is
 the model's own first layer. So training, evaluation and serving cannot drift apart.
 
-Three more signatures serve retrieval: `embed` (the same bytes in, the pre-classifier feature
-out, L2-normalised: [batch, D]; the embedding neck's output, else the pooled feature),
-`embed_flip` (the mean of each image's and its mirror image's embeddings, L2-normalised: flip
-test-time augmentation), `embed_multiscale` (the same mean over three scales of the image:
-multiscale_views) and `info` (backbone, input size, resize mode, D), so the SavedModel alone
-can build and search a feature base.
+More signatures serve retrieval: `embed` (the same bytes in, the pre-classifier feature out,
+L2-normalised: [batch, D]; the embedding neck's output, else the pooled feature), `embed_flip`
+(the mean of each image's and its mirror image's embeddings, L2-normalised: flip test-time
+augmentation), `embed_multiscale` (the same mean over three scales of the image:
+inputs.tta.multiscale_views) and `info` (backbone, input size, resize mode, D), so the
+SavedModel alone can build and search a feature base; `pixels` serves decoded images, one view
+(an ensemble's members: export/ensemble.py).
 
 Every loader must restore it: TF2's `tf.saved_model.load`, and the TF1 loader that TF Serving,
 `saved_model_cli run` and older ModelArts images use, on TensorFlow 2.6 as on today's.
@@ -17,31 +19,19 @@ import keras
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
+from inputs import tta as views_of
 from inputs.preprocess import bytes_to_input
 from models.build import embedding_layer
 
 # Ops today's saver writes that older runtimes lack (DisableCopyOnRead: TF >= 2.12, a no-op for
 # a variable nobody reads sparsely); TF 2.6 refuses a SavedModel whose graph names one.
 NEWER_THAN_THE_RUNTIME = {"DisableCopyOnRead"}
-SCALE_STEP = 2 ** -0.5  # multi-scale views a factor sqrt(2) apart (as in Radenovic et al.)
-
-
-def multiscale_views(pixels, size):
-    """Three views of [B, size, size, 3] pixels at the network's fixed input size: as they
-    are; coarser (shrunk by 1/sqrt(2) and enlarged back, finer detail gone); finer (the
-    central 1/sqrt(2) of each side enlarged to the full size, detail sqrt(2) larger)."""
-    small = max(1, int(round(size * SCALE_STEP)))
-    coarse = tf.image.resize(tf.image.resize(pixels, [small, small]), [size, size])
-    start = (size - small) // 2
-    fine = tf.image.resize(pixels[:, start:start + small, start:start + small, :],
-                           [size, size])
-    return [pixels, coarse, fine]
 
 
 class ClassifierModule(tf.Module):
     """A trained Keras classifier wrapped for tf.saved_model.save."""
 
-    def __init__(self, model, input_size, resize_mode):
+    def __init__(self, model, input_size, resize_mode, tta="none"):
         super().__init__()
         # The module tracks the TensorFlow variables themselves, not the Keras model: tracked
         # through Keras 3's variable wrappers, each weight is written twice into the TF1 graph
@@ -54,6 +44,7 @@ class ClassifierModule(tf.Module):
         self.feature_dim = int(features.output_shape[-1])
         self.input_size = input_size
         self.resize_mode = resize_mode
+        self.tta = tta  # serving_default's test-time views (inputs/tta.py)
         self.backbone = model.name.removesuffix("_classifier")  # models.build's naming
 
     def _pixels(self, images):
@@ -64,10 +55,15 @@ class ClassifierModule(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
     def serve(self, images):
-        """encoded JPEG / PNG / GIF / BMP / WebP bytes [batch] -> probabilities [batch, classes]"""
+        """encoded JPEG / PNG / GIF / BMP / WebP bytes [batch] -> probabilities [batch, classes],
+        the mean over the test-time views (--tta; one network call for all of them)"""
         model, _ = self._networks()
-        probabilities = tf.cast(model(self._pixels(images), training=False), tf.float32)
-        return {"probabilities": probabilities}
+        pixels = self._pixels(images)
+        views = views_of.views(pixels, self.input_size, self.tta)
+        probabilities = tf.cast(model(tf.concat(views, axis=0) if len(views) > 1 else pixels,
+                                      training=False), tf.float32)
+        return {"probabilities": views_of.mean_over_views(probabilities, tf.shape(pixels)[0],
+                                                          len(views))}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
     def embed(self, images):
@@ -81,14 +77,11 @@ class ClassifierModule(tf.Module):
         """The mean of the views' L2-normalised embeddings, L2-normalised: one network call
         over all views of the batch."""
         _, network = self._networks()
-        count = tf.shape(views[0])[0]
         features = tf.math.l2_normalize(tf.cast(network(tf.concat(views, axis=0),
                                                         training=False), tf.float32),
                                         axis=1, epsilon=1e-30)
-        summed = features[:count]
-        for i in range(1, len(views)):  # AddV2: in the checked TF 2.6 op list
-            summed += features[i * count:(i + 1) * count]
-        return {"embeddings": tf.math.l2_normalize(summed, axis=1, epsilon=1e-30)}
+        mean = views_of.mean_over_views(features, tf.shape(views[0])[0], len(views))
+        return {"embeddings": tf.math.l2_normalize(mean, axis=1, epsilon=1e-30)}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
     def embed_flip(self, images):
@@ -101,7 +94,8 @@ class ClassifierModule(tf.Module):
     def embed_multiscale(self, images):
         """encoded bytes [batch] -> the mean embedding of three scales of each image
         (multiscale_views), L2-normalised [batch, D]"""
-        return self._mean_embedding(multiscale_views(self._pixels(images), self.input_size))
+        return self._mean_embedding(views_of.multiscale_views(self._pixels(images),
+                                                              self.input_size))
 
     @tf.function(input_signature=[])
     def info(self):
@@ -113,15 +107,17 @@ class ClassifierModule(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32,
                                                 name="pixels")])
     def serve_pixels(self, pixels):
-        """Already decoded and resized float 0..255 images -> probabilities (for callers that
-        decode themselves; bytes stay the contract)."""
+        """Already decoded and resized float 0..255 images -> probabilities, one view (for
+        callers that decode themselves, and the members of an ensemble, which take their own
+        views; bytes stay the contract)."""
         model, _ = self._networks()
         return {"probabilities": tf.cast(model(pixels, training=False), tf.float32)}
 
 
-def save(model, directory, input_size, resize_mode):
-    """Write the SavedModel (saved_model.pb + variables/) into `directory`."""
-    module = ClassifierModule(model, input_size, resize_mode)
+def save(model, directory, input_size, resize_mode, tta="none"):
+    """Write the SavedModel (saved_model.pb + variables/) into `directory`; serving_default
+    averages the `tta` views' probabilities."""
+    module = ClassifierModule(model, input_size, resize_mode, tta)
     tf.saved_model.save(module, directory, signatures={
         "serving_default": module.serve.get_concrete_function(),
         "pixels": module.serve_pixels.get_concrete_function(),

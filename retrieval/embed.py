@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from errors import UserError
 from evaluation import inference
+from export import ensemble
 from serving.gallery import TTA_SIGNATURES
 
 log = logging.getLogger("retrieval")
@@ -50,6 +51,10 @@ class Embedder:
     identifies the model and its use (`meta`)."""
 
     def __init__(self, package, tta="none"):
+        if os.path.isfile(os.path.join(package, ensemble.FILE_NAME)):
+            raise ModelError(f"{package} is an ensemble (train.py --mode=ensemble), which "
+                             "serves classes only: embed with one of its members' packages "
+                             f"(its {ensemble.FILE_NAME} lists them)")
         self._loaded = tf.saved_model.load(package)
         signatures = self._loaded.signatures
         if "embed" not in signatures or "info" not in signatures:

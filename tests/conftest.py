@@ -65,3 +65,28 @@ def demo_run(tmp_path_factory):
     proc.root = root
     proc.out = root / "out"
     return proc
+
+
+@pytest.fixture(scope="session")
+def ensemble_run(demo_run, tmp_path_factory):
+    """`train.py --mode=ensemble` of three members with flip TTA and weights 1, 2, 1: the demo
+    run itself (its train_url), the demo's weights at 40 px stretched, and the demo's model
+    with its classes in another order (tests/ensembles.py); evaluated on 60 demo images."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    import train
+    from tests import ensembles
+
+    root = tmp_path_factory.mktemp("ensemble")
+    resized = ensembles.resized_member(str(demo_run.out), root / "resized" / "model")
+    permuted, perm = ensembles.permuted_member(str(demo_run.out), root / "permuted" / "model")
+    test = ensembles.labelled_subset(str(demo_run.root), str(root / "test"))
+    members = [str(demo_run.out), str(resized), str(permuted)]
+    code = train.main(["--mode=ensemble", f"--members={','.join(members)}",
+                       "--member_weights=1,2,1", "--tta=flip", f"--train_url={root / 'out'}",
+                       f"--test_data_url={test}", f"--local_data_root={root / 'cache'}"])
+    assert code == 0
+    return SimpleNamespace(root=root, package=root / "out" / "model", perm=perm,
+                           members=[demo_run.out / "model", Path(resized), Path(permuted)],
+                           weights=[1.0, 2.0, 1.0], test=test)

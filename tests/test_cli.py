@@ -98,7 +98,7 @@ def test_the_flag_tables_name_what_the_code_implements():
     """flags.py names the choices itself (so --help needs no TensorFlow): each list must be
     what the implementing module offers, or a flag would be refused or crash later."""
     import flags
-    from inputs import augment, balance, screening
+    from inputs import augment, balance, screening, tta
     from models import backbones, build, heads, losses, run_weights
     from training import distribute, optim
 
@@ -113,5 +113,6 @@ def test_the_flag_tables_name_what_the_code_implements():
     assert list(flags.SCHEDULES) == list(optim.SCHEDULES)
     assert list(flags.LOSSES) == list(losses.ALLOWED)
     assert list(flags.MONITORS) == list(run_weights.MONITORS)
+    assert list(flags.TTA) == list(tta.CHOICES)
     assert (flags.MAX_IMAGE_PIXELS, flags.MIN_IMAGE_SIDE, flags.WORKER_PORT) == \
         (screening.MAX_PIXELS, screening.MIN_SIDE, distribute.DEFAULT_PORT)

@@ -99,6 +99,8 @@ TF_2_6_OPS = {
     # by Keras into these same ops; pooling)
     "MaxPool", "AvgPool", "Sigmoid", "Tanh", "Square", "Sqrt", "Pow", "Neg", "Exp", "Log",
     "Sum", "ConcatV2", "Transpose", "Tile", "Fill", "ZerosLike", "Erf",
+    # an ensemble's: its own decode loop, and a member's classes put in order
+    "StatelessWhile", "Min", "GatherV2",
     # the saver, which TF1 loaders (TF Serving, saved_model_cli) restore the variables with
     "SaveV2", "RestoreV2", "MergeV2Checkpoints", "ShardedFilename", "StaticRegexFullMatch",
     "StringJoin", "Select"}

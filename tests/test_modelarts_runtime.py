@@ -1,9 +1,11 @@
 """The model package on the platform's own runtime: Python 3.7 + TensorFlow 2.6 (the default
 inference image), built once into a cached virtualenv. There the SavedModel train.py wrote
-must restore through the TF1 loader (TF Serving's way) and tf.saved_model.load, and
-customize_service.py must serve under a stand-in of the platform's framework
-(tests/modelarts_framework: its request shape, class pick-up and error rule), with results
-equal to TensorFlow 2.21's in this process."""
+(the demo's, a ResNet50's, and a three-member ensemble's with test-time views) must restore
+through the TF1 loader (TF Serving's way) and tf.saved_model.load, and customize_service.py
+must serve the ensemble under a stand-in of the platform's framework (tests/modelarts_framework:
+its request shape, class pick-up and error rule), with results equal to TensorFlow 2.21's in
+this process."""
+import functools
 import io
 import json
 import os
@@ -51,11 +53,20 @@ def pictures(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def ours(package):
+def ensemble_package(ensemble_run, tmp_path_factory):
+    """A copy of conftest's three-member ensemble (flip views) package."""
+    folder = tmp_path_factory.mktemp("runtime-ensemble") / "model"
+    shutil.copytree(ensemble_run.package, folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def ours(ensemble_package):
     """The service on this process's TensorFlow 2.21: the reference."""
     import customize_service
 
-    service = customize_service.ImageClassifierService("model", str(package), background=False)
+    service = customize_service.ImageClassifierService("model", str(ensemble_package),
+                                                       background=False)
     service.wait_ready()
     return service
 
@@ -78,12 +89,18 @@ def resnet50_package(tmp_path_factory):
     return export_package.build(model, ["a", "b", "c"], 32, "letterbox", None, "", str(folder))
 
 
-def reference(folder, pictures, signature):
-    """What TensorFlow 2.21's tf.saved_model.load gives for the package in `folder`."""
+@functools.lru_cache(maxsize=None)
+def _loaded(folder):
     import tensorflow as tf
 
+    return tf.saved_model.load(folder)
+
+
+def reference(folder, pictures, signature):
+    """What TensorFlow 2.21's tf.saved_model.load gives for the package in `folder` (each
+    package loaded once)."""
     blobs = [p.read_bytes() for p in pictures]
-    return tf.saved_model.load(str(folder)).signatures[signature](images=blobs)[
+    return _loaded(str(folder)).signatures[signature](images=blobs)[
         "probabilities" if signature == "serving_default" else "embeddings"].numpy()
 
 
@@ -94,16 +111,19 @@ def run37(python, *args, **kwargs):
                           timeout=600, **kwargs)
 
 
-@pytest.mark.parametrize("which", ["demo", "resnet50"])
+@pytest.mark.parametrize("which", ["package", "resnet50_package", "ensemble_package"])
 def test_the_package_restores_on_tensorflow_2_6_through_every_loader(which, runtime_python,
                                                                      request, pictures,
                                                                      tmp_path):
-    package = request.getfixturevalue("package" if which == "demo" else "resnet50_package")
+    package = request.getfixturevalue(which)
     proc = run37(runtime_python, "tests/tf1_loaders.py", str(package), *map(str, pictures))
     assert proc.returncode == 0, proc.stderr[-4000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got["tensorflow"] == "2.6.0"
-    for signature in ("serving_default", "embed", "embed_flip", "embed_multiscale"):
+    signatures = ["serving_default"] + (["embed", "embed_flip", "embed_multiscale"]
+                                        if which != "ensemble_package" else [])
+    assert sorted(got["tf1"]) == sorted(got["tf2"]) == sorted(signatures)
+    for signature in signatures:
         want = reference(package, pictures, signature)
         assert np.ptp(want, axis=0).max() > 1e-4  # the pictures are told apart: it can fail
         for loader in ("tf1", "tf2"):
@@ -111,18 +131,21 @@ def test_the_package_restores_on_tensorflow_2_6_through_every_loader(which, runt
                                        err_msg=f"{loader} {signature}")
     # saved_model_cli, as the platform's docs use it to inspect and try a model
     np.save(tmp_path / "one.npy", np.array([pictures[0].read_bytes()]))
+    signature = signatures[1] if len(signatures) > 1 else signatures[0]
     proc = run37(runtime_python, "-m", "tensorflow.python.tools.saved_model_cli", "run",
-                 "--dir", str(package), "--tag_set", "serve", "--signature_def", "embed",
+                 "--dir", str(package), "--tag_set", "serve", "--signature_def", signature,
                  "--inputs", f"images={tmp_path / 'one.npy'}", "--outdir", str(tmp_path / "cli"))
     assert proc.returncode == 0, proc.stderr[-4000:]
-    np.testing.assert_allclose(np.load(tmp_path / "cli" / "embeddings.npy"),
-                               reference(package, pictures[:1], "embed"), atol=1e-5)
+    output = "probabilities" if signature == "serving_default" else "embeddings"
+    np.testing.assert_allclose(np.load(tmp_path / "cli" / f"{output}.npy"),
+                               reference(package, pictures[:1], signature), atol=1e-5)
 
 
 @pytest.fixture(scope="module")
-def platform(runtime_python, package):
-    """The stand-in framework's app serving the package's customize_service.py on 3.7."""
-    server = PlatformServer(str(package), python=runtime_python)
+def platform(runtime_python, ensemble_package):
+    """The stand-in framework's app serving the ensemble package's customize_service.py on
+    3.7 (its members' functions run inside its graph: the most the runtime must restore)."""
+    server = PlatformServer(str(ensemble_package), python=runtime_python)
     yield server.url, server.output
     server.stop()
 
@@ -135,12 +158,13 @@ def same_reply(got, want):
                                atol=1e-5)
 
 
-def test_the_service_under_the_platforms_framework_on_python37(platform, ours, package,
-                                                               pictures):
+def test_the_service_under_the_platforms_framework_on_python37(platform, ours,
+                                                               ensemble_package, pictures):
     from serving import check
 
     url, output = platform
-    schema = json.loads((package / "config.json").read_text())["apis"][0]["response"]["data"]
+    schema = json.loads((ensemble_package / "config.json").read_text())["apis"][0][
+        "response"]["data"]
     files = {p.name: io.BytesIO(p.read_bytes()) for p in pictures}
     want_one = ours.inference({"images": {pictures[0].name: io.BytesIO(
         pictures[0].read_bytes())}})

@@ -52,7 +52,7 @@ def test_end_to_end_over_obs_with_weights_from_obs(bucket, tmp_path):
     flags = [f"--data_url=obs://{bucket}/train_data/", f"--train_url=s3://{bucket}/out/",
              f"--pretrained_weights=obs://{bucket}/weights/mnv3_notop.h5",
              f"--local_data_root={tmp_path / 'cache'}", *SMALL, "--max_epochs=2",
-             "--freeze_epochs=1", "--num_gpus=1", "--task_index=0"]
+             "--freeze_epochs=1", "--tta=flip", "--num_gpus=1", "--task_index=0"]
     proc = run_train(*flags)
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
@@ -77,6 +77,7 @@ def test_end_to_end_over_obs_with_weights_from_obs(bucket, tmp_path):
     assert config["flags"]["backbone"] == "mobilenetv3small"  # as typed
     assert config["config"]["model"]["backbone"] == "mobilenetv3small"  # as handed down
     assert config["config"]["fit"]["freeze_epochs"] == 1
+    assert config["config"]["export"]["tta"] == "flip"  # validated and served with the mirror
     assert config["config"]["feed"]["augmentation"]["flip"] == "none"  # the demo preset
     assert config["ignored_flags"] == flags[-2:]
     assert config["versions"]["modelarts-classifier"] == VERSION

@@ -1,4 +1,4 @@
-"""Run a SavedModel's serving_default and embed* signatures on image files through both of
+"""Run a SavedModel's serving_default and embed* signatures (those it has) on image files through both of
 this TensorFlow's loaders: the TF1 session loader (TF Serving's way, restoring through the
 saver) and tf.saved_model.load. Prints JSON. Python 3.7 syntax: it runs on the platform's
 runtime.
@@ -22,12 +22,14 @@ def main(model_dir, paths):
     results = {"tensorflow": tf.__version__, "tf1": {}, "tf2": {}}
     with tf.compat.v1.Session(graph=tf.Graph()) as session:
         meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], model_dir)
-        for name, key in SIGNATURES.items():
+        present = {name: key for name, key in SIGNATURES.items()
+                   if name in meta_graph.signature_def}  # an ensemble has serving_default only
+        for name, key in present.items():
             signature = meta_graph.signature_def[name]
             results["tf1"][name] = session.run(
                 signature.outputs[key].name, {signature.inputs["images"].name: blobs}).tolist()
     loaded = tf.saved_model.load(model_dir)
-    for name, key in SIGNATURES.items():
+    for name, key in present.items():
         results["tf2"][name] = loaded.signatures[name](
             images=tf.constant(blobs))[key].numpy().tolist()
     print(json.dumps(results))
