@@ -16,6 +16,9 @@ class DataConfig:
     manifest: str
     drop_val_copies: bool
     val_ratio: float
+    kfold: int
+    fold: int
+    distill_from: str
     seed: int
     max_image_pixels: int
     min_image_side: int
@@ -32,6 +35,7 @@ class FeedConfig:
     balance: str
     sampler: str
     pk_images: int
+    distill_weight: float
     augment: str
     cache_images: bool
     deterministic: bool

@@ -25,7 +25,7 @@ SCHEDULES = ("plateau", "cosine", "sgdr", "step")     # training/optim.SCHEDULES
 LOSSES = ("categorical_crossentropy", "focal")         # models/losses.ALLOWED
 MONITORS = ("val_accuracy", "val_macro_recall", "val_loss")  # models/run_weights.MONITORS
 TTA = ("none", "flip", "crops")                       # inputs/tta.CHOICES
-MODES = ("train", "eval", "predict", "ensemble")
+MODES = ("train", "eval", "predict", "ensemble", "oof")
 MAX_IMAGE_PIXELS = 64_000_000                         # inputs/screening.MAX_PIXELS
 MIN_IMAGE_SIDE = 8                                    # inputs/screening.MIN_SIDE
 WORKER_PORT = 2222                                    # training/distribute.DEFAULT_PORT
@@ -85,6 +85,18 @@ def build_parser():
                            "exact copies of validation images")
     data.add_argument("--val_ratio", type=float, default=0.2,
                       help="share of each class held out for validation (stratified)")
+    data.add_argument("--kfold", type=int, default=0,
+                      help="K >= 2: K models, one per stratified fold of the data, each "
+                           "validated on its own fold, in {train_url}/folds/<i>/; then the "
+                           "out-of-fold probabilities ({train_url}/oof.csv) and the "
+                           "cross-validated accuracy (metrics.json). 0: one model")
+    data.add_argument("--fold", type=int, default=-1,
+                      help="with --kfold: train this fold alone (folds as separate jobs; "
+                           "--mode=oof gathers them); -1: every fold in turn")
+    data.add_argument("--distill_from", default="",
+                      help="the train_url of a finished --kfold run on the same data: train on "
+                           "--distill_weight * one-hot + (1 - it) * its out-of-fold "
+                           "probabilities (a distilled round; with --kfold too)")
     data.add_argument("--seed", type=int, default=0,
                       help="seed of the split, the batches and the augmentation")
     data.add_argument("--max_image_pixels", type=int, default=MAX_IMAGE_PIXELS,
@@ -95,6 +107,8 @@ def build_parser():
     feed = parser.add_argument_group("input pipeline")
     feed.add_argument("--input_size", type=positive, default=224,
                       help="side of the square the model sees, in pixels")
+    feed.add_argument("--distill_weight", type=float, default=0.5,
+                      help="with --distill_from: the one-hot label's share of the target")
     feed.add_argument("--resize_mode", default="letterbox", choices=["letterbox", "stretch"],
                       help="letterbox keeps the aspect ratio (black bars); the same in serving")
     feed.add_argument("--batch_size", type=positive, default=32, help="per GPU (replica)")
@@ -217,7 +231,8 @@ def build_parser():
                      help="eval: reports for --eval_model on labelled --test_data_url; "
                           "predict: top-k classes of the images in --test_data_url; "
                           "ensemble: one package of the --members models (evaluated on "
-                          "--test_data_url when given)")
+                          "--test_data_url when given); oof: gather the folds of the --kfold "
+                          "run in --train_url")
     out.add_argument("--eval_model", default="", help="eval/predict: a model/ package, a "
                      "train_url holding one, or a .weights.h5 file of a run")
     out.add_argument("--test_data_url", default="", help="eval: labelled images (any layout); "

@@ -68,6 +68,9 @@ def build_parser():
     add("--job_name", default="", help="train: the job's name (default: one made from the "
                                        "time)")
     add("--detach", action="store_true", help="train: return the job id at once")
+    add("--each_fold", action="store_true",
+        help="train with --kfold=K: K jobs side by side, one per fold (--fold=i), detached; "
+             "then train.py --mode=oof --train_url=... gathers them")
     add("--follow", action="store_true", help="logs: until the job ends")
     add("--task", default="worker-0", help="logs: whose log on a multi-node job (worker-0, "
                                           "the chief, prints the progress)")
@@ -130,12 +133,7 @@ def train(args, client, parameters):
         raise ValueError("pass --image (a custom image) or --engine (a preset one), not both")
     image = args.image or (args.engine if "/" in args.engine else "")
     engine = training_job.check_choices(client, args.flavor, image or args.engine)
-    if image:
-        body = training_job.image_job_body(name, code_url, args.data_url, args.train_url,
-                                           args.flavor, image, args.node_count, parameters)
-    else:
-        body = training_job.job_body(name, code_url, args.data_url, args.train_url,
-                                     args.flavor, engine, args.node_count, parameters)
+    jobs = fold_jobs(name, parameters) if args.each_fold else [(name, parameters)]
     if args.dry_run:
         print(f"would upload {len(files)} files ({size / 2 ** 20:.1f} MB) to {code_url}")
     else:
@@ -143,17 +141,48 @@ def train(args, client, parameters):
             stats = pack.upload(args.code_dir, files, code_url, os.path.join(staging, "code"))
         log.info("code: %d files in %s (%s sent)", len(files), code_url,
                  "?" if stats.copied is None else stats.copied)
-    reply = client.call("POST", training_job.JOBS, body)
-    if reply is None:  # dry run
+    ids = []
+    for job_name, job_parameters in jobs:
+        if image:
+            body = training_job.image_job_body(job_name, code_url, args.data_url,
+                                               args.train_url, args.flavor, image,
+                                               args.node_count, job_parameters)
+        else:
+            body = training_job.job_body(job_name, code_url, args.data_url, args.train_url,
+                                         args.flavor, engine, args.node_count, job_parameters)
+        reply = client.call("POST", training_job.JOBS, body)
+        if reply is None:  # dry run
+            continue
+        job_id = (reply.get("metadata") or {}).get("id")
+        if not job_id:
+            raise cloud.CloudError(f"ModelArts created no job id; it answered: "
+                                   f"{str(reply)[:300]}")
+        log.info("training job %s created: %s", job_name, job_id)
+        ids.append(job_id)
+    if args.dry_run:
         return 0
-    job_id = (reply.get("metadata") or {}).get("id")
-    if not job_id:
-        raise cloud.CloudError(f"ModelArts created no job id; it answered: {str(reply)[:300]}")
-    log.info("training job %s created: %s", name, job_id)
+    if args.each_fold:
+        print("\n".join(ids))
+        log.info("%d fold jobs running side by side; once all are done: python train.py "
+                 "--mode=oof --train_url=%s", len(ids), args.train_url)
+        return 0
     if args.detach:
-        print(job_id)
+        print(ids[0])
         return 0
-    return follow(args, client, job_id)
+    return follow(args, client, ids[0])
+
+
+def fold_jobs(name, parameters):
+    """(job name, parameters) per fold of the --kfold parameter: <name>-fold<i>, --fold=i."""
+    given = dict(parameters)
+    try:
+        k = int(given.get("kfold", "0"))
+    except ValueError:
+        k = 0
+    if k < 2 or "fold" in given:
+        raise ValueError("--each_fold needs --kfold=K (K >= 2) and no --fold: it submits "
+                         "one job per fold")
+    return [(f"{name}-fold{i}", [*parameters, ("fold", str(i))]) for i in range(k)]
 
 
 def follow(args, client, job_id):

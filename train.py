@@ -19,6 +19,7 @@ import os
 import platform
 import sys
 import time
+from dataclasses import dataclass, replace
 
 HERE = os.path.dirname(os.path.realpath(__file__))
 sys.path.insert(0, HERE)  # ModelArts runs the boot file from another working directory
@@ -89,23 +90,44 @@ def package_plan(run):
     return False, False
 
 
+@dataclass
+class Job:
+    """What every training run of one job shares (one run, or one per fold with --kfold)."""
+    strategy: object      # made first: MultiWorkerMirroredStrategy requires it
+    tf_config: dict
+    chief: bool
+    pretrained: object    # models.weights.prepare's match, or None
+    cache_root: str
+    data_dir: str
+    flags: object         # what was parsed, and the flags ignored, for run_config.json
+    unknown: list
+
+
 def train_and_export(run, flags, unknown, cache_root):
     """The training job (run: config.RunConfig; flags: what was parsed, for run_config.json):
-    data, training, then (chief) evaluation of the best weights on the validation set and the
-    model package. Returns the one-line summary."""
+    data, then one training run (train_one), or with --kfold one per fold (train_folds).
+    Returns the one-line summary."""
     started = time.time()
-    data_cfg, feed, spec = run.data, run.feed, run.model
+    data_cfg, spec = run.data, run.model
     tf_config = distribute.cluster_from_env(port=run.worker_port)
-    chief = distribute.is_chief(tf_config)
     # Before any other TensorFlow work: MultiWorkerMirroredStrategy must come first.
     strategy = distribute.make_strategy(tf_config)
-    from evaluation import inference, stage
-    from export import package
-    from inputs import balance, fetch, prepare, screening
+    from inputs import fetch, prepare
     from models import weights
-    from training import job
+    from training import folds
 
-    keep_package, overwrite = package_plan(run)
+    if data_cfg.kfold < 0 or data_cfg.kfold == 1:
+        raise UserError(f"--kfold={data_cfg.kfold}: use 2 or more folds, or 0 for one model")
+    if data_cfg.fold >= 0 and data_cfg.kfold == 0:
+        raise UserError(f"--fold={data_cfg.fold} needs --kfold (how many folds there are)")
+    if data_cfg.kfold > 1 and data_cfg.fold >= data_cfg.kfold:
+        raise UserError(f"--fold={data_cfg.fold} but --kfold={data_cfg.kfold}: folds are "
+                        f"numbered 0..{data_cfg.kfold - 1}")
+    if data_cfg.distill_from:
+        check_distillation(run)
+    runs = ([run] if data_cfg.kfold <= 1 else
+            [replace(run, train_url=folds.fold_url(run.train_url, i)) for i in fold_numbers(run)])
+    plans = [package_plan(each) for each in runs]  # an existing package: refused now
     # The weights file is fetched, read and matched now: a wrong one stops the job before any
     # data is screened or anything is written to train_url.
     pretrained = weights.prepare(spec.backbone, spec.pretrained_weights, cache_root,
@@ -115,29 +137,114 @@ def train_and_export(run, flags, unknown, cache_root):
                if data_cfg.val_data_url else None)
     # Every worker prepares the same data (same seed, or the split already saved); only the
     # chief writes to train_url.
+    chief = distribute.is_chief(tf_config)
     data = prepare.prepare(data_dir, run.train_url, cache_root, data_cfg.data_format,
                            data_cfg.manifest or None, val_dir, data_cfg.val_ratio,
                            data_cfg.seed, data_cfg.max_image_pixels, data_cfg.min_image_side,
-                           write=chief, drop_val_copies=data_cfg.drop_val_copies)
+                           write=chief, drop_val_copies=data_cfg.drop_val_copies,
+                           kfold=data_cfg.kfold)
     if spec.num_classes and spec.num_classes != len(data.class_names):
         raise UserError(f"--num_classes={spec.num_classes} but the data has "
                          f"{len(data.class_names)} classes; leave it at 0 to take the data's")
+    if data_cfg.distill_from:
+        from inputs import oof
+
+        data.soft = oof.soft_targets(data_cfg.distill_from, data.class_names)
+    job = Job(strategy, tf_config, chief, pretrained, cache_root, data_dir, flags, unknown)
+    if data_cfg.kfold <= 1:
+        summary, _ = train_one(run, data, plans[0], job)
+        return f"done in {time.time() - started:.0f} s: {summary}"
+    return train_folds(run, data, runs, plans, job, started)
+
+
+def check_distillation(run):
+    """--distill_from's settings, before any work: soft targets need the softmax head, a
+    weight in [0, 1] and a train_url of the round's own."""
+    if run.model.head != "softmax":
+        raise UserError(f"--distill_from trains on soft targets, which --head={run.model.head} "
+                        "does not take: use --head=softmax")
+    if not 0.0 <= run.feed.distill_weight <= 1.0:
+        raise UserError(f"--distill_weight={run.feed.distill_weight}: use a number in [0, 1] "
+                        "(the one-hot label's share of the target)")
+    if run.data.distill_from.rstrip("/") == run.train_url.rstrip("/"):
+        raise UserError("--distill_from is this job's own --train_url: give the distilled "
+                        "round a --train_url of its own")
+    from inputs import oof
+
+    oof.check_exists(run.data.distill_from)
+
+
+def fold_numbers(run):
+    """The folds this job trains: --fold alone, else every one."""
+    return [run.data.fold] if run.data.fold >= 0 else list(range(run.data.kfold))
+
+
+def train_folds(run, data, runs, plans, job, started):
+    """--kfold: each fold of fold_numbers a run of its own in {train_url}/folds/<i>/ (a fold
+    finished before is kept; one cut short resumes), its held-out probabilities written
+    beside it; once every fold is done, gathered (training.folds.gather)."""
+    from inputs import label_map, split
+    from training import folds
+
+    k = run.data.kfold
+    for fold, fold_run, plan in zip(fold_numbers(run), runs, plans):
+        if folds.fold_done(run.train_url, fold, run.fit.max_epochs):
+            log.info("fold %d of %d: done before, kept (%s)", fold, k, fold_run.train_url)
+            continue
+        fold_data = data.fold(fold)
+        log.info("fold %d of %d: %d train, %d held-out images -> %s", fold, k,
+                 len(fold_data.train), len(fold_data.val), fold_run.train_url)
+        if job.chief:  # the fold's folder is a train_url like any other: labels, split
+            label_map.save(obs_utils.join(fold_run.train_url, label_map.FILE_NAME),
+                           data.class_names)
+            obs_utils.write_text(obs_utils.join(fold_run.train_url, split.FILE_NAME),
+                                 split.to_json(fold_data.train, fold_data.val, run.data.seed,
+                                               1.0 / k))
+        summary, probabilities = train_one(fold_run, fold_data, plan, job)
+        if job.chief:
+            folds.write_fold_oof(run.train_url, fold, fold_data.val, probabilities,
+                                 data.class_names)
+        log.info("fold %d of %d: %s", fold, k, summary)
+    if not job.chief:
+        return f"worker done in {time.time() - started:.0f} s; the chief writes the outputs"
+    pending = [i for i in range(k) if not folds.fold_done(run.train_url, i, run.fit.max_epochs)]
+    if pending:
+        return (f"done in {time.time() - started:.0f} s: folds {fold_numbers(run)} of {k} "
+                f"trained; {pending} still to run, then train.py --mode=oof "
+                f"--train_url={run.train_url} gathers them")
+    summary = folds.gather(run.train_url, k, data.class_names)
+    return (f"done in {time.time() - started:.0f} s: {k}-fold cross-validated top-1 "
+            f"{summary['cv_top1_accuracy']['mean']:.4f} +- {summary['cv_top1_accuracy']['sd']:.4f}"
+            f"; out-of-fold probabilities in {obs_utils.join(run.train_url, folds.OOF_FILE)}")
+
+
+def train_one(run, data, plan, job):
+    """One training run into run.train_url: training, then (chief) evaluation of the best
+    weights on the validation set and the model package. Returns (summary line, validation
+    probabilities; None on the other workers)."""
+    feed, spec = run.feed, run.model
+    from evaluation import inference, stage
+    from export import package
+    from inputs import balance, screening
+    from training import job as training
+
+    keep_package, overwrite = plan
     counts = screening.class_counts(data.train, len(data.class_names))
     balance.log_plan(counts, feed.balance, data.class_names, len(data.train))
     balance.log_sampler(feed.sampler, feed.balance, feed.batch_size, feed.pk_images, counts)
-    run_config = {"config": config.as_dict(run), "flags": vars(flags),
-                  "ignored_flags": unknown, "versions": versions(),
-                  "local_data_dir": data_dir, "classes": len(data.class_names),
+    run_config = {"config": config.as_dict(run), "flags": vars(job.flags),
+                  "ignored_flags": job.unknown, "versions": versions(),
+                  "local_data_dir": job.data_dir, "classes": len(data.class_names),
                   "train_images": len(data.train), "val_images": len(data.val),
-                  "cluster": tf_config}
-    if chief:
+                  "cluster": job.tf_config}
+    if job.chief:
         obs_utils.write_text(obs_utils.join(run.train_url, "run_config.json"),
                              json.dumps(run_config, indent=2, ensure_ascii=False))
-    work_dir = work_dir_for(run.train_url, cache_root, tf_config)
-    result = job.train(run, data, work_dir, strategy, chief, pretrained)
-    if not chief:
-        return f"worker done in {time.time() - started:.0f} s; the chief writes the outputs"
-    model = job.final_model(spec, data.class_names, result)
+    work_dir = work_dir_for(run.train_url, job.cache_root, job.tf_config)
+    result = training.train(run, data, work_dir, job.strategy, job.chief, job.pretrained)
+    if not job.chief:
+        return "worker done; the chief writes the outputs", None
+    model = training.final_model(spec, data.class_names, result)
     probabilities = inference.keras_probabilities(model, data.val, feed.input_size,
                                                   feed.resize_mode, feed.batch_size,
                                                   run.export.tta)
@@ -151,14 +258,31 @@ def train_and_export(run, flags, unknown, cache_root):
                              metrics, run.train_url, work_dir, run.export.runtime, overwrite,
                              run.export.tta)
         where = f"model package {url}"
-    if not data_cfg.data_url and run.export.export_model:  # the demo: an image to send it
+    if not run.data.data_url and run.export.export_model and run.data.kfold <= 1:  # the demo
         log.info("once served, ask it: curl -F images=@%s http://127.0.0.1:8080/",
                  data.val[0].path)
-    return (f"done in {time.time() - started:.0f} s: {len(result.history)} "
-            f"epoch{'' if len(result.history) == 1 else 's'} run now; "
+    return (f"{len(result.history)} epoch{'' if len(result.history) == 1 else 's'} run now; "
             f"best weights on validation: top-1 {metrics['top1_accuracy']:.4f}, macro F1 "
             f"{metrics['macro']['f1']:.4f}; {where}; reports in "
-            f"{obs_utils.join(run.train_url, stage.FOLDER)}")
+            f"{obs_utils.join(run.train_url, stage.FOLDER)}"), probabilities
+
+
+def gather_folds(run):
+    """--mode=oof: the out-of-fold probabilities of a --kfold run's folds, all done (each
+    trained alone with --fold, perhaps as jobs side by side), gathered; returns the summary."""
+    from inputs import label_map, split
+    from training import folds
+
+    folds_url = obs_utils.join(run.train_url, split.FOLDS_FILE)
+    if not obs_utils.exists(folds_url):
+        raise UserError(f"--mode=oof: {run.train_url} holds no {split.FOLDS_FILE}: give the "
+                        "--train_url of a --kfold run")
+    k = int(json.loads(obs_utils.read_text(folds_url))["k"])
+    class_names = label_map.load(obs_utils.join(run.train_url, label_map.FILE_NAME))
+    summary = folds.gather(run.train_url, k, class_names)
+    return (f"{k}-fold cross-validated top-1 {summary['cv_top1_accuracy']['mean']:.4f} +- "
+            f"{summary['cv_top1_accuracy']['sd']:.4f} over {summary['images']} images; "
+            f"{obs_utils.join(run.train_url, folds.OOF_FILE)}")
 
 
 def _test_metrics(run, class_names, probabilities_of, cache_root, work_dir):
@@ -264,6 +388,8 @@ def main(argv=None):
             return train_and_export(run, flags, unknown, cache_root)
         if run.mode == "ensemble":
             return make_ensemble(run, cache_root)
+        if run.mode == "oof":
+            return gather_folds(run)
         return evaluate_or_predict(run, cache_root)
 
     return run_job(job, (obs_utils.ObsError, UserError), log)

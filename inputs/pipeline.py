@@ -46,11 +46,14 @@ def decode_to_memory(samples, input_size, resize_mode):
 
 def train_dataset(samples, num_classes, batch_size, input_size, resize_mode="letterbox",
                   balance_policy="oversample", augment_settings=None, seed=0,
-                  cache_images=False, deterministic=False, sampler="random", pk_images=4):
+                  cache_images=False, deterministic=False, sampler="random", pk_images=4,
+                  targets=None):
     """Endless dataset of (images float32 [B, S, S, 3], labels float32 one-hot/soft [B, C]);
-    sampler "pk" makes each batch P classes x `pk_images` images (inputs/balance.py)."""
+    sampler "pk" makes each batch P classes x `pk_images` images (inputs/balance.py);
+    `targets` ([N, C], a distilled round's: inputs/oof.targets) replace the one-hot labels
+    (balancing still goes by the true class)."""
     labels = np.array([s.label for s in samples], dtype=np.int64)
-    label_table = tf.constant(labels)
+    label_table = tf.constant(labels if targets is None else np.asarray(targets, np.float32))
     settings = augment_settings or augment.resolve("none")
     augmented = augment.is_geometric(settings) or augment.has_colour(settings)
     if cache_images:
@@ -87,7 +90,8 @@ def train_dataset(samples, num_classes, batch_size, input_size, resize_mode="let
           # its batch, with a warning, rather than ending a long run. (Skipping per image,
           # between map and batch, stops tf.data fusing them: 10% slower.)
           .ignore_errors(log_warning=True))
-    ds = ds.map(lambda x, y: (x, tf.one_hot(y, num_classes, dtype=tf.float32)))
+    if targets is None:
+        ds = ds.map(lambda x, y: (x, tf.one_hot(y, num_classes, dtype=tf.float32)))
     mixer = mixing.batch_mixer(settings)
     if mixer is not None:  # each batch its own stateless seed: the same --seed, the same mix
         ds = (tf.data.Dataset.zip(ds, mixing.batch_seeds(seed + 2))

@@ -19,6 +19,13 @@ class PreparedData:
     train: list          # Samples
     val: list            # Samples
     report: dict         # the screening report of the training data
+    folds: list = None   # --kfold: the fold of each train sample (val is then empty)
+    soft: dict = None    # --distill_from: {file: out-of-fold probabilities} (inputs/oof.py)
+
+    def fold(self, i):
+        """Fold `i` of a --kfold run as data of its own: its images held out as validation."""
+        train, val = split.fold_split(self.train, self.folds, i)
+        return PreparedData(self.class_names, train, val, self.report, soft=self.soft)
 
 
 def _screened(index, cache_root, max_pixels, min_side, report_url, write,
@@ -74,12 +81,14 @@ def without_copies_of(train, val, drop=True):
 
 def prepare(data_dir, train_url, cache_root, layout="auto", manifest=None, val_dir=None,
             val_ratio=0.2, seed=0, max_pixels=screening.MAX_PIXELS,
-            min_side=screening.MIN_SIDE, write=True, drop_val_copies=True):
+            min_side=screening.MIN_SIDE, write=True, drop_val_copies=True, kfold=0):
     """Run the data stage on local folders. Outputs go under `train_url`, and a label map or
     split already there is reused; write=False (the other workers of a multi-node job) reads
     but writes nothing, and reaches the same result from the same data and seed. With an
     explicit `val_dir`, training images that are exact copies of validation ones are left out
-    (`drop_val_copies`); a split of one folder has none (screening keeps one copy)."""
+    (`drop_val_copies`); a split of one folder has none (screening keeps one copy). With
+    `kfold` > 1 every usable image is train, each with its fold (folds.json), and val is
+    empty."""
     report_url = obs_utils.join(train_url, "screening_report.json")
     index = layouts.read_index(data_dir, layout, manifest)
     usable, report = _screened(index, cache_root, max_pixels, min_side, report_url, write)
@@ -91,6 +100,13 @@ def prepare(data_dir, train_url, cache_root, layout="auto", manifest=None, val_d
     elif write:
         label_map.save(labels_url, index.class_names)
 
+    if kfold > 1:
+        if val_dir:
+            raise UserError("--kfold holds each fold out in turn as the validation set: "
+                            "leave out --val_data_url (or --kfold)")
+        folds = split.load_or_make_folds(obs_utils.join(train_url, split.FOLDS_FILE), usable,
+                                         kfold, seed, write)
+        return PreparedData(index.class_names, usable, [], report, folds)
     if val_dir:
         val_report_url = obs_utils.join(train_url, "screening_report_val.json")
         val_index = layouts.read_index(val_dir, layout, None)

@@ -1,8 +1,9 @@
 """Split the usable images into train and validation: stratified by class, seeded, written to the
 outputs (split.json) and reused by a resumed or evaluated job, so validation never changes under
-the user's feet."""
+the user's feet. --kfold's fold assignment is made and kept the same way (folds.json)."""
 import json
 import logging
+import warnings
 
 from sklearn.model_selection import train_test_split
 
@@ -85,4 +86,75 @@ def load_or_make(url, samples, val_ratio, seed, write=True):
         obs_utils.write_text(url, to_json(train, val, seed, val_ratio))
     log.info("split: %d train, %d validation images (val_ratio %.2f, seed %d)%s",
              len(train), len(val), val_ratio, seed, f", saved to {url}" if write else "")
+    return train, val
+
+
+FOLDS_FILE = "folds.json"
+
+
+def stratified_folds(samples, k, seed):
+    """Fold ids (0..k-1), one per sample in order: stratified by class and seeded
+    (scikit-learn's StratifiedKFold). A class with fewer than k images is missing from some
+    folds' held-out parts, never from all of their training parts."""
+    from sklearn.model_selection import StratifiedKFold
+
+    labels = [s.label for s in samples]
+    largest = max(labels.count(label) for label in set(labels))
+    if k > largest:
+        raise UserError(f"--kfold={k}, but no class has {k} images (the largest has "
+                        f"{largest}): use --kfold={max(2, largest)} or fewer folds")
+    ids = [0] * len(samples)
+    splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():  # classes smaller than k: said once below, not per class
+        warnings.simplefilter("ignore", UserWarning)
+        for fold, (_, held_out) in enumerate(splitter.split(labels, labels)):
+            for i in held_out:
+                ids[i] = fold
+    small = sum(1 for label in set(labels) if labels.count(label) < k)
+    if small:
+        log.warning("%d classes have fewer than %d images: some folds hold none of them out",
+                    small, k)
+    return ids
+
+
+def load_or_make_folds(url, samples, k, seed, write=True):
+    """Fold ids of `samples` from the assignment saved at `url` (images new since then get
+    fold (position mod k); a changed label or another k is an error), else a new one
+    (written there if `write`)."""
+    if obs_utils.exists(url):
+        try:
+            saved = json.loads(obs_utils.read_text(url))
+            by_name = {str(rel): (int(label), int(fold)) for rel, label, fold in saved["folds"]}
+            saved_k = int(saved["k"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UserError(f"{url} is not a fold assignment this job wrote "
+                             f"({type(exc).__name__}: {exc}); use a new --train_url") from None
+        if saved_k != k:
+            raise UserError(f"{url} holds {saved_k} folds, not --kfold={k}: use --kfold="
+                             f"{saved_k} to go on with it, or a new --train_url")
+        ids, new = [], 0
+        for i, sample in enumerate(samples):
+            label, fold = by_name.get(sample.rel, (sample.label, None))
+            if label != sample.label:
+                raise UserError(f"{url}: {sample.rel} had label {label} when the folds were "
+                                 f"made and has {sample.label} now; use a new --train_url")
+            new += fold is None
+            ids.append(i % k if fold is None else fold)
+        log.info("folds: reusing %s (%d folds%s)", url, k,
+                 f"; {new} new images spread over them" if new else "")
+        return ids
+    ids = stratified_folds(samples, k, seed)
+    if write:
+        obs_utils.write_text(url, json.dumps({"k": k, "seed": seed, "folds": [
+            [s.rel, s.label, fold] for s, fold in zip(samples, ids)]}, ensure_ascii=False,
+            indent=0))
+    log.info("folds: %d stratified folds of %d images (seed %d)%s", k, len(samples), seed,
+             f", saved to {url}" if write else "")
+    return ids
+
+
+def fold_split(samples, fold_ids, fold):
+    """(train, val) of fold `fold`: validation is the images of that fold."""
+    train = [s for s, f in zip(samples, fold_ids) if f != fold]
+    val = [s for s, f in zip(samples, fold_ids) if f == fold]
     return train, val

@@ -117,6 +117,20 @@ def test_train_uploads_creates_and_follows_a_job_to_completion(cloud, bucket, ca
                                            "engine_version": "tensorflow_2.16.1"}
     assert capsys.readouterr().out.strip().endswith("job-1")
 
+    # --each_fold: one job per fold of --kfold, side by side, sharing one code upload.
+    before = len([r for r in cloud.requests if r["method"] == "POST"])
+    assert submit.main([*train_flags(bucket), "--job_name=cv", "--kfold=3", "--each_fold"]) == 0
+    bodies = [r["body"] for r in cloud.requests if r["method"] == "POST"][before:]
+    assert [b["metadata"]["name"] for b in bodies] == ["cv-fold0", "cv-fold1", "cv-fold2"]
+    for i, body in enumerate(bodies):
+        assert body["algorithm"]["parameters"][-2:] == [{"name": "kfold", "value": "3"},
+                                                        {"name": "fold", "value": str(i)}]
+        assert body["algorithm"]["boot_file"] == f"/{bucket}/code/cv/train.py"
+    assert capsys.readouterr().out.split() == ["job-1"] * 3  # the ids, one per line
+    caplog.clear()
+    assert submit.main([*train_flags(bucket), "--each_fold"]) == 2  # no --kfold
+    assert "--each_fold needs --kfold=K" in capsys.readouterr().err + caplog.text
+
 
 def test_a_failed_job_exits_1_and_a_wrong_flavor_is_answered_with_the_list(cloud, capsys):
     import submit

@@ -107,11 +107,14 @@ def test_end_to_end_over_obs_with_weights_from_obs(bucket, tmp_path):
 
 
 def test_a_job_killed_mid_epoch_resumes_at_the_next_epoch(tmp_path, clean_storage_env):
+    """A fold of a k-fold run (--kfold=2 --fold=0, as a ModelArts job of its own), killed in
+    its second epoch and resumed: the fold continues where it stopped."""
     digits_folder(tmp_path / "data", count=150, broken=False)
-    out = tmp_path / "out"
-    flags = [f"--data_url={tmp_path / 'data'}", f"--train_url={out}",
+    out = tmp_path / "out" / "folds" / "0"  # the fold's own train_url
+    flags = [f"--data_url={tmp_path / 'data'}", f"--train_url={tmp_path / 'out'}",
              f"--local_data_root={tmp_path / 'cache'}", *SMALL, "--max_epochs=3",
-             "--freeze_epochs=0", "--early_stop_patience=0", "--export_model=false"]
+             "--freeze_epochs=0", "--early_stop_patience=0", "--export_model=false",
+             "--kfold=2", "--fold=0"]
     proc = subprocess.Popen([sys.executable, "train.py", *flags], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 300
@@ -130,10 +133,11 @@ def test_a_job_killed_mid_epoch_resumes_at_the_next_epoch(tmp_path, clean_storag
     second = subprocess.run([sys.executable, "tests/train_two_devices.py", *flags], cwd=ROOT,
                             env=dict(os.environ), capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stdout + second.stderr
-    steps = (150 - 30) // 8  # 120 train images after the 20 % split, batch 8
+    steps = 75 // 8  # fold 0 trains on the other fold's 75 images, batch 8
     assert f"1 epoch already done, optimizer at step {steps}" in second.stdout
     assert "MirroredStrategy over 2 devices" in second.stdout
-    assert "batch 8 x 2 replicas, 7 steps per epoch" in second.stdout
+    assert "batch 8 x 2 replicas, 4 steps per epoch" in second.stdout
+    assert "folds [0] of 2 trained; [1] still to run" in second.stdout
     assert "epoch 1/3 " not in second.stdout
     assert "epoch 2/3 " in second.stdout and "epoch 3/3 " in second.stdout
     rows = list(csv.DictReader(open(out / "training_log.csv")))

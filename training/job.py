@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 import obs_utils
-from inputs import balance, pipeline, screening
+from inputs import balance, oof, pipeline, screening
 from models import build, losses, run_weights, weights
 
 from . import checkpoints, optim, phases
@@ -31,12 +31,14 @@ def _datasets(strategy, data, feed, seed):
     """Per-replica datasets (feed: config.FeedConfig): each input pipeline draws its own
     stream (seed + pipeline id)."""
     num_classes = len(data.class_names)
+    targets = (oof.targets(data.train, data.soft, feed.distill_weight, num_classes)
+               if data.soft is not None else None)
 
     def train_fn(context):
         return pipeline.train_dataset(
             data.train, num_classes, feed.batch_size, feed.input_size, feed.resize_mode,
             feed.balance, feed.augmentation, seed + 7919 * context.input_pipeline_id,
-            feed.cache_images, feed.deterministic, feed.sampler, feed.pk_images)
+            feed.cache_images, feed.deterministic, feed.sampler, feed.pk_images, targets)
 
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
