@@ -65,9 +65,11 @@ def build_parser():
                         help="index: embed everything again instead of only new images")
     parser.add_argument("--float16", type=boolean, default=False,
                         help="index: store features as float16 (half the size)")
-    parser.add_argument("--embed_tta", default=None, choices=["none", "flip", "multiscale"],
+    parser.add_argument("--embed_tta", default=None,
+                        choices=["none", "flip", "multiscale", "crops"],
                         help="index: flip embeds each image and its mirror image and keeps "
                              "the mean; multiscale the image at three scales, sqrt(2) apart; "
+                             "crops train.py --tta=crops' views (a package exported with it); "
                              "search and the served package embed queries as the base was "
                              "(default: what the base holds, else flip)")
     parser.add_argument("--whiten", type=boolean, default=False,

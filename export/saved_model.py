@@ -9,7 +9,8 @@ L2-normalised: [batch, D]; the embedding neck's output, else the pooled feature)
 (the mean of each image's and its mirror image's embeddings, L2-normalised: flip test-time
 augmentation), `embed_multiscale` (the same mean over three scales of the image:
 inputs.tta.multiscale_views) and `info` (backbone, input size, resize mode, D), so the
-SavedModel alone can build and search a feature base; `pixels` serves decoded images, one view
+SavedModel alone can build and search a feature base (and `embed_crops`, the mean over the
+crop views, in a package exported with --tta=crops); `pixels` serves decoded images, one view
 (an ensemble's members: export/ensemble.py).
 
 Every loader must restore it: TF2's `tf.saved_model.load`, and the TF1 loader that TF Serving,
@@ -97,6 +98,13 @@ class ClassifierModule(tf.Module):
         return self._mean_embedding(views_of.multiscale_views(self._pixels(images),
                                                               self.input_size))
 
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
+    def embed_crops(self, images):
+        """encoded bytes [batch] -> the mean embedding of the --tta=crops views (the image,
+        its mirror, the corners of a 1.15x enlargement), L2-normalised [batch, D]"""
+        return self._mean_embedding(views_of.views(self._pixels(images), self.input_size,
+                                                   "crops"))
+
     @tf.function(input_signature=[])
     def info(self):
         """What made the embeddings: a feature base records it and refuses other models."""
@@ -118,13 +126,16 @@ def save(model, directory, input_size, resize_mode, tta="none"):
     """Write the SavedModel (saved_model.pb + variables/) into `directory`; serving_default
     averages the `tta` views' probabilities."""
     module = ClassifierModule(model, input_size, resize_mode, tta)
-    tf.saved_model.save(module, directory, signatures={
+    signatures = {
         "serving_default": module.serve.get_concrete_function(),
         "pixels": module.serve_pixels.get_concrete_function(),
         "embed": module.embed.get_concrete_function(),
         "embed_flip": module.embed_flip.get_concrete_function(),
         "embed_multiscale": module.embed_multiscale.get_concrete_function(),
-        "info": module.info.get_concrete_function()})
+        "info": module.info.get_concrete_function()}
+    if tta == "crops":  # retrieval's --embed_tta=crops: the views this package serves
+        signatures["embed_crops"] = module.embed_crops.get_concrete_function()
+    tf.saved_model.save(module, directory, signatures=signatures)
     drop_ops(directory, NEWER_THAN_THE_RUNTIME)
     return directory
 

@@ -66,6 +66,9 @@ class Embedder:
             if tta == "none":
                 log.warning("%s was exported before 0.7 and has no embed_flip signature: "
                             "embedding without flip TTA (export it again for it)", package)
+        if tta == "crops" and TTA_SIGNATURES[tta] not in signatures:
+            raise ModelError(f"{package} has no embed_crops signature: --embed_tta=crops "
+                             "needs a package exported with train.py --tta=crops")
         if TTA_SIGNATURES[tta] not in signatures:
             raise ModelError(f"{package} has no {TTA_SIGNATURES[tta]} signature for "
                              f"--embed_tta={tta}: it was exported by an older version (flip "

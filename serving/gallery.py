@@ -11,7 +11,8 @@ import numpy as np
 SETTINGS_FILE = "retrieval.json"
 # retrieval.json's "embed_tta" (the base's, which --embed_tta set at index) -> the SavedModel
 # signature that embeds queries the same way
-TTA_SIGNATURES = {"none": "embed", "flip": "embed_flip", "multiscale": "embed_multiscale"}
+TTA_SIGNATURES = {"none": "embed", "flip": "embed_flip", "multiscale": "embed_multiscale",
+                  "crops": "embed_crops"}
 
 
 def settings(model_dir):

@@ -145,6 +145,11 @@ def test_member_lists_that_cannot_make_an_ensemble_are_one_line_and_exit_2(
                           f"--data_url={ensemble_run.test}", f"--index_url={tmp_path / 'g.h5'}",
                           f"--local_data_root={tmp_path / 'cache'}"]) == 2
     assert "is an ensemble (train.py --mode=ensemble), which serves classes only" in caplog.text
+    caplog.clear()
+    assert retrieve.main(["index", f"--model_dir={demo}", "--embed_tta=crops",
+                          f"--data_url={ensemble_run.test}", f"--index_url={tmp_path / 'g.h5'}",
+                          f"--local_data_root={tmp_path / 'cache'}"]) == 2
+    assert "needs a package exported with train.py --tta=crops" in caplog.text
 
 
 def test_the_crop_views_are_the_mirror_and_the_corners_of_an_enlargement():
@@ -180,3 +185,18 @@ def test_a_single_models_tta_serves_what_its_evaluation_measured(demo_run, tmp_p
     plain = inference.keras_probabilities(model, samples, 32, "letterbox", 5)
     assert np.abs(got - plain).max() > 1e-3  # the views changed something: it can fail
     assert op_types(tmp_path / "model") <= TF_2_6_OPS
+
+    # embed_crops (retrieval's --embed_tta=crops): the mean of the views' unit embeddings
+    import keras
+
+    from inputs.preprocess import bytes_to_input
+
+    blobs = tf.constant([open(s.path, "rb").read() for s in samples])
+    pixels = tf.stack([bytes_to_input(b, 32, "letterbox") for b in blobs])
+    pooled = keras.Model(model.inputs, model.get_layer("pool").output)
+    views = [pooled(v, training=False).numpy() for v in tta_views.views(pixels, 32, "crops")]
+    mean = sum(v / np.linalg.norm(v, axis=1, keepdims=True) for v in views)
+    embedded = tf.saved_model.load(str(tmp_path / "model")).signatures["embed_crops"](
+        images=blobs)["embeddings"].numpy()
+    np.testing.assert_allclose(embedded, mean / np.linalg.norm(mean, axis=1, keepdims=True),
+                               atol=1e-5)
