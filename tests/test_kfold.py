@@ -171,6 +171,14 @@ def test_a_distilled_round_trains_on_the_mix_of_one_hot_and_out_of_fold(kfold_ru
     assert len(description["members"]) == 3 and description["views"] == 6
     assert (root / "ensemble" / "evaluation" / "metrics.json").exists()
 
+    # A distilled k-fold round: each fold trains on its own images' soft targets.
+    caplog.clear()
+    assert train.main([*flags[:1], f"--train_url={root / 'distilled_kfold'}", *flags[2:],
+                       f"--distill_from={root / 'out'}", "--export_model=false"]) == 0
+    assert caplog.text.count("distilling from") == 1
+    assert (root / "distilled_kfold" / "oof.csv").exists()
+    assert len(read_oof_rows(root / "distilled_kfold" / "oof.csv")) == 61
+
     # The pipeline: images of one flat grey level each (level = 10 * index), no augmentation.
     samples = []
     for i in range(6):
