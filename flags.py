@@ -12,12 +12,13 @@ BACKBONES = ("resnet50", "resnet101", "densenet121", "efficientnetb0", "efficien
              "mobilenetv3large", "xception")          # models/backbones.BACKBONES
 HEADS = ("softmax", "normface", "cosface", "arcface", "subcenter_arcface")  # models/heads.HEADS
 POOLINGS = ("avg", "max", "gem")                      # models/build.POOLINGS
-AUGMENT_PRESETS = ("none", "light", "standard", "strong", "randaugment")  # augment.PRESETS
+AUGMENT_PRESETS = ("none", "light", "standard", "strong", "randaugment", "augmix")  # augment.PRESETS
 AUGMENT_OPS = (("flip", str), ("rotation", float), ("zoom", float), ("shift", float),
                ("brightness", float), ("contrast", float), ("saturation", float),
                ("hue", float), ("cutmix_prob", float), ("cutmix_alpha", float),
                ("mixup_prob", float), ("mixup_alpha", float), ("randaugment_ops", int),
-               ("randaugment_strength", float))  # inputs/augment.DEFAULTS
+               ("randaugment_strength", float), ("augmix_chains", int),
+               ("augmix_depth", int), ("augmix_strength", float))  # inputs/augment.DEFAULTS
 BALANCE_POLICIES = ("none", "oversample", "sqrt", "class_weight")  # inputs/balance.POLICIES
 SAMPLERS = ("random", "pk")                           # inputs/balance.SAMPLERS
 OPTIMIZERS = ("adam", "sgd", "adamw", "ranger")       # training/optim.OPTIMIZERS

@@ -44,6 +44,7 @@ RECIPES = {
     "light": ["--augment=light"],
     "none": ["--augment=none"],
     "randaugment": ["--augment=randaugment"],
+    "augmix": ["--augment=augmix"],
     "standard_randaugment": ["--randaugment_ops=2"],
     "lr3e-4": ["--learning_rate=3e-4"],
     "lr3e-3": ["--learning_rate=3e-3"],

@@ -27,11 +27,16 @@ PRESETS = {
     # RandAugment (Cubuk et al. 2019) in place of the hand-set jitter: 2 of Keras' 11 ops per
     # image at its default strength, after the flip.
     "randaugment": {"flip": "horizontal", "randaugment_ops": 2, "randaugment_strength": 0.5},
+    # AugMix (Hendrycks et al. 2020) after the flip: 3 chains of 1-3 of Keras' ops each, mixed
+    # by Dirichlet weights and blended with the image, at Keras' default strength.
+    "augmix": {"flip": "horizontal", "augmix_chains": 3, "augmix_depth": 3,
+               "augmix_strength": 0.3},
 }
 DEFAULTS = {"flip": "none", "rotation": 0.0, "zoom": 0.0, "shift": 0.0, "brightness": 0.0,
             "contrast": 0.0, "saturation": 0.0, "hue": 0.0, "cutmix_prob": 0.0,
             "cutmix_alpha": 1.0, "mixup_prob": 0.0, "mixup_alpha": 0.2,
-            "randaugment_ops": 0, "randaugment_strength": 0.5}
+            "randaugment_ops": 0, "randaugment_strength": 0.5, "augmix_chains": 0,
+            "augmix_depth": 3, "augmix_strength": 0.3}
 FLIPS = {"none": None, "horizontal": "horizontal", "vertical": "vertical",
          "both": "horizontal_and_vertical"}
 
@@ -55,6 +60,15 @@ def resolve(preset, overrides=None):
         raise UserError(f"--randaugment_ops={settings['randaugment_ops']}, "
                         f"--randaugment_strength={settings['randaugment_strength']}: use 0 "
                         f"ops (off) or more, and a strength in (0, 1]")
+    if (settings["augmix_chains"] < 0 or settings["augmix_depth"] < 1
+            or not 0 < settings["augmix_strength"] <= 1):
+        raise UserError(f"--augmix_chains={settings['augmix_chains']}, "
+                        f"--augmix_depth={settings['augmix_depth']}, "
+                        f"--augmix_strength={settings['augmix_strength']}: use 0 chains (off) "
+                        f"or more, a depth of 1 or more, and a strength in (0, 1]")
+    if settings["randaugment_ops"] and settings["augmix_chains"]:
+        raise UserError("--randaugment_ops and --augmix_chains are both set: use one policy "
+                        "(--augment=randaugment or --augment=augmix)")
     return settings
 
 
@@ -236,18 +250,27 @@ def has_colour(settings):
     return any(settings[k] for k in ("brightness", "contrast", "saturation", "hue"))
 
 
-def randaugment(settings, seed):
-    """Keras' RandAugment layer as a function of one float 0..255 image (None when
-    --randaugment_ops is 0): `randaugment_ops` of its 11 ops (shear, translation, rotation,
-    brightness, colour, contrast, sharpness, posterize, solarize, autocontrast, equalize),
-    each image its own choice, at `randaugment_strength` (Keras' factor). It draws from the
-    layer's seeded generator, a state: the same images come out where the calls come in the
-    same order (the pipeline's --deterministic). Keras' layer rather than our own ops, unlike
-    the jitter above: it is 11 tested ops, and at 32 px costs about 3 ms an image on one core.
-    It acts on the whole square, so letterbox bars move and may brighten with the picture."""
-    if not settings["randaugment_ops"]:
+def policy(settings, seed):
+    """RandAugment or AugMix as a function of one float 0..255 image, or None when neither is
+    asked for (--randaugment_ops and --augmix_chains both 0).
+
+    RandAugment is Keras' layer: `randaugment_ops` of its 11 ops (shear, translation, rotation,
+    brightness, colour, contrast, sharpness, posterize, solarize, autocontrast, equalize) at
+    `randaugment_strength` (Keras' factor). AugMix is inputs/augmix.py, on the same Keras ops
+    (Keras' AugMix layer fixes its ops when traced). Each image its own draw: the function is
+    called on one image at a time. Both draw from seeded generators, a state: the same images
+    come out where the calls come in the same order (the pipeline's --deterministic). Keras'
+    ops rather than our own, unlike the jitter above: they are tested ops. They act on the
+    whole square, so letterbox bars move and may brighten with the picture. Their cost:
+    bench/input_pipeline.py --presets=standard,randaugment,augmix."""
+    if not settings["randaugment_ops"] and not settings["augmix_chains"]:
         return None
-    import keras  # the training process has it; the rest of this module needs TensorFlow only
+    if settings["augmix_chains"]:
+        from inputs import augmix  # Keras: the training process has it; this module needs TF
+
+        return augmix.augmix(settings["augmix_chains"], settings["augmix_depth"],
+                             settings["augmix_strength"], seed)
+    import keras
 
     layer = keras.layers.RandAugment(value_range=(0, 255), num_ops=settings["randaugment_ops"],
                                      factor=settings["randaugment_strength"], seed=seed,

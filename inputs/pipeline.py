@@ -81,7 +81,7 @@ def train_dataset(samples, num_classes, batch_size, input_size, resize_mode="let
                else balance.index_stream(labels, balance_policy, seed))
     params = augment.param_stream(settings, seed + 1)
     ds = tf.data.Dataset.zip(indices, params).map(load, num_parallel_calls=AUTOTUNE)
-    policy = augment.randaugment(settings, seed + 3)
+    policy = augment.policy(settings, seed + 3)
     if policy is not None:  # a stateful generator: its draws in order only when sequential
         ds = ds.map(lambda image, label: (policy(image), label),
                     num_parallel_calls=None if deterministic else AUTOTUNE)

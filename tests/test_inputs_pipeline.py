@@ -8,6 +8,7 @@ import tensorflow as tf
 from scipy import ndimage
 
 from inputs import augment, balance, layouts, mixing, pipeline, preprocess, screening
+from errors import UserError
 from inputs.preprocess import bytes_to_input
 from tests.images import broken_files, digit_image, encode, write
 
@@ -329,15 +330,18 @@ def test_deterministic_pipelines_with_the_mixers_on_repeat_exactly(tmp_path):
     assert not all(np.array_equal(a[1], b[1]) for a, b in zip(first, other))
 
 
-def test_randaugment_draws_per_image_repeats_under_deterministic_and_stays_float32(tmp_path):
-    """--augment=randaugment (Keras' layer, on each image): one source image drawn six times
-    in a batch comes out six ways (each image its own ops), the same seed repeats every
-    batch under --deterministic=true, another seed differs; built under the mixed_float16
-    policy, the images are still float32 in 0..255."""
+@pytest.mark.parametrize("preset,policy", [("randaugment", {"randaugment_ops": 2}),
+                                           ("augmix", {"augmix_chains": 3})])
+def test_policies_draw_per_image_repeat_under_deterministic_and_stay_float32(tmp_path, preset,
+                                                                             policy):
+    """--augment=randaugment / augmix (Keras' layers, on each image): one source image drawn
+    six times in a batch comes out six ways (each image its own ops), the same seed repeats
+    every batch under --deterministic=true, another seed differs; built under the
+    mixed_float16 policy, the images are still float32 in 0..255."""
     import keras
 
     one = write_imbalanced(tmp_path / "one", [1], size=24)
-    settings = augment.resolve("none", {"randaugment_ops": 2})
+    settings = augment.resolve("none", policy)
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
         def batches(seed, samples=one, given=settings, count=3):
@@ -357,9 +361,17 @@ def test_randaugment_draws_per_image_repeats_under_deterministic_and_stays_float
     for x1, x2 in zip(first, second):
         np.testing.assert_array_equal(x1, x2)
     assert not all(np.array_equal(a, b) for a, b in zip(first, other))
-    assert augment.resolve("randaugment")["randaugment_ops"] == 2
-    with pytest.raises(Exception, match="--randaugment_strength=0"):
-        augment.resolve("randaugment", {"randaugment_strength": 0.0})
+    assert augment.resolve(preset)[next(iter(policy))] == next(iter(policy.values()))
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"randaugment_strength": 0.0}, "--randaugment_strength=0"),
+    ({"augmix_chains": -1}, "--augmix_chains=-1"),
+    ({"augmix_strength": 1.5}, "--augmix_strength=1.5"),
+    ({"augmix_chains": 2, "randaugment_ops": 1}, "use one policy")])
+def test_policy_settings_out_of_range_are_refused_in_one_line(overrides, message):
+    with pytest.raises(UserError, match=message):
+        augment.resolve("none", overrides)
 
 
 def test_mixup_and_cutmix_compute_in_float32_under_mixed_precision():
