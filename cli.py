@@ -30,6 +30,17 @@ def positive(text):
     return value
 
 
+def not_negative(text):
+    """A whole number >= 0 (epochs where 0 means off)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
 def above_zero(text):
     """A number > 0 (rates, multipliers)."""
     try:

@@ -68,6 +68,7 @@ class FitConfig:
     max_epochs: int
     learning_rate: float
     freeze_epochs: int
+    unfreeze_every: int
     backbone_lr_mult: float
     optimizer: str
     weight_decay: Optional[float]

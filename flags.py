@@ -5,7 +5,8 @@ are named here, and tests/test_config.py holds each list against the code that i
 import os
 import sys
 
-from cli import ArgumentParser, HelpFormatter, above_zero, boolean, positive, url_list, weight_list
+from cli import (ArgumentParser, HelpFormatter, above_zero, boolean, not_negative, positive,
+                 url_list, weight_list)
 
 BACKBONES = ("resnet50", "resnet101", "densenet121", "efficientnetb0", "efficientnetb1",
              "efficientnetb2", "efficientnetb3", "efficientnetb4", "mobilenetv3small",
@@ -178,6 +179,10 @@ def build_parser():
     fit.add_argument("--freeze_epochs", type=int, default=1,
                      help="head-only epochs before every layer trains (skipped from random "
                           "weights)")
+    fit.add_argument("--unfreeze_every", type=not_negative, default=0,
+                     help="with pretrained weights, after --freeze_epochs: unfreeze the "
+                          "backbone one stage at a time from the top, one more every N epochs "
+                          "(0: every layer at once)")
     fit.add_argument("--backbone_lr_mult", type=above_zero, default=1.0,
                      help="the backbone's learning rate (and weight decay) as a multiple of "
                           "--learning_rate, which the head keeps; e.g. 0.1 to fine-tune "

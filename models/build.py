@@ -77,12 +77,45 @@ def training_outputs(model, head):
     return keras.Model(model.inputs, model.get_layer("cosines").output)
 
 
-def set_backbone_trainable(backbone, trainable):
-    """Freeze or unfreeze the backbone; returns how many weights now train (for the log).
+_STRIDED = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D,
+            keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)
 
-    Frozen, Keras 3 also runs its BatchNorm layers in inference mode (the head-only warm-up);
-    unfrozen, every layer trains."""
-    backbone.trainable = trainable
+
+def backbone_stages(backbone):
+    """The backbone's layers as stages, input to output: a stage begins at a strided layer
+    whose feature map is smaller than any before it (ResNet50: the stem, then conv2 from the
+    max-pool, conv3, conv4, conv5), and a stage without weights joins the next. Squeeze-excite
+    pools are not strided layers, so they start nothing, and a Normalization's statistics
+    (EfficientNet's input) are not weights to train. [] when the map's size is not known (a
+    backbone built without an input size)."""
+    stages, current, smallest = [], [], None
+    for layer in backbone.layers:
+        if isinstance(layer, _STRIDED) and max(layer.strides) > 1:
+            height = layer.output.shape[1]
+            if height is None:
+                return []
+            if smallest is None or height < smallest:
+                if any(other.weights and not isinstance(other, keras.layers.Normalization)
+                       for other in current):
+                    stages.append(current)
+                    current = []
+                smallest = height
+        current.append(layer)
+    if current:
+        stages.append(current)
+    return stages
+
+
+def set_trainable_stages(backbone, stages, top):
+    """Train the `top` stages of `stages` (backbone_stages) nearest the output and freeze the
+    rest (their BatchNorm in inference mode); top None trains every layer, 0 none. Each
+    layer is set: a Functional model's own `trainable` does not reach layers set before."""
+    backbone.trainable = top != 0
+    if top != 0:
+        keep = len(stages) if top is None else top
+        for i, stage in enumerate(stages):
+            for layer in stage:
+                layer.trainable = i >= len(stages) - keep
     return count_weights(backbone.trainable_weights)
 
 

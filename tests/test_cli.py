@@ -36,6 +36,8 @@ def test_help_is_answered_without_tensorflow(boot_file):
                                         "'abc'"]),
     (["train.py", "--backbone_lr_mult=0"], ["--backbone_lr_mult", "expected a number above 0",
                                            "'0'"]),
+    (["train.py", "--unfreeze_every=-1"], ["--unfreeze_every", "expected a whole number >= 0",
+                                           "'-1'"]),
     (["retrieve.py", "index", "--top_k=0"], ["--top_k", "'0'", "see retrieve.py --help"]),
     (["customize_service.py", "--port=abc"], ["--port", "'abc'"]),
     (["submit.py", "nosuch"], ["'nosuch'", "'train'", "see submit.py --help"]),

@@ -137,6 +137,21 @@ def test_backbone_lr_mult_takes_the_same_steps_on_one_and_two_replicas(two_repli
     assert np.abs(backbone - identity).max() < 0.3 * np.abs(plain_backbone - identity).max()
 
 
+def test_a_frozen_layer_that_unfreezes_takes_the_same_steps_on_one_and_two_replicas(
+        two_replica_facts):
+    """The phases' mechanics (a layer frozen, then trainable with a fresh optimizer and the
+    step traced again: --freeze_epochs, --unfreeze_every) inside the distributed update: the
+    frozen layer holds still, then moves, and two replicas, with or without loss scaling,
+    end where one device does."""
+    facts = two_replica_facts["staged"]
+    frozen, backbone = np.array(facts["one"][0]), np.array(facts["one"][1])
+    np.testing.assert_array_equal(frozen, np.eye(2))  # held still while frozen
+    assert np.abs(backbone - np.eye(2)).max() > 1e-3  # moved once unfrozen
+    for name in ("two", "two_mixed"):
+        for got, want in zip(facts[name], facts["one"]):
+            np.testing.assert_allclose(got, want, atol=1e-6)
+
+
 def test_an_overflow_on_one_replica_skips_the_step_everywhere(two_replica_facts):
     assert two_replica_facts["overflow"] == {"finite": True, "unchanged": True}
 

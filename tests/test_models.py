@@ -33,9 +33,10 @@ def test_classifier_shape_softmax_and_freezing(resnet):
     assert probabilities.shape == (3, 5) and probabilities.dtype == "float32"
     np.testing.assert_allclose(keras.ops.convert_to_numpy(probabilities).sum(1), 1, rtol=1e-5)
     head = 2048 * 5 + 5
-    assert build.set_backbone_trainable(backbone, False) == 0
+    stages = build.backbone_stages(backbone)
+    assert build.set_trainable_stages(backbone, stages, 0) == 0
     assert sum(int(w.numpy().size) for w in model.trainable_weights) == head
-    trained = build.set_backbone_trainable(backbone, True)
+    trained = build.set_trainable_stages(backbone, stages, None)
     assert trained > 23_000_000  # every layer of ResNet50 trains
     assert all(layer.trainable for layer in backbone.layers)
 
@@ -85,7 +86,8 @@ def test_keras2_file_written_by_tf_keras_loads_and_the_phases_train_what_they_sa
     def snapshot(variables):
         return [v.numpy().copy() for v in variables]
 
-    build.set_backbone_trainable(backbone, False)
+    stages = build.backbone_stages(backbone)
+    build.set_trainable_stages(backbone, stages, 0)
     before_backbone, before_head = snapshot(backbone.weights), snapshot(model.trainable_weights)
     for _ in range(2):
         loop.train_step(batches)
@@ -93,7 +95,7 @@ def test_keras2_file_written_by_tf_keras_loads_and_the_phases_train_what_they_sa
         np.testing.assert_array_equal(a, b)  # frozen: BatchNorm statistics included
     assert all((a != b).any() for a, b in zip(before_head, snapshot(model.trainable_weights)))
 
-    build.set_backbone_trainable(backbone, True)
+    build.set_trainable_stages(backbone, stages, None)
     loop.retrace()
     variables = backbone.trainable_weights
     before = snapshot(variables)

@@ -281,3 +281,32 @@ def test_backbone_lr_mult_is_the_same_optimizer_at_the_lower_rate(name):
     assert 0 < moved < 0.3 * full  # it really moved, and far less than at the full rate
     with pytest.raises(Exception, match="--backbone_lr_mult=0"):
         optim.scale_learning_rates(optim.make_optimizer(name, 0.1), [], 0.0)
+
+
+def test_staged_unfreeze_through_train_py_and_its_resume(tmp_path):
+    """--pretrained_weights (a MobileNetV3Small backbone saved by Keras 3) with
+    --freeze_epochs=1 --unfreeze_every=1: the head alone, then stage 5 of 5 with a fresh
+    optimizer; the job resumed for one more epoch goes on with stage 4 (its phase begins at
+    the resumed epoch: a fresh optimizer again), and the log of epochs runs on from where it
+    stopped."""
+    from models import backbones
+
+    weights_file = tmp_path / "mnv3.weights.h5"
+    backbones.build("mobilenetv3small", 32).save_weights(str(weights_file))
+    data = digits_folder(tmp_path / "data", count=48, broken=False)
+    out = tmp_path / "out"
+    common = [f"--data_url={data}", f"--train_url={out}", f"--local_data_root={tmp_path / 'c'}",
+              *SMALL, f"--pretrained_weights={weights_file}", "--freeze_epochs=1",
+              "--unfreeze_every=1", "--export_model=false", "--early_stop_patience=0"]
+    proc = run_train(*common, "--max_epochs=2")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    log = proc.stdout
+    assert log.index("phase: head only") < log.index("stage 5 of 5 unfreezes"), log
+    assert "the head and the backbone's top 1 of 5 stages" in log
+
+    proc = run_train(*common, "--max_epochs=3")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "stage 4 of 5 unfreezes: the optimizer starts afresh" in proc.stdout, proc.stdout
+    assert "top 2 of 5 stages" in proc.stdout and "phase: head only" not in proc.stdout
+    rows = list(csv.DictReader(open(out / "training_log.csv")))
+    assert [r["epoch"] for r in rows] == ["0", "1", "2"]

@@ -25,6 +25,8 @@ def test_the_unfreeze_starts_a_fresh_optimizer_and_its_own_warm_up(caplog):
     steps. The rate then warms up again from 0 over the phase's first epoch."""
     caplog.set_level(logging.INFO, logger="training")
     model, backbone = build.build_classifier("mobilenetv3small", 4, 32)
+    stages = build.backbone_stages(backbone)
+    plan = phases.plan(1, 4)
     rate = 1e-3
     optimizer = keras.optimizers.Adam(rate)
     optimizer.build(model.trainable_variables)
@@ -35,10 +37,10 @@ def test_the_unfreeze_starts_a_fresh_optimizer_and_its_own_warm_up(caplog):
     labels = np.eye(4, dtype="float32")[rng.integers(0, 4, 8)]
     batches = iter(tf.data.Dataset.from_tensors((images, labels)).repeat())
 
-    assert phases.begin_epoch(0, 0, 1, backbone, model, optimizer, rate)
+    assert phases.begin_epoch(0, 0, plan, stages, backbone, model, optimizer, rate)
     for _ in range(40):
         loop.train_step(batches)
-    assert phases.begin_epoch(1, 0, 1, backbone, model, optimizer, rate)
+    assert phases.begin_epoch(1, 0, plan, stages, backbone, model, optimizer, rate)
     loop.retrace()
     assert int(optimizer.iterations.numpy()) == 0 and "optimizer starts afresh" in caplog.text
     kernels = [v for v in backbone.trainable_weights if v.path.endswith("kernel")]
@@ -48,12 +50,12 @@ def test_the_unfreeze_starts_a_fresh_optimizer_and_its_own_warm_up(caplog):
     moved = moved[moved > 0]
     assert 0.9 < np.median(moved) / rate < 1.1, np.median(moved) / rate
 
-    schedule = optim.phased_schedule("cosine", rate, 10, phases.spans(1, 4), warmup_epochs=1)
+    schedule = optim.phased_schedule("cosine", rate, 10, phases.spans(plan), warmup_epochs=1)
     optimizer = keras.optimizers.Adam(schedule)
     optimizer.build(model.trainable_variables)
-    phases.begin_epoch(0, 0, 1, backbone, model, optimizer, schedule)
+    phases.begin_epoch(0, 0, plan, stages, backbone, model, optimizer, schedule)
     optimizer.iterations.assign(10)  # the head-only epoch's ten steps
-    phases.begin_epoch(1, 0, 1, backbone, model, optimizer, schedule)
+    phases.begin_epoch(1, 0, plan, stages, backbone, model, optimizer, schedule)
     assert optim.current_learning_rate(optimizer) == 0.0  # warm-up from 0 again
     optimizer.iterations.assign(10)
     np.testing.assert_allclose(optim.current_learning_rate(optimizer), rate, rtol=1e-6)
@@ -69,7 +71,8 @@ def test_the_schedule_follows_epoch_progress_whatever_the_steps_per_epoch(name, 
     point of each epoch, the rate the uninterrupted job had there: cosine, and SGDR's
     restarts."""
     def rates(steps_per_epoch, resume_at, restored_step):
-        schedule = optim.phased_schedule(name, 1e-2, steps_per_epoch, phases.spans(0, epochs),
+        schedule = optim.phased_schedule(name, 1e-2, steps_per_epoch,
+                                         phases.spans(phases.plan(0, epochs)),
                                          warmup_epochs=1, **options)
         found = []
         for epoch in range(resume_at, epochs):
@@ -89,7 +92,92 @@ def test_random_weights_skip_the_head_only_phase(caplog):
     assert phases.head_only_epochs(2, pretrained=True) == 2
     assert phases.head_only_epochs(2, pretrained=False) == 0
     assert "nothing to protect" in caplog.text
-    assert phases.spans(0, 5) == [(0, 5)] and phases.spans(2, 5) == [(0, 2), (2, 5)]
+    assert phases.spans(phases.plan(0, 5)) == [(0, 5)]
+    assert phases.spans(phases.plan(2, 5)) == [(0, 2), (2, 5)]
+    assert phases.plan(2, 5, unfreeze_every=1, stage_count=5, pretrained=False) == [
+        phases.Phase(0, 5, None)]
+    assert "--unfreeze_every=1 has nothing to protect" in caplog.text
+
+
+def test_the_staged_plan_adds_one_stage_every_n_epochs_and_is_cut_at_the_end():
+    Phase = phases.Phase
+    assert phases.plan(1, 10, unfreeze_every=2, stage_count=5) == [
+        Phase(0, 1, 0), Phase(1, 3, 1), Phase(3, 5, 2), Phase(5, 7, 3), Phase(7, 9, 4),
+        Phase(9, 10, None)]
+    assert phases.plan(1, 4, unfreeze_every=2, stage_count=5) == [
+        Phase(0, 1, 0), Phase(1, 3, 1), Phase(3, 4, 2)]
+    assert phases.plan(0, 3, unfreeze_every=1, stage_count=2) == [Phase(0, 1, 1),
+                                                                 Phase(1, 3, None)]
+    assert phases.plan(1, 3, unfreeze_every=1, stage_count=1) == [Phase(0, 1, 0),
+                                                                 Phase(1, 3, None)]
+
+
+@pytest.mark.parametrize("name, firsts", [
+    ("resnet50", ["input_layer", "pool1_pool", "conv3_block1_1_conv", "conv4_block1_1_conv",
+                  "conv5_block1_1_conv"]),
+    ("efficientnetb0", ["input_layer", "block2a_dwconv", "block3a_dwconv", "block4a_dwconv",
+                        "block6a_dwconv"])])
+def test_backbone_stages_begin_where_the_feature_map_shrinks(name, firsts):
+    """ResNet50's five stages are its stem, conv2 (from the max-pool), conv3, conv4, conv5;
+    EfficientNet's weightless input stage (Normalization holds statistics only) joins its
+    stem; the stages together are every layer once, in order."""
+    _, backbone = build.build_classifier(name, 4, 32)
+    stages = build.backbone_stages(backbone)
+    assert [stage[0].name.rstrip("_0123456789") if stage[0].name.startswith("input_layer")
+            else stage[0].name for stage in stages] == firsts
+    assert [layer for stage in stages for layer in stage] == backbone.layers
+    if name == "efficientnetb0":
+        assert "stem_conv" in [layer.name for layer in stages[0]]
+
+
+def test_staged_unfreeze_trains_only_the_top_stages_and_resumes_in_its_phase(caplog):
+    """--freeze_epochs=1 --unfreeze_every=2 on MobileNetV3Small (5 stages): after each epoch,
+    exactly the head and the phase's top stages have changed, and the frozen stages' every
+    variable (BatchNorm's moving statistics too) is as it was; each phase starts a fresh
+    optimizer. A job resumed in the middle of a phase trains that phase's stages with the
+    optimizer it restored; resumed at a phase's start, with a fresh one."""
+    caplog.set_level(logging.INFO, logger="training")
+    model, backbone = build.build_classifier("mobilenetv3small", 4, 32)
+    stages = build.backbone_stages(backbone)
+    assert len(stages) == 5
+    plan = phases.plan(1, 6, unfreeze_every=2, stage_count=len(stages))
+    optimizer = keras.optimizers.Adam(1e-3)
+    optimizer.build(model.trainable_variables)
+    loop = Loop(tf.distribute.get_strategy(), model, optimizer,
+                losses.make_loss(reduction=None), StepConfig(global_batch=8))
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (8, 32, 32, 3)).astype("float32")
+    labels = np.eye(4, dtype="float32")[rng.integers(0, 4, 8)]
+    batches = iter(tf.data.Dataset.from_tensors((images, labels)).repeat())
+
+    def snapshot():
+        return [[v.numpy().copy() for layer in stage for v in layer.weights] for stage in stages]
+
+    def changed(before):
+        return [any(not np.array_equal(a, b) for a, b in zip(old, new))
+                for old, new in zip(before, snapshot())]
+
+    head = model.get_layer("probabilities").kernel
+    for epoch, moving, steps_before in [(0, 0, 0), (1, 1, 0), (2, 1, 2), (3, 2, 0)]:
+        if phases.begin_epoch(epoch, 0, plan, stages, backbone, model, optimizer, 1e-3):
+            loop.retrace()
+        assert int(optimizer.iterations.numpy()) == steps_before, epoch
+        before, head_before = snapshot(), head.numpy().copy()
+        for _ in range(2):
+            loop.train_step(batches)
+        assert changed(before) == [False] * (5 - moving) + [True] * moving, epoch
+        assert not np.array_equal(head.numpy(), head_before)
+    assert "stage 5 of 5 unfreezes" in caplog.text and "stage 4 of 5 unfreezes" in caplog.text
+
+    backbone.trainable = True  # a fresh process: every layer trainable, the optimizer restored
+    optimizer.iterations.assign(7)
+    assert phases.begin_epoch(2, 2, plan, stages, backbone, model, optimizer, 1e-3)
+    assert int(optimizer.iterations.numpy()) == 7  # mid-phase: the restored optimizer goes on
+    assert [layer.trainable for stage in stages for layer in stage[-1:]] == [False] * 4 + [True]
+    backbone.trainable = True
+    assert phases.begin_epoch(3, 3, plan, stages, backbone, model, optimizer, 1e-3)
+    assert int(optimizer.iterations.numpy()) == 0
+    assert [layer.trainable for stage in stages for layer in stage[-1:]] == [False] * 3 + [True] * 2
 
 
 def test_top5_breaks_ties_as_metrics_json_does():

@@ -18,7 +18,8 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import keras  # noqa: E402
 
 from training.loop import Loop, StepConfig  # noqa: E402
-from training.optim import AveragedWeights, make_optimizer, scale_learning_rates  # noqa: E402,E501
+from training.optim import (AveragedWeights, make_optimizer, reset_state,  # noqa: E402
+                            scale_learning_rates)
 
 
 def linear_model():
@@ -89,6 +90,32 @@ def one_step(strategy, x, y, clipnorm, mixed=False, lr=1.0, xla=False, gc=False,
     return model.get_weights()[0], [float(v) for v in sums[:4]]
 
 
+def staged_steps(strategy, x, y, mixed=False):
+    """The staged unfreeze's mechanics (training/phases.py): 2 steps with the "backbone"
+    layer frozen, then it unfreezes (a fresh optimizer, the step traced again) for 2 more;
+    adamw with weight decay. [backbone after the frozen steps, final weights...]."""
+    with strategy.scope():
+        model = two_layer_model()
+        optimizer = make_optimizer("adamw", 0.1, 0.1)
+        if mixed:
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer.build(model.trainable_variables)
+        loss = keras.losses.CategoricalCrossentropy(reduction=None)
+    loop = Loop(strategy, model, optimizer, loss, StepConfig(len(x), 0.0))
+    iterator = iter(strategy.experimental_distribute_dataset(
+        tf.data.Dataset.from_tensors((x, y)).repeat()))
+    model.get_layer("backbone").trainable = False
+    for _ in range(2):
+        loop.train_step(iterator)
+    frozen = model.get_layer("backbone").get_weights()[0].tolist()
+    model.get_layer("backbone").trainable = True
+    reset_state(optimizer)
+    loop.retrace()
+    for _ in range(2):
+        loop.train_step(iterator)
+    return [frozen] + [w.tolist() for w in model.get_weights()]
+
+
 def main():
     devices = ["/cpu:0", "/cpu:1"]
     mirrored = tf.distribute.MirroredStrategy(devices)
@@ -142,6 +169,12 @@ def main():
                         for name, strategy, mixed, mult in (
                             ("one", single, False, 0.1), ("two", mirrored, False, 0.1),
                             ("two_mixed", mirrored, True, 0.1), ("plain", single, False, 1.0))}
+    # A frozen layer that unfreezes (--freeze_epochs, --unfreeze_every): one device, two
+    # replicas, and two under loss scaling.
+    facts["staged"] = {name: staged_steps(strategy, skewed, y, mixed)
+                       for name, strategy, mixed in (("one", single, False),
+                                                     ("two", mirrored, False),
+                                                     ("two_mixed", mirrored, True))}
     # An overflow on the second replica only: every replica must skip the step.
     bad = x.copy()
     bad[2:] = np.float32(3e38)

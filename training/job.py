@@ -97,7 +97,7 @@ def train(run, data, work_dir, strategy, chief=True, pretrained=None):
                                              epochs=fit.max_epochs, steps=steps)
 
     def phase_for_epoch(epoch):
-        return phases.begin_epoch(epoch, start_epoch, parts.freeze_epochs, parts.backbone,
+        return phases.begin_epoch(epoch, start_epoch, parts.phases, parts.stages, parts.backbone,
                                   model, optimizer, parts.schedule)
 
     def after_epoch(epoch, _logs):
@@ -136,7 +136,8 @@ class Parts:
     optimizer: object
     loss_fn: object
     schedule: object
-    freeze_epochs: int
+    phases: list      # [phases.Phase]
+    stages: list      # build.backbone_stages
 
 
 def _build(spec, fit, num_classes, steps, mixed, pretrained):
@@ -157,9 +158,14 @@ def _build(spec, fit, num_classes, steps, mixed, pretrained):
     if momentum is not None:
         log.info("BatchNorm momentum lowered to %.3f: %d steps are too few for the "
                  "backbone's own", momentum, steps * fit.max_epochs)
-    freeze_epochs = phases.head_only_epochs(fit.freeze_epochs, pretrained is not None)
+    stages = build.backbone_stages(backbone)
+    plan = phases.plan(fit.freeze_epochs, fit.max_epochs, fit.unfreeze_every, len(stages),
+                       pretrained is not None)
+    if fit.unfreeze_every and len(stages) < 2:
+        log.warning("--unfreeze_every=%d: %s has no stages to unfreeze one at a time; every "
+                    "layer unfreezes at once", fit.unfreeze_every, spec.backbone)
     schedule = optim.phased_schedule(fit.lr_schedule, fit.learning_rate, steps,
-                                     phases.spans(freeze_epochs, fit.max_epochs),
+                                     phases.spans(plan),
                                      fit.warmup_epochs, fit.step_epochs, fit.step_gamma,
                                      fit.restart_epochs, fit.restart_mult)
     decay = optim.weight_decay_for(fit.optimizer, fit.weight_decay)
@@ -181,7 +187,7 @@ def _build(spec, fit, num_classes, steps, mixed, pretrained):
                                head=spec.head, head_scale=spec.head_scale,
                                head_margin=spec.head_margin, focal_gamma=spec.focal_gamma)
     model.optimizer = optimizer  # what ReduceLROnPlateau adjusts
-    return Parts(model, backbone, optimizer, loss_fn, schedule, freeze_epochs)
+    return Parts(model, backbone, optimizer, loss_fn, schedule, plan, stages)
 
 
 class RemoteSync:

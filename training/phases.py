@@ -1,15 +1,28 @@
 """The phases of fine-tuning: the head alone for --freeze_epochs (backbone frozen, BatchNorm in
-inference mode), then every layer. At the unfreeze the optimizer starts afresh (zero moments,
-step 0: Adam's bias correction starts again, so the backbone's first steps move as a new
-optimizer's would, not 2-4x the rate) and the learning rate its own warm-up. With random
-weights there is nothing to protect, and no head-only phase."""
+inference mode), then every layer, or with --unfreeze_every=N the backbone's stages one at a
+time from the top, one more every N epochs, then every layer. At each phase's start the
+optimizer starts afresh (zero moments, step 0: Adam's bias correction starts again, so newly
+trained weights move as a new optimizer's would, not 2-4x the rate) and the learning rate has
+its own warm-up. With random weights there is nothing to protect: no head-only phase and no
+staged unfreeze."""
 import logging
+from dataclasses import dataclass
+from typing import Optional
 
 from models import build
 
 from . import optim
 
 log = logging.getLogger("training")
+
+
+@dataclass(frozen=True)
+class Phase:
+    """Epochs [first, end) and what trains in them: the backbone's `top` stages nearest the
+    output (0: the head alone), or every layer (None)."""
+    first: int
+    end: int
+    top: Optional[int]
 
 
 def head_only_epochs(freeze_epochs, pretrained):
@@ -22,28 +35,63 @@ def head_only_epochs(freeze_epochs, pretrained):
     return max(0, freeze_epochs)
 
 
-def spans(freeze_epochs, max_epochs):
-    """[(first epoch, end epoch)] of the phases that have epochs."""
-    cut = min(freeze_epochs, max_epochs)
-    return [(a, b) for a, b in ((0, cut), (cut, max_epochs)) if b > a]
+def plan(freeze_epochs, max_epochs, unfreeze_every=0, stage_count=0, pretrained=True):
+    """[Phase] of a run: the head alone for `freeze_epochs` (head_only_epochs), then, with
+    `unfreeze_every` > 0 and a backbone of 2 or more stages, the top 1, 2, ... stages for
+    `unfreeze_every` epochs each, then every layer. Phases past `max_epochs` are cut."""
+    cut = min(head_only_epochs(freeze_epochs, pretrained), max_epochs)
+    phases = [Phase(0, cut, 0)] if cut > 0 else []
+    staged = unfreeze_every > 0 and stage_count > 1
+    if unfreeze_every > 0 and not pretrained:
+        log.info("no staged unfreeze: the backbone starts from random weights, so "
+                 "--unfreeze_every=%d has nothing to protect", unfreeze_every)
+        staged = False
+    first = cut
+    for top in range(1, stage_count) if staged else ():
+        end = min(first + unfreeze_every, max_epochs)
+        if end > first:
+            phases.append(Phase(first, end, top))
+        first = end
+    if max_epochs > first:
+        phases.append(Phase(first, max_epochs, None))
+    return phases
 
 
-def begin_epoch(epoch, start_epoch, freeze_epochs, backbone, model, optimizer, schedule):
-    """Set up epoch `epoch` (0-based) of a run that started at `start_epoch`: what trains, the
-    fresh optimizer at the unfreeze, the schedule's epoch. True when what trains changed (the
-    training step must be traced again)."""
-    frozen = epoch < freeze_epochs
-    changed = epoch == start_epoch or frozen != (epoch - 1 < freeze_epochs)
+def spans(phases):
+    """[(first epoch, end epoch)] of the phases: the learning-rate schedule's phases."""
+    return [(phase.first, phase.end) for phase in phases]
+
+
+def phase_of(phases, epoch):
+    return next(phase for phase in phases if phase.first <= epoch < phase.end)
+
+
+def begin_epoch(epoch, start_epoch, phases, stages, backbone, model, optimizer, schedule):
+    """Set up epoch `epoch` (0-based) of a run that started at `start_epoch`: what trains
+    (`stages`: build.backbone_stages), the fresh optimizer at a phase's start, the schedule's
+    epoch. True when what trains changed (the training step must be traced again)."""
+    phase = phase_of(phases, epoch)
+    changed = epoch == start_epoch or epoch == phase.first
     if changed:
-        build.set_backbone_trainable(backbone, not frozen)
-        log.info("phase: %s, %d weights train", "head only (backbone frozen, BatchNorm in "
-                 "inference mode)" if frozen else "every layer trainable",
+        build.set_trainable_stages(backbone, stages, phase.top)
+        log.info("phase: %s, %d weights train", describe(phase, stages),
                  build.count_weights(model.trainable_weights))
-    if freeze_epochs > 0 and epoch == freeze_epochs:  # also when a job resumes right here
+    if epoch == phase.first and epoch > 0:  # also when a job resumes right here
         optim.reset_state(optimizer)
-        log.info("unfreeze: the optimizer starts afresh (zero moments, step 0)%s",
-                 "; the learning rate warms up again" if isinstance(
-                     schedule, optim.PhasedSchedule) else "")
+        log.info("%s: the optimizer starts afresh (zero moments, step 0)%s",
+                 "unfreeze" if phase.top is None else f"stage {len(stages) - phase.top + 1} "
+                 f"of {len(stages)} unfreezes", "; the learning rate warms up again"
+                 if isinstance(schedule, optim.PhasedSchedule) else "")
     if isinstance(schedule, optim.PhasedSchedule):
         schedule.start_epoch(epoch, int(optimizer.iterations.numpy()))
     return changed
+
+
+def describe(phase, stages):
+    if phase.top == 0:
+        return "head only (backbone frozen, BatchNorm in inference mode)"
+    if phase.top is None:
+        return "every layer trainable"
+    first = stages[-phase.top][0].name
+    return (f"the head and the backbone's top {phase.top} of {len(stages)} stages (from "
+            f"layer {first}; below it frozen, BatchNorm in inference mode)")
