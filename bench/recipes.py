@@ -62,6 +62,8 @@ RECIPES = {
     "lr_mult0.1": ["--backbone_lr_mult=0.1"],
     "lr_mult0.3": ["--backbone_lr_mult=0.3"],
     "freeze0": ["--freeze_epochs=0"],
+    "unfreeze1": ["--unfreeze_every=1"],
+    "unfreeze2": ["--unfreeze_every=2"],
 }
 
 
