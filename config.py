@@ -16,6 +16,9 @@ class DataConfig:
     manifest: str
     drop_val_copies: bool
     val_ratio: float
+    min_images_per_class: int
+    max_images_per_class: int
+    max_train_per_class: int
     kfold: int
     fold: int
     distill_from: str

@@ -87,6 +87,14 @@ def build_parser():
                            "exact copies of validation images")
     data.add_argument("--val_ratio", type=float, default=0.2,
                       help="share of each class held out for validation (stratified)")
+    data.add_argument("--min_images_per_class", type=not_negative, default=0,
+                      help="train on the classes with at least this many usable images; the "
+                           "others are listed in class_counts.json (0: no limit)")
+    data.add_argument("--max_images_per_class", type=not_negative, default=0,
+                      help="... and at most this many (0: no limit)")
+    data.add_argument("--max_train_per_class", type=not_negative, default=0,
+                      help="at most this many training images of a class, drawn with --seed "
+                           "and saved with the split (0: all)")
     data.add_argument("--kfold", type=int, default=0,
                       help="K >= 2: K models, one per stratified fold of the data, each "
                            "validated on its own fold, in {train_url}/folds/<i>/; then the "

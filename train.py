@@ -142,7 +142,10 @@ def train_and_export(run, flags, unknown, cache_root):
                            data_cfg.manifest or None, val_dir, data_cfg.val_ratio,
                            data_cfg.seed, data_cfg.max_image_pixels, data_cfg.min_image_side,
                            write=chief, drop_val_copies=data_cfg.drop_val_copies,
-                           kfold=data_cfg.kfold)
+                           kfold=data_cfg.kfold,
+                           min_images_per_class=data_cfg.min_images_per_class,
+                           max_images_per_class=data_cfg.max_images_per_class,
+                           max_train_per_class=data_cfg.max_train_per_class)
     if spec.num_classes and spec.num_classes != len(data.class_names):
         raise UserError(f"--num_classes={spec.num_classes} but the data has "
                          f"{len(data.class_names)} classes; leave it at 0 to take the data's")

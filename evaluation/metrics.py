@@ -1,7 +1,8 @@
 """Classification metrics from labels and predicted probabilities, as one JSON-ready dict (plain
 python numbers), so reports, logs and the ModelArts metric file all read the same figures."""
 import numpy as np
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+from sklearn.metrics import (average_precision_score, confusion_matrix,
+                             precision_recall_fscore_support)
 
 
 def _check(y_true, probabilities, class_names):
@@ -41,12 +42,40 @@ def top_k_indices(probabilities, k):
     return np.argsort(-np.asarray(probabilities), axis=1, kind="stable")[:, :k]
 
 
+def global_average_precision(y_true, probabilities):
+    """GAP, the Kaggle landmark-recognition metric (micro average precision): each image's top
+    class with its probability as the confidence, all images ranked by confidence; the sum
+    of the precision at each rank whose prediction is right, over the number of images:
+
+        GAP = 1/N * sum_i P(i) rel(i)
+
+    P(i) the share right among the i most confident, rel(i) 1 if the i-th is right. All right
+    is 1; a wrong answer costs more the more confident it was (top-1 does not care)."""
+    probabilities = np.asarray(probabilities)
+    predicted = top_k_indices(probabilities, 1)[:, 0]
+    confidence = probabilities[np.arange(len(predicted)), predicted]
+    right = (predicted == np.asarray(y_true))[np.argsort(-confidence, kind="stable")]
+    precision_at = np.cumsum(right) / np.arange(1, len(right) + 1)
+    return float(np.sum(precision_at * right) / len(right))
+
+
+def class_mean_average_precision(y_true, probabilities):
+    """MAP over classes: for each class with images, the average precision of ranking every
+    image by that class's probability (scikit-learn's average_precision_score, one class
+    against the rest), then the mean over those classes."""
+    y_true, probabilities = np.asarray(y_true), np.asarray(probabilities)
+    present = np.unique(y_true)
+    return float(np.mean([average_precision_score(y_true == c, probabilities[:, c])
+                          for c in present]))
+
+
 def classification_metrics(y_true, probabilities, class_names, top_k=5):
     """The metrics dict: counts, top-1/top-k accuracy, macro and weighted precision/recall/F1,
     one entry per class in id order, and the confusion matrix (rows true, columns predicted).
 
     The top-k figure is stored as "top5_accuracy" whatever k is (k = min(top_k, classes); the
-    k used is in "top_k"). Macro averages are over classes with images in y_true: a class the
+    k used is in "top_k"). "gap" and "map" are global_average_precision and
+    class_mean_average_precision. Macro averages are over classes with images in y_true: a class the
     data has none of cannot be measured, and scoring it 0 would only hide the others."""
     y_true, probabilities = _check(y_true, probabilities, class_names)
     n_images, n_classes = probabilities.shape
@@ -76,6 +105,8 @@ def classification_metrics(y_true, probabilities, class_names, top_k=5):
         "top_k": k,
         "top1_accuracy": top1,
         "top5_accuracy": topk,
+        "gap": global_average_precision(y_true, probabilities),
+        "map": class_mean_average_precision(y_true, probabilities),
         "macro": {"precision": float(np.mean(precision[present])),
                   "recall": float(np.mean(recall[present])),
                   "f1": float(np.mean(f1[present]))},
@@ -91,5 +122,5 @@ def summary_line(metrics):
     """One line for logs and the top of per_class.md."""
     k = metrics.get("top_k", 5)
     return (f"top-1 {metrics['top1_accuracy']:.4f}, top-{k} {metrics['top5_accuracy']:.4f}, "
-            f"macro F1 {metrics['macro']['f1']:.4f} on {metrics['images']} images "
+            f"GAP {metrics['gap']:.4f}, macro F1 {metrics['macro']['f1']:.4f} on {metrics['images']} images "
             f"({metrics['classes']} classes)")

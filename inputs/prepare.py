@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 import obs_utils
 from errors import UserError
 
-from . import label_map, layouts, screening, split
+from . import class_counts, label_map, layouts, screening, split
 
 log = logging.getLogger("inputs")
 
@@ -81,53 +81,70 @@ def without_copies_of(train, val, drop=True):
 
 def prepare(data_dir, train_url, cache_root, layout="auto", manifest=None, val_dir=None,
             val_ratio=0.2, seed=0, max_pixels=screening.MAX_PIXELS,
-            min_side=screening.MIN_SIDE, write=True, drop_val_copies=True, kfold=0):
+            min_side=screening.MIN_SIDE, write=True, drop_val_copies=True, kfold=0,
+            min_images_per_class=0, max_images_per_class=0, max_train_per_class=0):
     """Run the data stage on local folders. Outputs go under `train_url`, and a label map or
     split already there is reused; write=False (the other workers of a multi-node job) reads
     but writes nothing, and reaches the same result from the same data and seed. With an
     explicit `val_dir`, training images that are exact copies of validation ones are left out
     (`drop_val_copies`); a split of one folder has none (screening keeps one copy). With
     `kfold` > 1 every usable image is train, each with its fold (folds.json), and val is
-    empty."""
+    empty. The model's classes are those whose usable images number between
+    `min_images_per_class` and `max_images_per_class` (class_counts.json lists the others);
+    `max_train_per_class` caps each class's training images (saved in split.json)."""
     report_url = obs_utils.join(train_url, "screening_report.json")
     index = layouts.read_index(data_dir, layout, manifest)
     usable, report = _screened(index, cache_root, max_pixels, min_side, report_url, write)
-    screening.check_enough(usable, index.class_names, report_url)
+    usable, class_names, left_out = class_counts.select_classes(
+        usable, index.class_names, min_images_per_class, max_images_per_class)
+    if min_images_per_class or max_images_per_class:
+        counts_url = obs_utils.join(train_url, class_counts.FILE_NAME)
+        if write:
+            class_counts.write_report(counts_url, left_out, min_images_per_class,
+                                      max_images_per_class, len(class_names))
+        class_counts.log_left_out(left_out, len(class_names), counts_url if write else None)
+    screening.check_enough(usable, class_names, report_url)
 
     labels_url = obs_utils.join(train_url, label_map.FILE_NAME)
     if obs_utils.exists(labels_url):
-        _same_classes(label_map.load(labels_url), index.class_names, labels_url)
+        _same_classes(label_map.load(labels_url), class_names, labels_url)
     elif write:
-        label_map.save(labels_url, index.class_names)
+        label_map.save(labels_url, class_names)
 
     if kfold > 1:
         if val_dir:
             raise UserError("--kfold holds each fold out in turn as the validation set: "
                             "leave out --val_data_url (or --kfold)")
+        if max_train_per_class:
+            raise UserError("--max_train_per_class is not applied to --kfold runs (every image "
+                            "is held out once): leave one of them out")
         folds = split.load_or_make_folds(obs_utils.join(train_url, split.FOLDS_FILE), usable,
                                          kfold, seed, write)
-        return PreparedData(index.class_names, usable, [], report, folds)
+        return PreparedData(class_names, usable, [], report, folds)
     if val_dir:
         val_report_url = obs_utils.join(train_url, "screening_report_val.json")
         val_index = layouts.read_index(val_dir, layout, None)
         val_usable, _ = _screened(val_index, cache_root, max_pixels, min_side, val_report_url,
                                   write)
         val = relabel(val_usable, val_index.class_names, index.class_names, val_dir)
+        val = class_counts.onto(val, index.class_names, class_names, val_dir)
         train = without_copies_of(usable, val, drop_val_copies)
+        train, capped = class_counts.cap_per_class(train, max_train_per_class, seed)
         if not train:
             raise screening.DataError(f"every training image is also in {val_dir}: give "
                                       "--val_data_url images of its own")
-        log.info("split: explicit validation set %s: %d images (%d train images)", val_dir,
-                 len(val), len(train))
+        log.info("split: explicit validation set %s: %d images (%d train images%s)", val_dir,
+                 len(val), len(train), f"; --max_train_per_class={max_train_per_class} left "
+                 f"out {len(capped)}" if capped else "")
     else:
         train, val = split.load_or_make(obs_utils.join(train_url, split.FILE_NAME), usable,
-                                        val_ratio, seed, write)
+                                        val_ratio, seed, write, max_train_per_class)
     if not val:
         raise screening.DataError(
             "no validation images: " + (f"none of {val_dir} is usable" if val_dir else
                                         "every class has a single image, so none can be held "
                                         "out") + "; add images or pass --val_data_url")
-    return PreparedData(index.class_names, train, val, report)
+    return PreparedData(class_names, train, val, report)
 
 
 def prepare_test(data_dir, class_names, report_url, cache_root, layout="auto", manifest=None,

@@ -1,6 +1,7 @@
 """Split the usable images into train and validation: stratified by class, seeded, written to the
 outputs (split.json) and reused by a resumed or evaluated job, so validation never changes under
 the user's feet. --kfold's fold assignment is made and kept the same way (folds.json)."""
+import collections
 import json
 import logging
 import warnings
@@ -9,6 +10,8 @@ from sklearn.model_selection import train_test_split
 
 import obs_utils
 from errors import UserError
+
+from . import class_counts
 
 log = logging.getLogger("inputs")
 
@@ -36,28 +39,38 @@ def stratified_split(samples, val_ratio, seed):
     return train, sorted(val, key=lambda s: s.rel)
 
 
-def to_json(train, val, seed, val_ratio):
-    return json.dumps({"seed": seed, "val_ratio": val_ratio,
+def to_json(train, val, seed, val_ratio, cap=0, left_out=()):
+    """The split as saved; `left_out`: training images --max_train_per_class=`cap` left out."""
+    return json.dumps({"seed": seed, "val_ratio": val_ratio, "max_train_per_class": cap,
                        "train": [[s.rel, s.label] for s in train],
-                       "val": [[s.rel, s.label] for s in val]}, ensure_ascii=False, indent=0)
+                       "val": [[s.rel, s.label] for s in val],
+                       "left_out": [[s.rel, s.label] for s in left_out]},
+                      ensure_ascii=False, indent=0)
 
 
-def reuse(text, samples, where):
+def reuse(text, samples, where, cap=0):
     """(train, val) from a saved split, matched against today's usable samples by name.
 
     Saved images that are gone (or now set aside) are dropped; images new since the split go to
-    train, so validation stays the set it was. A label that changed is an error: the saved
-    validation results would not mean what they say."""
+    train, so validation stays the set it was; the images --max_train_per_class left out stay
+    out. A label that changed is an error: the saved validation results would not mean what
+    they say; so is another --max_train_per_class than the split was made with."""
     try:
         saved = json.loads(text)
-        parts = {part: [(str(rel), int(label)) for rel, label in saved[part]]
-                 for part in ("train", "val")}
-    except (ValueError, KeyError, TypeError) as exc:
+        parts = {part: [(str(rel), int(label)) for rel, label in
+                         (saved[part] if part != "left_out" else saved.get(part, []))]
+                 for part in ("train", "val", "left_out")}
+        saved_cap = int(saved.get("max_train_per_class", 0))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise UserError(f"{where} is not a split this job wrote ({type(exc).__name__}: "
                          f"{exc}); delete it to split again, or use a new --train_url") from None
+    if saved_cap != cap:
+        raise UserError(f"{where} was made with --max_train_per_class={saved_cap}, this job "
+                         f"asks for {cap}: pass {saved_cap}, or use a new --train_url (or delete "
+                         f"{where} to split again)")
     by_name = {s.rel: s for s in samples}
-    train, val, gone = [], [], 0
-    for part, out in (("train", train), ("val", val)):
+    train, val, left_out, gone = [], [], [], 0
+    for part, out in (("train", train), ("val", val), ("left_out", left_out)):
         for rel, label in parts[part]:
             sample = by_name.pop(rel, None)
             if sample is None:
@@ -69,23 +82,34 @@ def reuse(text, samples, where):
             else:
                 out.append(sample)
     new = sorted(by_name.values(), key=lambda s: s.rel)
+    if cap:  # new images join train while their class is below the cap
+        counts, below = collections.Counter(s.label for s in train), []
+        for sample in new:
+            counts[sample.label] += 1
+            if counts[sample.label] <= cap:
+                below.append(sample)
+        new = below
     if gone or new:
         log.warning("reusing %s: %d images of it are gone, %d new images go to train",
                     where, gone, len(new))
     return sorted(train + new, key=lambda s: s.rel), val
 
 
-def load_or_make(url, samples, val_ratio, seed, write=True):
-    """The split saved at `url` if there is one, else a new one (written there if `write`)."""
+def load_or_make(url, samples, val_ratio, seed, write=True, cap=0):
+    """The split saved at `url` if there is one, else a new one (written there if `write`),
+    with at most `cap` training images a class (class_counts.cap_per_class; 0: all)."""
     if obs_utils.exists(url):
-        train, val = reuse(obs_utils.read_text(url), samples, url)
+        train, val = reuse(obs_utils.read_text(url), samples, url, cap)
         log.info("split: reusing %s: %d train, %d validation images", url, len(train), len(val))
         return train, val
     train, val = stratified_split(samples, val_ratio, seed)
+    train, left_out = class_counts.cap_per_class(train, cap, seed)
     if write:
-        obs_utils.write_text(url, to_json(train, val, seed, val_ratio))
-    log.info("split: %d train, %d validation images (val_ratio %.2f, seed %d)%s",
-             len(train), len(val), val_ratio, seed, f", saved to {url}" if write else "")
+        obs_utils.write_text(url, to_json(train, val, seed, val_ratio, cap, left_out))
+    log.info("split: %d train, %d validation images (val_ratio %.2f, seed %d)%s%s",
+             len(train), len(val), val_ratio, seed,
+             f"; --max_train_per_class={cap} left out {len(left_out)} training images"
+             if left_out else "", f", saved to {url}" if write else "")
     return train, val
 
 

@@ -39,7 +39,7 @@ def test_perfect_predictions_score_one():
     y = np.array([0, 1, 2, 3, 0, 1])
     m = classification_metrics(y, one_hot_ish(y, 4), GARBAGE)
     assert m["images"] == 6 and m["classes"] == 4
-    assert m["top1_accuracy"] == m["top5_accuracy"] == 1.0
+    assert m["top1_accuracy"] == m["top5_accuracy"] == m["gap"] == m["map"] == 1.0
     assert m["macro"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0}
     assert m["weighted"]["f1"] == 1.0
     assert m["confusion_matrix"] == [[2, 0, 0, 0], [0, 2, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]
@@ -65,6 +65,24 @@ def test_three_classes_by_hand():
     assert [x["name"] for x in m["per_class"]] == ["a", "b", "c"]
 
 
+def test_gap_and_class_map_of_a_worked_example():
+    """Four images, three right (top-1 0.75). Ranked by confidence they go right (0.9), wrong
+    (0.8), right (0.65), right (0.6): GAP = (1 + 2/3 + 3/4) / 4 = 29/48; the wrong answer
+    ranked last instead would give 3/4. MAP over classes: class a's one image ranks first
+    (AP 1), class b's two rank 1st and 3rd by b's probability (AP (1 + 2/3) / 2), class c's
+    one first (AP 1): 17/18."""
+    y = np.array([0, 1, 2, 1])
+    probs = np.array([[0.9, 0.05, 0.05], [0.8, 0.1, 0.1], [0.2, 0.15, 0.65], [0.3, 0.6, 0.1]])
+    m = classification_metrics(y, probs, ["a", "b", "c"])
+    assert m["top1_accuracy"] == 0.75
+    assert m["gap"] == pytest.approx(29 / 48)
+    assert m["map"] == pytest.approx(17 / 18)
+    confident_last = probs.copy()
+    confident_last[1] = [0.55, 0.4, 0.05]  # the wrong answer, now the least confident
+    assert classification_metrics(y, confident_last, ["a", "b", "c"])["gap"] == pytest.approx(
+        0.75)
+
+
 def test_top5_counts_the_true_class_in_second_place():
     n = 6
     y = np.array([0, 1, 2, 3, 4, 5])
@@ -85,7 +103,8 @@ def test_top_k_is_capped_at_the_class_count_and_summary_line():
     assert classification_metrics(y, probs, ["a", "b", "c"], top_k=2)["top5_accuracy"] == 0.0
     m = classification_metrics(np.array([0, 1, 1, 1]), one_hot_ish(np.array([0, 1, 1, 0]), 3),
                                ["a", "b", "c"])
-    assert summary_line(m) == "top-1 0.7500, top-3 1.0000, macro F1 0.7333 on 4 images (3 classes)"
+    assert summary_line(m) == ("top-1 0.7500, top-3 1.0000, GAP 0.7500, macro F1 0.7333 "
+                               "on 4 images (3 classes)")
 
 
 def test_absent_class_has_support_zero_and_is_not_averaged():

@@ -208,3 +208,70 @@ def test_explicit_validation_set_is_mapped_onto_training_ids_by_name(tmp_path, c
     with pytest.raises(ValueError, match="classes the training data lacks"):
         prepare.prepare(str(tmp_path / "train"), str(tmp_path / "out"),
                         str(tmp_path / "cache"), val_dir=str(tmp_path / "val2"))
+
+
+def write_counts(root, counts):
+    """Class folders c0, c1, ... with counts[c] distinct digit images each (PNG)."""
+    i = 0
+    for label, count in enumerate(counts):
+        for k in range(count):
+            image, _ = digit_image(i)
+            i += 1
+            write(root / f"c{label}" / f"{k:03d}.png", encode(image, "PNG"))
+    return root
+
+
+def test_class_count_limits_train_on_the_classes_in_range_and_list_the_others(tmp_path, caplog):
+    """--min_images_per_class=5 --max_images_per_class=10 on classes of 3, 6, 9 and 14 images:
+    the model's classes are c1 and c2 (ids 0 and 1, in labels.json too), and
+    class_counts.json and the log name the two left out with their counts and why. Limits
+    that leave fewer than two classes are one clear error."""
+    from inputs import class_counts, prepare
+
+    data_dir = write_counts(tmp_path / "data", [3, 6, 9, 14])
+    out = tmp_path / "out"
+    data = prepare.prepare(str(data_dir), str(out), str(tmp_path / "cache"),
+                           min_images_per_class=5, max_images_per_class=10)
+    assert data.class_names == ["c1", "c2"]
+    assert len(data.train) + len(data.val) == 15
+    assert all(s.rel.startswith(data.class_names[s.label] + "/") for s in data.train + data.val)
+    assert label_map.load(str(out / label_map.FILE_NAME)) == ["c1", "c2"]
+    report = json.loads((out / class_counts.FILE_NAME).read_text())
+    assert report["left_out"] == [{"class": "c0", "images": 3, "reason": "fewer than 5"},
+                                  {"class": "c3", "images": 14, "reason": "more than 10"}]
+    assert "2 classes left out (17 images: c0 (3), c3 (14))" in caplog.text
+    with pytest.raises(screening.DataError, match="widen --min_images_per_class"):
+        prepare.prepare(str(data_dir), str(tmp_path / "out2"), str(tmp_path / "cache"),
+                        min_images_per_class=10)
+
+
+def test_max_train_per_class_caps_big_classes_and_the_split_keeps_what_it_left_out(tmp_path):
+    """--max_train_per_class=5 on classes of 5 and 20 images: class c1 trains on 5 of its
+    16 non-validation images, drawn with the seed; split.json lists the 11 left out, so the
+    job run again leaves out the same ones, and a new image of c1 stays out (c1 is at the
+    cap) while one of c0 joins. Another cap on the same train_url is refused; another seed
+    draws other images."""
+    from inputs import prepare
+
+    data_dir = write_counts(tmp_path / "data", [5, 20])
+    out, cache = tmp_path / "out", str(tmp_path / "cache")
+    data = prepare.prepare(str(data_dir), str(out), cache, max_train_per_class=5, seed=3)
+    per_class = collections.Counter(s.label for s in data.train)
+    assert per_class == {0: 4, 1: 5} and len(data.val) == 5
+    saved = json.loads((out / split.FILE_NAME).read_text())
+    assert saved["max_train_per_class"] == 5 and len(saved["left_out"]) == 11
+    assert {rel for rel, _ in saved["left_out"]}.isdisjoint(s.rel for s in data.train)
+
+    image, _ = digit_image(900)
+    write(data_dir / "c1" / "new.png", encode(image, "PNG"))
+    image, _ = digit_image(901)
+    write(data_dir / "c0" / "new.png", encode(image, "PNG"))
+    again = prepare.prepare(str(data_dir), str(out), cache, max_train_per_class=5, seed=3)
+    assert {s.rel for s in again.train} == {s.rel for s in data.train} | {"c0/new.png"}
+    assert [s.rel for s in again.val] == [s.rel for s in data.val]
+    with pytest.raises(ValueError, match="made with --max_train_per_class=5, this job asks"):
+        prepare.prepare(str(data_dir), str(out), cache, max_train_per_class=6, seed=3)
+    other = prepare.prepare(str(data_dir), str(tmp_path / "out3"), cache,
+                            max_train_per_class=5, seed=4)
+    assert {s.rel for s in other.train if s.label == 1} != {s.rel for s in data.train
+                                                            if s.label == 1}

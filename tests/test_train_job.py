@@ -1,5 +1,6 @@
 """train.py as ModelArts runs it: a subprocess with --key=value flags, obs:// URLs on the moto
 S3 server, a weights file on OBS, a restart after SIGTERM, and the demo's learning."""
+import collections
 import csv
 import json
 import os
@@ -310,3 +311,28 @@ def test_the_package_plan_refuses_keeps_or_rewrites(tmp_path):
     assert train.package_plan(args) == (True, False)
     args = train.configure(train.parse_args([*flags, "--overwrite_model=true"])[0])
     assert train.package_plan(args) == (False, True)
+
+
+def test_class_count_limits_and_the_cap_through_train_py_into_the_package(tmp_path):
+    """--min_images_per_class=5 --max_train_per_class=8 on classes of 4, 16 and 16 images:
+    the job trains and exports a two-class package (its labels.json and the served
+    probabilities), lists the class left out, and trains on 8 images a class."""
+    from inputs import label_map
+    from tests.test_inputs_data import write_counts
+
+    data = write_counts(tmp_path / "data", [4, 16, 16])
+    out = tmp_path / "out"
+    proc = run_train(f"--data_url={data}", f"--train_url={out}",
+                     f"--local_data_root={tmp_path / 'cache'}", *SMALL, "--max_epochs=1",
+                     "--min_images_per_class=5", "--max_train_per_class=8")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 classes left out (4 images: c0 (4)), 2 classes train" in proc.stdout
+    assert "--max_train_per_class=8 left out" in proc.stdout
+    saved = json.loads((out / "split.json").read_text())
+    assert collections.Counter(label for _, label in saved["train"]) == {0: 8, 1: 8}
+    assert label_map.load(str(out / "model" / "labels.json")) == ["c1", "c2"]
+    import tensorflow as tf
+
+    served = tf.saved_model.load(str(out / "model")).signatures["serving_default"]
+    image = (data / "c1" / "000.png").read_bytes()
+    assert served(images=tf.constant([image]))["probabilities"].shape == (1, 2)
