@@ -50,6 +50,7 @@ class ModelConfig:
     """The classifier and its loss (models/)."""
     backbone: str
     pretrained_weights: str
+    init_from: str
     num_classes: int
     input_size: int
     zero_init_residual: bool
@@ -72,6 +73,7 @@ class FitConfig:
     learning_rate: float
     freeze_epochs: int
     unfreeze_every: int
+    freeze_backbone: bool
     backbone_lr_mult: float
     optimizer: str
     weight_decay: Optional[float]

@@ -150,6 +150,10 @@ def build_parser():
     model.add_argument("--pretrained_weights", default="",
                        help="notop weights file (local, obs://, s3://); default: "
                             "pretrained/<Keras file name>, else random (with a warning)")
+    model.add_argument("--init_from", default="",
+                       help="an earlier run (its train_url, or a weights file of it): its "
+                            "backbone, and its classifier where the classes are the same "
+                            "(staged training); not with --pretrained_weights")
     model.add_argument("--zero_init_residual", type=boolean, default=True,
                        help="from random weights: start each residual block as the identity "
                             "(its last BatchNorm's scale at 0), for a stable start")
@@ -191,6 +195,9 @@ def build_parser():
                      help="with pretrained weights, after --freeze_epochs: unfreeze the "
                           "backbone one stage at a time from the top, one more every N epochs "
                           "(0: every layer at once)")
+    fit.add_argument("--freeze_backbone", type=boolean, default=False,
+                     help="train the head alone for the whole run (on a pretrained or "
+                          "--init_from backbone)")
     fit.add_argument("--backbone_lr_mult", type=above_zero, default=1.0,
                      help="the backbone's learning rate (and weight decay) as a multiple of "
                           "--learning_rate, which the head keeps; e.g. 0.1 to fine-tune "

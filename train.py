@@ -10,9 +10,9 @@ on the built-in demo data with a small configuration. Flags the platform adds ar
 ignored. A training run fetches, screens and splits the data, trains (one custom loop on
 tf.distribute, with resume), evaluates the best weights on the validation set and writes the
 model package to {train_url}/model/. This file only orchestrates: the flags are in flags.py,
-and each stage lives in its own package (inputs/, models/, training/, evaluation/, export/).
+the other modes in modes.py, and each stage lives in its own package (inputs/, models/,
+training/, evaluation/, export/).
 """
-import hashlib
 import json
 import logging
 import os
@@ -52,20 +52,6 @@ def versions():
         except importlib.metadata.PackageNotFoundError:
             continue
     return found
-
-
-def work_dir_for(train_url, cache_root, tf_config):
-    """Local folder for the outputs: for the chief, train_url itself when local, else a cache
-    folder named after train_url (the same for a restarted job); for the other workers of a
-    multi-node job, a scratch folder of their own, so nothing of the chief's is overwritten."""
-    if distribute.is_chief(tf_config) and not obs_utils.is_remote(train_url):
-        os.makedirs(train_url, exist_ok=True)
-        return train_url
-    digest = hashlib.sha1(train_url.rstrip("/").encode()).hexdigest()[:12]
-    who = "chief" if distribute.is_chief(tf_config) else f"worker-{tf_config['task']['index']}"
-    folder = os.path.join(cache_root, "jobs", digest, who)
-    os.makedirs(folder, exist_ok=True)
-    return folder
 
 
 def package_plan(run):
@@ -113,7 +99,7 @@ def train_and_export(run, flags, unknown, cache_root):
     # Before any other TensorFlow work: MultiWorkerMirroredStrategy must come first.
     strategy = distribute.make_strategy(tf_config)
     from inputs import fetch, prepare
-    from models import weights
+    from models import init_from, weights
     from training import folds
 
     if data_cfg.kfold < 0 or data_cfg.kfold == 1:
@@ -130,8 +116,12 @@ def train_and_export(run, flags, unknown, cache_root):
     plans = [package_plan(each) for each in runs]  # an existing package: refused now
     # The weights file is fetched, read and matched now: a wrong one stops the job before any
     # data is screened or anything is written to train_url.
-    pretrained = weights.prepare(spec.backbone, spec.pretrained_weights, cache_root,
-                                 spec.input_size)
+    if spec.init_from and spec.pretrained_weights:
+        raise UserError("--init_from and --pretrained_weights both name the backbone's "
+                        "weights: give one")
+    earlier = init_from.fetch(spec.init_from, cache_root) if spec.init_from else None
+    pretrained = weights.prepare(spec.backbone, earlier.weights_path if earlier else
+                                 spec.pretrained_weights, cache_root, spec.input_size)
     data_dir = fetch.fetch_data(data_cfg.data_url, cache_root, threads=data_cfg.obs_threads)
     val_dir = (fetch.fetch_data(data_cfg.val_data_url, cache_root, threads=data_cfg.obs_threads)
                if data_cfg.val_data_url else None)
@@ -149,6 +139,11 @@ def train_and_export(run, flags, unknown, cache_root):
     if spec.num_classes and spec.num_classes != len(data.class_names):
         raise UserError(f"--num_classes={spec.num_classes} but the data has "
                          f"{len(data.class_names)} classes; leave it at 0 to take the data's")
+    if earlier:
+        head, note = init_from.head_arrays(earlier, data.class_names)
+        pretrained = replace(pretrained, head=head)
+        log.info("--init_from %s: the backbone from %s; %s", earlier.url, earlier.weights_path,
+                 note)
     if data_cfg.distill_from:
         from inputs import oof
 
@@ -243,7 +238,7 @@ def train_one(run, data, plan, job):
     if job.chief:
         obs_utils.write_text(obs_utils.join(run.train_url, "run_config.json"),
                              json.dumps(run_config, indent=2, ensure_ascii=False))
-    work_dir = work_dir_for(run.train_url, job.cache_root, job.tf_config)
+    work_dir = distribute.work_dir(run.train_url, job.cache_root, job.tf_config)
     result = training.train(run, data, work_dir, job.strategy, job.chief, job.pretrained)
     if not job.chief:
         return "worker done; the chief writes the outputs", None
@@ -268,99 +263,6 @@ def train_one(run, data, plan, job):
             f"best weights on validation: top-1 {metrics['top1_accuracy']:.4f}, macro F1 "
             f"{metrics['macro']['f1']:.4f}; {where}; reports in "
             f"{obs_utils.join(run.train_url, stage.FOLDER)}"), probabilities
-
-
-def gather_folds(run):
-    """--mode=oof: the out-of-fold probabilities of a --kfold run's folds, all done (each
-    trained alone with --fold, perhaps as jobs side by side), gathered; returns the summary."""
-    from inputs import label_map, split
-    from training import folds
-
-    folds_url = obs_utils.join(run.train_url, split.FOLDS_FILE)
-    if not obs_utils.exists(folds_url):
-        raise UserError(f"--mode=oof: {run.train_url} holds no {split.FOLDS_FILE}: give the "
-                        "--train_url of a --kfold run")
-    k = int(json.loads(obs_utils.read_text(folds_url))["k"])
-    class_names = label_map.load(obs_utils.join(run.train_url, label_map.FILE_NAME))
-    summary = folds.gather(run.train_url, k, class_names)
-    return (f"{k}-fold cross-validated top-1 {summary['cv_top1_accuracy']['mean']:.4f} +- "
-            f"{summary['cv_top1_accuracy']['sd']:.4f} over {summary['images']} images; "
-            f"{obs_utils.join(run.train_url, folds.OOF_FILE)}")
-
-
-def _test_metrics(run, class_names, probabilities_of, cache_root, work_dir):
-    """Fetch and screen the labelled --test_data_url, run `probabilities_of(samples)` on it
-    and write the reports; returns (metrics, number of images)."""
-    from evaluation import stage
-    from inputs import fetch, prepare
-
-    data_cfg = run.data
-    data_dir = fetch.fetch_data(run.eval.test_data_url, cache_root, threads=data_cfg.obs_threads)
-    samples = prepare.prepare_test(data_dir, class_names,
-                                   obs_utils.join(run.train_url, "screening_report_test.json"),
-                                   cache_root, data_cfg.data_format, data_cfg.manifest or None,
-                                   data_cfg.max_image_pixels, data_cfg.min_image_side)
-    metrics = stage.evaluate(samples, probabilities_of(samples), class_names, run.train_url,
-                             work_dir)
-    return metrics, len(samples)
-
-
-def evaluate_or_predict(run, cache_root):
-    """--mode=eval (reports on labelled images) or --mode=predict (top-k of unlabelled ones)
-    for --eval_model; returns the one-line summary."""
-    wanted, data_cfg = run.eval, run.data
-    if not wanted.eval_model or not wanted.test_data_url:
-        raise UserError(f"--mode={run.mode} needs --eval_model (a model/ folder, a train_url "
-                         "or a .weights.h5 file) and --test_data_url (the images)")
-    from evaluation import inference, stage
-    from inputs import fetch, prepare
-
-    predictor = inference.load(wanted.eval_model, cache_root, run.feed.batch_size)
-    work_dir = work_dir_for(run.train_url, cache_root, None)
-    if run.mode == "eval":
-        metrics, count = _test_metrics(run, predictor.class_names, predictor.probabilities,
-                                       cache_root, work_dir)
-        return (f"evaluated {predictor.source} on {count} images: top-1 "
-                f"{metrics['top1_accuracy']:.4f}; reports in "
-                f"{obs_utils.join(run.train_url, stage.FOLDER)}")
-    data_dir = fetch.fetch_data(wanted.test_data_url, cache_root, threads=data_cfg.obs_threads)
-    samples = prepare.prepare_unlabelled(data_dir,
-                                         obs_utils.join(run.train_url,
-                                                        "screening_report_test.json"),
-                                         cache_root, data_cfg.max_image_pixels,
-                                         data_cfg.min_image_side)
-    url = stage.predict(samples, predictor.probabilities(samples), predictor.class_names,
-                        run.train_url, work_dir, wanted.top_k)
-    return f"top-{wanted.top_k} classes of {len(samples)} images in {url}"
-
-
-def make_ensemble(run, cache_root):
-    """--mode=ensemble: one package of the --members models, serving their weighted mean
-    probabilities over the --tta views; evaluated through its own serving signature on
-    --test_data_url when given (the metrics go into its config.json). Returns the summary."""
-    wanted = run.export
-    if not wanted.members:
-        raise UserError("--mode=ensemble needs --members=URL[,URL[,URL]]: the model/ packages "
-                        "or train_urls of 1-3 finished runs on the same classes")
-    from evaluation import inference, stage
-    from export import ensemble, package
-
-    package.check_destination(run.train_url, wanted.overwrite_model)  # before any work
-    members = ensemble.load_members(wanted.members, wanted.member_weights,
-                                    lambda url: inference.local_copy(url, cache_root))
-    work_dir = work_dir_for(run.train_url, cache_root, None)
-    folder = package.fresh_folder(package.staging_folder(work_dir))
-    class_names = ensemble.save(members, folder, wanted.tta)
-    metrics, tested = None, ""
-    if run.eval.test_data_url:
-        metrics, count = _test_metrics(
-            run, class_names, lambda samples: inference.saved_model_probabilities(
-                folder, [s.path for s in samples], run.feed.batch_size), cache_root, work_dir)
-        tested = (f"; on {count} test images: top-1 {metrics['top1_accuracy']:.4f} (reports "
-                  f"in {obs_utils.join(run.train_url, stage.FOLDER)})")
-    package.finish(folder, class_names, metrics, wanted.runtime)
-    url = package.publish_staged(folder, run.train_url, wanted.overwrite_model)
-    return f"ensemble of {len(members)} model{'s' if len(members) > 1 else ''}: {url}{tested}"
 
 
 def configure(flags):
@@ -389,11 +291,13 @@ def main(argv=None):
         run = configure(flags)
         if run.mode == "train":
             return train_and_export(run, flags, unknown, cache_root)
+        import modes
+
         if run.mode == "ensemble":
-            return make_ensemble(run, cache_root)
+            return modes.make_ensemble(run, cache_root)
         if run.mode == "oof":
-            return gather_folds(run)
-        return evaluate_or_predict(run, cache_root)
+            return modes.gather_folds(run)
+        return modes.evaluate_or_predict(run, cache_root)
 
     return run_job(job, (obs_utils.ObsError, UserError), log)
 

@@ -41,6 +41,7 @@ class Match:
     layers: int                                  # weight layers loaded (all of the backbone's)
     skipped: list = field(default_factory=list)  # "fc1000 (1000 classes)", a head's layers
     skipped_what: str = "top"                    # or "the model's head" (a nested backbone)
+    head: dict = field(default_factory=dict)     # --init_from: the layers after the backbone
 
     def summary(self):
         text = (f"loaded {self.layers}/{self.layers} weight layers of {self.backbone_name} "

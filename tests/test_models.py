@@ -321,3 +321,31 @@ def test_margins_apply_to_the_target_class_only_and_stay_finite():
         heads.MarginLoss("arcface", margin=2.0)
     with pytest.raises(ValueError, match="--head_scale=0"):
         heads.MarginLoss("cosface", scale=0)
+
+
+def test_init_from_takes_the_classifier_by_class_name_and_the_neck_always(tmp_path):
+    """--init_from's layers after the backbone: the same classes in another order give the
+    earlier classifier with its columns reordered by name (so each class keeps its own
+    weights) and the neck; other classes give a new classifier, the neck still loaded."""
+    from models import init_from
+
+    earlier_model, _ = build.build_classifier("mobilenetv3small", 3, 32, embedding_dim=8)
+    path = str(tmp_path / "epoch_001-val_acc_0.5000.weights.h5")
+    earlier_model.save_weights(path)
+    earlier = init_from.EarlierRun("run", path, ["a", "b", "c"])
+    kernel, bias = earlier_model.get_layer("probabilities").get_weights()
+
+    arrays, note = init_from.head_arrays(earlier, ["c", "a", "b"])
+    np.testing.assert_array_equal(arrays["probabilities"][0], kernel[:, [2, 0, 1]])
+    np.testing.assert_array_equal(arrays["probabilities"][1], bias[[2, 0, 1]])
+    assert {"embedding_projection", "embedding"} <= set(arrays)
+    assert note == "the classifier too (the same 3 classes)"
+    model, _ = build.build_classifier("mobilenetv3small", 3, 32, embedding_dim=8)
+    assert set(init_from.apply_head(model, arrays)) == {"probabilities", "embedding",
+                                                        "embedding_projection"}
+    np.testing.assert_array_equal(model.get_layer("probabilities").get_weights()[0][:, 1],
+                                  kernel[:, 0])  # class a, now column 1
+
+    arrays, note = init_from.head_arrays(earlier, ["a", "b", "d", "e"])
+    assert "probabilities" not in arrays and "embedding" in arrays
+    assert note == "a new classifier: this job has 4 classes, the earlier run 3 (2 shared)"

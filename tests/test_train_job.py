@@ -313,10 +313,13 @@ def test_the_package_plan_refuses_keeps_or_rewrites(tmp_path):
     assert train.package_plan(args) == (False, True)
 
 
-def test_class_count_limits_and_the_cap_through_train_py_into_the_package(tmp_path):
-    """--min_images_per_class=5 --max_train_per_class=8 on classes of 4, 16 and 16 images:
-    the job trains and exports a two-class package (its labels.json and the served
-    probabilities), lists the class left out, and trains on 8 images a class."""
+def test_staged_training_class_limits_then_init_from_with_a_frozen_backbone(tmp_path):
+    """The AliProducts stages through train.py. First --min_images_per_class=5
+    --max_train_per_class=8 on classes of 4, 16 and 16 images: the job trains and exports a
+    two-class package (its labels.json and the served probabilities), lists the class left
+    out, and trains on 8 images a class. Then --init_from that run on all three classes with
+    --freeze_backbone=true: its backbone loads, the classifier is new (the class sets
+    differ), and after the run the backbone's every weight is still the first run's."""
     from inputs import label_map
     from tests.test_inputs_data import write_counts
 
@@ -336,3 +339,24 @@ def test_class_count_limits_and_the_cap_through_train_py_into_the_package(tmp_pa
     served = tf.saved_model.load(str(out / "model")).signatures["serving_default"]
     image = (data / "c1" / "000.png").read_bytes()
     assert served(images=tf.constant([image]))["probabilities"].shape == (1, 2)
+
+    second = tmp_path / "second"
+    proc = run_train(f"--data_url={data}", f"--train_url={second}",
+                     f"--local_data_root={tmp_path / 'cache'}", *SMALL, "--max_epochs=2",
+                     f"--init_from={out}", "--freeze_backbone=true", "--export_model=false")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "a new classifier: this job has 3 classes, the earlier run 2 (2 shared)" in \
+        proc.stdout
+    assert f"weight layers of mobilenetv3small from {out / 'weights'}" in proc.stdout
+    assert "--freeze_backbone: the head alone trains, for all 2 epochs" in proc.stdout
+    from models import weight_files
+
+    def backbone_arrays(run):
+        best = sorted((run / "weights").iterdir())[-1]
+        return weight_files.read(str(best)).scopes["MobileNetV3Small"]
+
+    first, after = backbone_arrays(out), backbone_arrays(second)
+    assert first.keys() == after.keys() and len(first) > 50
+    for name in first:
+        for a, b in zip(first[name].arrays, after[name].arrays):
+            np.testing.assert_array_equal(a, b)

@@ -5,10 +5,12 @@ separated, the first is the chief), VC_TASK_INDEX and MA_NUM_HOSTS; older ones w
 DLS_TASK_NUMBER, DLS_TASK_INDEX and BATCH_CUSTOM{i}_HOSTS ("host:port" of node i). A TF_CONFIG
 already set wins. One node with several GPUs: MirroredStrategy; one device: the default.
 """
+import hashlib
 import json
 import logging
 import os
 
+import obs_utils
 from errors import UserError
 
 log = logging.getLogger("training")
@@ -80,3 +82,17 @@ def make_strategy(tf_config=None, devices=None):
         return strategy
     log.info("strategy: one device (%s)", gpus[0].name if gpus else "CPU")
     return tf.distribute.get_strategy()
+
+
+def work_dir(train_url, cache_root, tf_config):
+    """Local folder for the outputs: for the chief, train_url itself when local, else a cache
+    folder named after train_url (the same for a restarted job); for the other workers of a
+    multi-node job, a scratch folder of their own, so nothing of the chief's is overwritten."""
+    if is_chief(tf_config) and not obs_utils.is_remote(train_url):
+        os.makedirs(train_url, exist_ok=True)
+        return train_url
+    digest = hashlib.sha1(train_url.rstrip("/").encode()).hexdigest()[:12]
+    who = "chief" if is_chief(tf_config) else f"worker-{tf_config['task']['index']}"
+    folder = os.path.join(cache_root, "jobs", digest, who)
+    os.makedirs(folder, exist_ok=True)
+    return folder

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 import obs_utils
 from inputs import balance, oof, pipeline, screening
-from models import build, losses, run_weights, weights
+from models import build, init_from, losses, run_weights, weights
 
 from . import checkpoints, optim, phases
 from .loop import Loop, StepConfig, run_epochs
@@ -147,6 +147,10 @@ def _build(spec, fit, num_classes, steps, mixed, pretrained):
     model, backbone = _classifier(spec, num_classes)
     if pretrained is not None:
         weights.apply(backbone, pretrained)
+        if pretrained.head:
+            loaded = init_from.apply_head(model, pretrained.head)
+            log.info("--init_from: %s from %s", ", ".join(loaded) or "no layer after the "
+                     "backbone", pretrained.path)
     else:
         weights.warn_random(spec.backbone)
         if spec.zero_init_residual:
@@ -160,7 +164,7 @@ def _build(spec, fit, num_classes, steps, mixed, pretrained):
                  "backbone's own", momentum, steps * fit.max_epochs)
     stages = build.backbone_stages(backbone)
     plan = phases.plan(fit.freeze_epochs, fit.max_epochs, fit.unfreeze_every, len(stages),
-                       pretrained is not None)
+                       pretrained is not None, fit.freeze_backbone)
     if fit.unfreeze_every and len(stages) < 2:
         log.warning("--unfreeze_every=%d: %s has no stages to unfreeze one at a time; every "
                     "layer unfreezes at once", fit.unfreeze_every, spec.backbone)

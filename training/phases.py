@@ -35,10 +35,20 @@ def head_only_epochs(freeze_epochs, pretrained):
     return max(0, freeze_epochs)
 
 
-def plan(freeze_epochs, max_epochs, unfreeze_every=0, stage_count=0, pretrained=True):
+def plan(freeze_epochs, max_epochs, unfreeze_every=0, stage_count=0, pretrained=True,
+         freeze_backbone=False):
     """[Phase] of a run: the head alone for `freeze_epochs` (head_only_epochs), then, with
     `unfreeze_every` > 0 and a backbone of 2 or more stages, the top 1, 2, ... stages for
-    `unfreeze_every` epochs each, then every layer. Phases past `max_epochs` are cut."""
+    `unfreeze_every` epochs each, then every layer. Phases past `max_epochs` are cut.
+    `freeze_backbone`: the head alone for the whole run (--freeze_backbone)."""
+    if freeze_backbone:
+        if pretrained:
+            log.info("--freeze_backbone: the head alone trains, for all %d epochs", max_epochs)
+        else:
+            log.warning("--freeze_backbone from random weights: the head learns on features "
+                        "of a backbone that never trains; give --pretrained_weights or "
+                        "--init_from")
+        return [Phase(0, max_epochs, 0)]
     cut = min(head_only_epochs(freeze_epochs, pretrained), max_epochs)
     phases = [Phase(0, cut, 0)] if cut > 0 else []
     staged = unfreeze_every > 0 and stage_count > 1
