@@ -4,6 +4,8 @@ import numpy as np
 from sklearn.metrics import (average_precision_score, confusion_matrix,
                              precision_recall_fscore_support)
 
+from models import gap
+
 
 def _check(y_true, probabilities, class_names):
     """(y_true, probabilities) as numpy arrays, or ValueError saying what does not fit."""
@@ -43,20 +45,12 @@ def top_k_indices(probabilities, k):
 
 
 def global_average_precision(y_true, probabilities):
-    """GAP, the Kaggle landmark-recognition metric (micro average precision): each image's top
-    class with its probability as the confidence, all images ranked by confidence; the sum
-    of the precision at each rank whose prediction is right, over the number of images:
-
-        GAP = 1/N * sum_i P(i) rel(i)
-
-    P(i) the share right among the i most confident, rel(i) 1 if the i-th is right. All right
-    is 1; a wrong answer costs more the more confident it was (top-1 does not care)."""
+    """GAP (models/gap.py: the Kaggle landmark definition) of each image's top class, its
+    probability the confidence."""
     probabilities = np.asarray(probabilities)
     predicted = top_k_indices(probabilities, 1)[:, 0]
     confidence = probabilities[np.arange(len(predicted)), predicted]
-    right = (predicted == np.asarray(y_true))[np.argsort(-confidence, kind="stable")]
-    precision_at = np.cumsum(right) / np.arange(1, len(right) + 1)
-    return float(np.sum(precision_at * right) / len(right))
+    return gap.global_average_precision(confidence, predicted == np.asarray(y_true))
 
 
 def class_mean_average_precision(y_true, probabilities):

@@ -1,5 +1,5 @@
 """The names of a run's best-weights files (weights/epoch_NNN-val_acc_0.XXXX.weights.h5, or
-val_macro_recall_ / val_loss_ under --monitor): written by training, ranked by training and
+val_macro_recall_ / val_gap_ / val_loss_ under --monitor): written by training, ranked by training and
 evaluation alike, so neither stage imports the other."""
 import os
 import re
@@ -7,8 +7,8 @@ import re
 SUFFIX = ".weights.h5"
 # --monitor -> (the tag in the file name, whether larger is better)
 MONITORS = {"val_accuracy": ("val_acc", True), "val_macro_recall": ("val_macro_recall", True),
-            "val_loss": ("val_loss", False)}
-_RECORDED = re.compile(r"-(val_acc|val_macro_recall|val_loss)_(-?[\d.]+|nan|inf)"
+            "val_gap": ("val_gap", True), "val_loss": ("val_loss", False)}
+_RECORDED = re.compile(r"-(val_acc|val_macro_recall|val_gap|val_loss)_(-?[\d.]+|nan|inf)"
                        + re.escape(SUFFIX) + "$")
 
 

@@ -152,6 +152,19 @@ def test_a_frozen_layer_that_unfreezes_takes_the_same_steps_on_one_and_two_repli
             np.testing.assert_allclose(got, want, atol=1e-6)
 
 
+def test_validation_gap_is_the_same_on_one_and_two_replicas(two_replica_facts):
+    """--monitor=val_gap ranks every validation image: on two replicas the confidences are
+    gathered from both, so the GAP is one device's and evaluation's over the same images."""
+    from evaluation.metrics import global_average_precision
+
+    facts = two_replica_facts["val_gap"]
+    expected = global_average_precision(np.argmax(facts["one"]["labels"], 1),
+                                        np.array(facts["one"]["probabilities"]))
+    assert facts["one"]["gap"] == pytest.approx(expected, abs=1e-6)
+    assert facts["two"]["gap"] == pytest.approx(expected, abs=1e-6)
+    assert facts["two"]["accuracy"] == facts["one"]["accuracy"]
+
+
 def test_an_overflow_on_one_replica_skips_the_step_everywhere(two_replica_facts):
     assert two_replica_facts["overflow"] == {"finite": True, "unchanged": True}
 

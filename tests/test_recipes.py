@@ -100,9 +100,14 @@ def test_monitor_val_loss_keeps_the_lowest_losses_and_stops_on_them(tmp_path):
         assert watching[name].mode == "min"  # lower is better
 
 
+def rows_of(out):
+    with open(out / "training_log.csv") as f:
+        return list(csv.DictReader(f))
+
+
 def test_the_recipe_flags_train_together_in_one_job(tmp_path, clean_storage_env):
     """Focal loss, SGDR, gradient centralization, --ema, --backbone_lr_mult, RandAugment, the
-    P x K sampler and --monitor=val_macro_recall together through train.py: the weights files are named by the
+    P x K sampler and --monitor=val_gap together through train.py: the weights files are named by the
     monitor, and the last epoch runs at the rate SGDR gives it. Their resume is checked where it could fail: SGDR
     resumed with another batch (tests/test_training_paths.py), EMA's averages in the checkpoint
     (tests/test_checkpoints.py), EMA and GC on two replicas (tests/test_distributed.py);
@@ -111,7 +116,7 @@ def test_the_recipe_flags_train_together_in_one_job(tmp_path, clean_storage_env)
     out = tmp_path / "out"
     recipe = ["--loss=focal", "--focal_gamma=2", "--lr_schedule=sgdr", "--restart_epochs=1",
               "--restart_mult=4", "--warmup_epochs=0", "--grad_centralization=true",
-              "--monitor=val_macro_recall", "--ema=0.9", "--freeze_epochs=0",
+              "--monitor=val_gap", "--ema=0.9", "--freeze_epochs=0",
               "--backbone_lr_mult=0.5", "--randaugment_ops=1", "--export_model=false",
               "--early_stop_patience=0", "--sampler=pk", "--pk_images=2"]
     common = [f"--data_url={data}", f"--train_url={out}",
@@ -123,8 +128,9 @@ def test_the_recipe_flags_train_together_in_one_job(tmp_path, clean_storage_env)
     assert "the backbone trains at 0.5 x the learning rate" in proc.stdout
     assert "sampler=pk: each batch 4 classes x 2 images" in proc.stdout
     names = os.listdir(out / "weights")
-    assert names and all("-val_macro_recall_" in n for n in names), names
-    rows = list(csv.DictReader(open(out / "training_log.csv")))
+    assert names and all("-val_gap_" in n for n in names), names
+    assert "val_gap" in rows_of(out)[0]
+    rows = rows_of(out)
     assert [r["epoch"] for r in rows] == ["0", "1", "2"]
     # 48 train images, batch 8: 6 steps an epoch; cycles of 1 epoch, then 4: the rate after
     # epoch 3's last step (step 18) is half-way down the second cycle (steps 6-29).

@@ -272,3 +272,27 @@ def test_several_steps_per_call_train_as_single_steps_do():
     np.testing.assert_allclose(several_totals, single_totals, rtol=1e-4)
     for a, b in zip(several.weights, single.weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5, err_msg=a.path)
+
+
+def test_validation_gap_is_metrics_json_gap_over_the_whole_set():
+    """--monitor=val_gap: the loop gathers every validation image's top confidence and
+    whether it is right, batch by batch, and its GAP is evaluation's over the whole set
+    (not a mean of per-batch GAPs, which differs here)."""
+    from evaluation.metrics import global_average_precision
+
+    rng = np.random.default_rng(1)
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(inputs))
+    x = rng.normal(size=(10, 4)).astype("float32")
+    y = np.eye(3, dtype="float32")[rng.integers(0, 3, 10)]
+    optimizer = keras.optimizers.Adam(1e-3)
+    optimizer.build(model.trainable_variables)
+    loop = Loop(tf.distribute.get_strategy(), model, optimizer,
+                losses.make_loss(reduction=None), StepConfig(global_batch=4))
+    val = loop.evaluate(tf.data.Dataset.from_tensor_slices((x, y)).batch(4))
+    probabilities = model.predict(x, verbose=0)
+    expected = global_average_precision(y.argmax(1), probabilities)
+    assert val["gap"] == pytest.approx(expected, abs=1e-6)
+    per_batch = np.mean([global_average_precision(y[i:i + 4].argmax(1), probabilities[i:i + 4])
+                         for i in range(0, 10, 4)])
+    assert abs(per_batch - expected) > 1e-3

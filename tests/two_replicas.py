@@ -116,6 +116,26 @@ def staged_steps(strategy, x, y, mixed=False):
     return [frozen] + [w.tolist() for w in model.get_weights()]
 
 
+def validation_gap(strategy):
+    """Loop.evaluate's GAP over 8 images in batches of 4 (two per replica on two): the
+    confidences are gathered across replicas, not summed."""
+    with strategy.scope():
+        inputs = keras.Input((2,))
+        model = keras.Model(inputs, keras.layers.Dense(
+            3, kernel_initializer=keras.initializers.RandomNormal(seed=3),
+            activation="softmax", dtype="float32")(inputs))
+        optimizer = keras.optimizers.SGD(0.1)
+        optimizer.build(model.trainable_variables)
+        loss = keras.losses.CategoricalCrossentropy(reduction=None)
+    loop = Loop(strategy, model, optimizer, loss, StepConfig(4, 0.0))
+    x = np.random.default_rng(0).normal(size=(8, 2)).astype("float32")
+    y = np.eye(3, dtype="float32")[[0, 1, 2, 0, 1, 2, 0, 1]]
+    val = loop.evaluate(strategy.experimental_distribute_dataset(
+        tf.data.Dataset.from_tensor_slices((x, y)).batch(4)))
+    return {"gap": val["gap"], "accuracy": val["accuracy"],
+            "probabilities": model.predict(x, verbose=0).tolist(), "labels": y.tolist()}
+
+
 def main():
     devices = ["/cpu:0", "/cpu:1"]
     mirrored = tf.distribute.MirroredStrategy(devices)
@@ -175,6 +195,8 @@ def main():
                        for name, strategy, mixed in (("one", single, False),
                                                      ("two", mirrored, False),
                                                      ("two_mixed", mirrored, True))}
+    facts["val_gap"] = {name: validation_gap(strategy)
+                        for name, strategy in (("one", single), ("two", mirrored))}
     # An overflow on the second replica only: every replica must skip the step.
     bad = x.copy()
     bad[2:] = np.float32(3e38)

@@ -21,6 +21,8 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+from models import gap
+
 from .optim import AveragedWeights, current_learning_rate
 
 log = logging.getLogger("training")
@@ -128,8 +130,14 @@ class Loop:
         return sums
 
     def _replica_eval_step(self, images, labels):
+        """The sums, and each image's top-class confidence and whether it is right (GAP
+        ranks every image of the set, so these are gathered, not summed)."""
         probabilities = self.model(images, training=False)
-        return _sums(probabilities, labels, self.loss_fn(labels, probabilities))
+        confidence = tf.reduce_max(tf.cast(probabilities, tf.float32), axis=-1)
+        right = tf.cast(tf.equal(tf.argmax(probabilities, -1), tf.argmax(labels, -1)),
+                        tf.float32)
+        return (_sums(probabilities, labels, self.loss_fn(labels, probabilities)), confidence,
+                right)
 
     def _reduced(self, per_replica):
         return [self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
@@ -201,16 +209,21 @@ class Loop:
         if self._eval_fn is None:
             @tf.function
             def fn(images, labels):
-                return self._reduced(self.strategy.run(self._replica_eval_step,
-                                                       args=(images, labels)))
+                sums, confidence, right = self.strategy.run(self._replica_eval_step,
+                                                            args=(images, labels))
+                return (self._reduced(sums), self.strategy.gather(confidence, axis=0),
+                        self.strategy.gather(right, axis=0))
             self._eval_fn = fn
         return self._eval_fn(*batch)
 
     def evaluate(self, dist_dataset):
-        """{loss, accuracy, top5, macro_recall} over a finite distributed dataset."""
+        """{loss, accuracy, top5, macro_recall, gap} over a finite distributed dataset."""
         totals, class_hits, class_counts = np.zeros(4), 0.0, 0.0
+        confidences, rights = [], []
         for batch in dist_dataset:
-            sums = self.eval_step(batch)
+            sums, confidence, right = self.eval_step(batch)
+            confidences.append(confidence.numpy())
+            rights.append(right.numpy() > 0.5)
             totals += [float(v) for v in sums[:4]]
             class_hits = class_hits + sums[4].numpy()
             class_counts = class_counts + sums[5].numpy()
@@ -219,7 +232,9 @@ class Loop:
         recall = float(np.mean(np.asarray(class_hits)[present] / np.asarray(class_counts)[present])) \
             if present.any() else 0.0
         return {"loss": totals[0] / count, "accuracy": totals[1] / count,
-                "top5": totals[2] / count, "macro_recall": recall}
+                "top5": totals[2] / count, "macro_recall": recall,
+                "gap": gap.global_average_precision(np.concatenate(confidences or [[]]),
+                                                    np.concatenate(rights or [[]]))}
 
 
 READ_EVERY = 20  # steps between the host's reads of the running sums (each read waits)
@@ -293,15 +308,17 @@ def run_epochs(loop, train_iter, val_dist, steps_per_epoch, start_epoch, epochs,
         logs = {"loss": totals[0] / totals[3], "accuracy": totals[1] / totals[3],
                 "top5_accuracy": totals[2] / totals[3], "val_loss": val["loss"],
                 "val_accuracy": val["accuracy"], "val_top5_accuracy": val["top5"],
-                "val_macro_recall": val["macro_recall"],
+                "val_macro_recall": val["macro_recall"], "val_gap": val["gap"],
                 "learning_rate": current_learning_rate(loop.optimizer),
                 "seconds": time.time() - started}
         elapsed = time.time() - began  # the epochs of this run (a resumed one: since then)
         left = elapsed / (epoch + 1 - start_epoch) * (epochs - epoch - 1)
         log.info("epoch %d/%d  loss %.4f  acc %.4f  val_loss %.4f  val_acc %.4f  val_top5 %.4f"
-                 "  val_macro_recall %.4f  lr %.2e  %.0fs  (%.1f img/s)  elapsed %s, %s",
+                 "  val_macro_recall %.4f  val_gap %.4f  lr %.2e  %.0fs  (%.1f img/s)  "
+                 "elapsed %s, %s",
                  epoch + 1, epochs, logs["loss"], logs["accuracy"], logs["val_loss"],
                  logs["val_accuracy"], logs["val_top5_accuracy"], logs["val_macro_recall"],
+                 logs["val_gap"],
                  logs["learning_rate"], logs["seconds"], totals[3] / max(logs["seconds"], 1e-9),
                  duration(elapsed), f"about {duration(left)} left" if left else "done")
         callbacks.on_epoch_end(epoch, logs)
