@@ -1,16 +1,24 @@
 """Classification metrics from labels and predicted probabilities, as one JSON-ready dict (plain
 python numbers), so reports, logs and the ModelArts metric file all read the same figures."""
 import numpy as np
-from sklearn.metrics import (average_precision_score, confusion_matrix,
-                             precision_recall_fscore_support)
+from sklearn.metrics import average_precision_score, precision_recall_fscore_support
 
 from models import gap
+
+# Up to this many classes metrics.json holds the whole confusion matrix; above it (a
+# 50,000-class matrix would be 2.5 billion counts) the most confused pairs only, and the
+# plot shows the most confused classes. Above SORT_CLASSES, top-k partitions before sorting.
+MATRIX_CLASSES = 100
+PAIRS_KEPT = 100
+SORT_CLASSES = 1000
 
 
 def _check(y_true, probabilities, class_names):
     """(y_true, probabilities) as numpy arrays, or ValueError saying what does not fit."""
     y_true = np.asarray(y_true)
-    probabilities = np.asarray(probabilities, dtype=np.float64)
+    probabilities = np.asarray(probabilities)
+    if probabilities.dtype not in (np.float32, np.float64):  # float32 stays: 50,000 columns
+        probabilities = probabilities.astype(np.float64)
     n_classes = len(class_names)
     if y_true.ndim != 1:
         raise ValueError(f"y_true must be a 1-D array of class ids, got shape {y_true.shape}")
@@ -40,8 +48,39 @@ def _check(y_true, probabilities, class_names):
 
 
 def top_k_indices(probabilities, k):
-    """[N, k] class ids, best first; ties keep the lower id first, as argmax does."""
-    return np.argsort(-np.asarray(probabilities), axis=1, kind="stable")[:, :k]
+    """[N, k] class ids, best first; ties keep the lower id first, as argmax does. Above
+    SORT_CLASSES classes the k best are partitioned out first (a tie at the k-th place may
+    then keep a higher id)."""
+    probabilities = np.asarray(probabilities)
+    if probabilities.shape[1] <= SORT_CLASSES or k >= probabilities.shape[1]:
+        return np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    candidates = np.sort(np.argpartition(-probabilities, k - 1, axis=1)[:, :k], axis=1)
+    scores = np.take_along_axis(probabilities, candidates, axis=1)
+    order = np.argsort(-scores, axis=1, kind="stable")
+    return np.take_along_axis(candidates, order, axis=1)
+
+
+def confused_pairs(y_true, y_pred):
+    """[(true id, predicted id, images)] of every wrong (true, predicted) pair, most images
+    first (then by ids): the confusion matrix's off-diagonal, sparse."""
+    wrong = y_true != y_pred
+    if not wrong.any():
+        return []
+    pairs, counts = np.unique(np.stack([y_true[wrong], y_pred[wrong]], axis=1), axis=0,
+                              return_counts=True)
+    order = np.lexsort((pairs[:, 1], pairs[:, 0], -counts))
+    return [(int(pairs[i, 0]), int(pairs[i, 1]), int(counts[i])) for i in order]
+
+
+def confusion_matrix(y_true, y_pred, ids):
+    """Counts [len(ids), len(ids)] of (true, predicted) among the class ids `ids` (rows true,
+    columns predicted, in the order of `ids`)."""
+    position = {c: i for i, c in enumerate(ids)}
+    matrix = np.zeros((len(ids), len(ids)), dtype=np.int64)
+    for t, p in zip(y_true, y_pred):
+        if t in position and p in position:
+            matrix[position[t], position[p]] += 1
+    return matrix
 
 
 def global_average_precision(y_true, probabilities):
@@ -69,7 +108,8 @@ def classification_metrics(y_true, probabilities, class_names, top_k=5):
 
     The top-k figure is stored as "top5_accuracy" whatever k is (k = min(top_k, classes); the
     k used is in "top_k"). "gap" and "map" are global_average_precision and
-    class_mean_average_precision. Macro averages are over classes with images in y_true: a class the
+    class_mean_average_precision. "confused_pairs": the PAIRS_KEPT most frequent wrong
+    [true, predicted, images]; the whole matrix only up to MATRIX_CLASSES classes. Macro averages are over classes with images in y_true: a class the
     data has none of cannot be measured, and scoring it 0 would only hide the others."""
     y_true, probabilities = _check(y_true, probabilities, class_names)
     n_images, n_classes = probabilities.shape
@@ -82,18 +122,19 @@ def classification_metrics(y_true, probabilities, class_names, top_k=5):
 
     precision, recall, f1, support = precision_recall_fscore_support(
         y_true, y_pred, labels=labels, zero_division=0)
-    matrix = confusion_matrix(y_true, y_pred, labels=labels)
     present = support > 0
+    pairs = confused_pairs(y_true, y_pred)
+    most_confused = {}
+    for true, predicted, _ in pairs:  # most images first: the first pair of a class wins
+        most_confused.setdefault(true, predicted)
 
     per_class = []
     for i in labels:
-        wrong = matrix[i].copy()
-        wrong[i] = 0
-        confused = class_names[int(np.argmax(wrong))] if wrong.max() > 0 else ""
+        confused = class_names[most_confused[i]] if i in most_confused else ""
         per_class.append({"id": i, "name": str(class_names[i]), "support": int(support[i]),
                           "precision": float(precision[i]), "recall": float(recall[i]),
                           "f1": float(f1[i]), "most_confused_with": str(confused)})
-    return {
+    result = {
         "images": int(n_images),
         "classes": int(n_classes),
         "top_k": k,
@@ -108,8 +149,12 @@ def classification_metrics(y_true, probabilities, class_names, top_k=5):
                      "recall": float(np.average(recall, weights=support)),
                      "f1": float(np.average(f1, weights=support))},
         "per_class": per_class,
-        "confusion_matrix": matrix.astype(int).tolist(),
+        "confused_pairs": [[str(class_names[t]), str(class_names[p]), n]
+                           for t, p, n in pairs[:PAIRS_KEPT]],
     }
+    if n_classes <= MATRIX_CLASSES:
+        result["confusion_matrix"] = confusion_matrix(y_true, y_pred, labels).tolist()
+    return result
 
 
 def summary_line(metrics):

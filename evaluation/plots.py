@@ -73,17 +73,18 @@ def _save(fig, path):
     return str(path)
 
 
-def _normalised(matrix, normalize):
+def _normalised(matrix, normalize, row_totals=None):
     matrix = np.asarray(matrix, dtype=np.float64)
     if not normalize:
         return matrix
-    totals = matrix.sum(axis=1, keepdims=True)
+    totals = (matrix.sum(axis=1, keepdims=True) if row_totals is None
+              else np.asarray(row_totals, dtype=np.float64).reshape(-1, 1))
     return np.divide(matrix, totals, out=np.zeros_like(matrix), where=totals > 0)
 
 
-def _legend_lines(class_names, max_chars=40):
+def _legend_lines(class_names, max_chars=40, ids=None):
     lines = []
-    for i, name in enumerate(class_names):
+    for i, name in zip(range(len(class_names)) if ids is None else ids, class_names):
         name = " ".join(str(name).split())
         if len(name) > max_chars:
             name = name[:max_chars - 3] + "..."
@@ -91,13 +92,16 @@ def _legend_lines(class_names, max_chars=40):
     return lines
 
 
-def confusion_matrix_png(path, confusion_matrix, class_names, normalize=True):
+def confusion_matrix_png(path, confusion_matrix, class_names, normalize=True, ids=None,
+                         title=None, row_totals=None):
     """Write the confusion matrix as a PNG at local `path` and return the path.
 
     Axes carry class ids; the size grows with the class count up to MAX_INCHES; cells are
     annotated only up to 20 classes. An "id: name" legend is drawn beside the matrix when one
-    installed font has every glyph of the names, else a caption points to per_class.csv."""
-    values = _normalised(confusion_matrix, normalize)
+    installed font has every glyph of the names, else a caption points to per_class.csv.
+    A part of a larger matrix: `ids` the class ids of its rows and columns, `row_totals` each
+    row's images in the whole matrix (what a row is normalised by), `title` what it shows."""
+    values = _normalised(confusion_matrix, normalize, row_totals)
     n = len(class_names)
     if values.shape != (n, n):
         raise ValueError(f"confusion matrix has shape {values.shape} but there are {n} class "
@@ -107,7 +111,7 @@ def confusion_matrix_png(path, confusion_matrix, class_names, normalize=True):
     tick_size = max(3.0, min(9.0, 0.7 * cell_pt))
     step = 1 if cell_pt >= 5 else math.ceil(5 / cell_pt)
 
-    lines = _legend_lines(class_names)
+    lines = _legend_lines(class_names, ids=ids)
     font = font_for(lines)
     rows = max(1, min(n, 50))
     columns = math.ceil(n / rows)
@@ -124,11 +128,13 @@ def confusion_matrix_png(path, confusion_matrix, class_names, normalize=True):
     image = ax.imshow(values, cmap="Blues", vmin=0, vmax=1 if normalize else None,
                       interpolation="nearest")
     ticks = np.arange(0, n, step)
-    ax.set_xticks(ticks, [str(t) for t in ticks], fontsize=tick_size, rotation=90)
-    ax.set_yticks(ticks, [str(t) for t in ticks], fontsize=tick_size)
+    shown = [str(t if ids is None else ids[t]) for t in ticks]
+    ax.set_xticks(ticks, shown, fontsize=tick_size, rotation=90)
+    ax.set_yticks(ticks, shown, fontsize=tick_size)
     ax.set_xlabel("predicted class id")
     ax.set_ylabel("true class id")
-    ax.set_title("confusion matrix" + (" (each true row sums to 1)" if normalize else " (counts)"))
+    ax.set_title(title or "confusion matrix" + (" (each true row sums to 1)" if normalize
+                                               else " (counts)"))
     fig.colorbar(image, ax=ax, fraction=0.03, shrink=0.8, pad=0.02)
     if n <= 20:
         high = values.max() / 2 if values.size else 0

@@ -10,9 +10,11 @@ import os
 import numpy as np
 
 from . import plots
-from .metrics import summary_line, top_k_indices
+from .metrics import confused_pairs, confusion_matrix, summary_line, top_k_indices
 
 PER_CLASS_COLUMNS = ("id", "name", "support", "precision", "recall", "f1", "most_confused_with")
+PER_CLASS_IN_JSON = 1000   # above this many classes the per-class table is per_class.csv alone
+PLOTTED_CLASSES = 30       # a confusion matrix too large to draw: its most confused classes
 
 
 def _path(directory, name):
@@ -40,8 +42,12 @@ def _check_rows(files, probabilities, class_names):
 
 
 def write_metrics_json(directory, metrics):
-    """metrics.json: the whole metrics dict, readable (indent 2, names as written)."""
+    """metrics.json: the metrics dict, readable (indent 2, names as written); above
+    PER_CLASS_IN_JSON classes its per-class table is left to per_class.csv (a pointer stays)."""
     path = _path(directory, "metrics.json")
+    if len(metrics["per_class"]) > PER_CLASS_IN_JSON:
+        metrics = {**{k: v for k, v in metrics.items() if k != "per_class"},
+                   "per_class_file": "per_class.csv"}
     with open(path, "w", encoding="utf-8") as f:
         json.dump(metrics, f, indent=2, ensure_ascii=False)
         f.write("\n")
@@ -69,7 +75,13 @@ def write_per_class(directory, metrics):
     lines = [summary_line(metrics), "",
              "| " + " | ".join(PER_CLASS_COLUMNS) + " |",
              "|" + "|".join(["---:", ":---", "---:", "---:", "---:", "---:", ":---"]) + "|"]
-    for c in metrics["per_class"]:
+    shown = metrics["per_class"]
+    if len(shown) > PER_CLASS_IN_JSON:  # the lowest recalls; every class is in the CSV
+        shown = sorted((c for c in shown if c["support"]), key=lambda c: (c["recall"], c["id"]))
+        shown = shown[:PER_CLASS_IN_JSON]
+        lines[1:1] = ["", f"The {len(shown)} classes of lowest recall; per_class.csv has all "
+                          f"{len(metrics['per_class'])}.", ""]
+    for c in shown:
         cells = [c["id"], _markdown_cell(c["name"]), c["support"], f"{c['precision']:.4f}",
                  f"{c['recall']:.4f}", f"{c['f1']:.4f}", _markdown_cell(c["most_confused_with"])]
         lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
@@ -119,12 +131,44 @@ def write_top_k(directory, files, probabilities, class_names, k=5, file_name="pr
     return _write_csv(_path(directory, file_name), header, rows)
 
 
+def write_confused_pairs(directory, pairs, class_names):
+    """confused_pairs.csv: every wrong (true, predicted) pair with its images, most first."""
+    rows = [[t, class_names[t], p, class_names[p], n] for t, p, n in pairs]
+    return _write_csv(_path(directory, "confused_pairs.csv"),
+                      ("true_id", "true_label", "predicted_id", "predicted_label", "images"), rows)
+
+
+def most_confused_png(path, y_true, y_pred, pairs, class_names, supports):
+    """The confusion matrix among the PLOTTED_CLASSES classes in the most wrong pairs (as the
+    truth or the prediction), each row normalised by all of its class's images."""
+    errors = {}
+    for t, p, n in pairs:
+        errors[t] = errors.get(t, 0) + n
+        errors[p] = errors.get(p, 0) + n
+    chosen = sorted(sorted(errors, key=lambda c: (-errors[c], c))[:PLOTTED_CLASSES])
+    if not chosen:  # nothing wrong: the first classes, all on the diagonal
+        chosen = list(range(min(PLOTTED_CLASSES, len(class_names))))
+    return plots.confusion_matrix_png(
+        path, confusion_matrix(y_true, y_pred, chosen), [class_names[c] for c in chosen],
+        ids=chosen, row_totals=[supports[c] for c in chosen],
+        title=f"the {len(chosen)} most confused of {len(class_names)} classes (a row: the "
+              "share of its class's images)")
+
+
 def write_all(directory, metrics, files, y_true, probabilities, class_names):
     """Every report of a labelled evaluation; returns the paths written."""
     paths = [write_metrics_json(directory, metrics),
              write_metric_json(directory, metrics["top1_accuracy"])]
     paths += write_per_class(directory, metrics)
     paths.append(write_predictions(directory, files, y_true, probabilities, class_names))
-    paths.append(plots.confusion_matrix_png(_path(directory, "confusion_matrix.png"),
-                                            metrics["confusion_matrix"], class_names))
+    y_true = np.asarray(y_true)
+    y_pred = top_k_indices(probabilities, 1)[:, 0]
+    pairs = confused_pairs(y_true, y_pred)
+    paths.append(write_confused_pairs(directory, pairs, class_names))
+    png = _path(directory, "confusion_matrix.png")
+    if "confusion_matrix" in metrics:
+        paths.append(plots.confusion_matrix_png(png, metrics["confusion_matrix"], class_names))
+    else:
+        paths.append(most_confused_png(png, y_true, y_pred, pairs, class_names,
+                                       [c["support"] for c in metrics["per_class"]]))
     return paths

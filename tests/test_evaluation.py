@@ -150,12 +150,45 @@ def labelled_case():
     return names, y, probs, files, classification_metrics(y, probs, names)
 
 
+def test_five_thousand_classes_evaluate_with_sane_reports(tmp_path):
+    """5,000 classes, 6,000 images (float32 probabilities, as the loop gives them): the
+    metrics and reports finish without a 5,000 x 5,000 matrix. metrics.json stays small
+    (no matrix, no per-class table, the 100 most confused pairs), per_class.csv has every
+    class, confused_pairs.csv every wrong pair, the plot the 30 most confused classes; top-5
+    is the partitioned top-k's, checked against a full sort."""
+    from evaluation import metrics as metrics_lib
+
+    rng = np.random.default_rng(0)
+    n, c = 6000, 5000
+    names = [f"product_{i:05d}" for i in range(c)]
+    y = rng.integers(0, c, n)
+    probs = rng.random((n, c), dtype=np.float32)
+    probs[np.arange(n), y] += np.where(rng.random(n) < 0.6, 2.0, 0.0).astype(np.float32)
+    probs /= probs.sum(axis=1, keepdims=True)
+    m = classification_metrics(y, probs, names)
+    full = np.argsort(-probs, axis=1, kind="stable")[:, :5]
+    assert m["top5_accuracy"] == float(np.mean((full == y[:, None]).any(axis=1)))
+    assert 0.57 < m["top1_accuracy"] < 0.63 and "confusion_matrix" not in m
+    assert len(m["confused_pairs"]) == metrics_lib.PAIRS_KEPT
+    paths = reports.write_all(tmp_path, m, [f"{i}.jpg" for i in range(n)], y, probs, names)
+    saved = json.loads((tmp_path / "metrics.json").read_text("utf-8"))
+    assert "per_class" not in saved and saved["per_class_file"] == "per_class.csv"
+    assert (tmp_path / "metrics.json").stat().st_size < 50_000
+    with open(tmp_path / "per_class.csv", encoding="utf-8") as f:
+        assert sum(1 for _ in f) == c + 1
+    with open(tmp_path / "confused_pairs.csv", encoding="utf-8") as f:
+        pairs = list(csv.DictReader(f))
+    assert sum(int(p["images"]) for p in pairs) == n - round(m["top1_accuracy"] * n)
+    assert png_size(tmp_path / "confusion_matrix.png")[0] < 4000
+    assert str(tmp_path / "confusion_matrix.png") in paths
+
+
 def test_write_all_writes_every_report(tmp_path):
     names, y, probs, files, m = labelled_case()
     out = tmp_path / "eval" / "nested"
     paths = reports.write_all(out, m, files, y, probs, names)
     expected = ["metrics.json", "metric.json", "per_class.csv", "per_class.md",
-                "predictions.csv", "confusion_matrix.png"]
+                "predictions.csv", "confused_pairs.csv", "confusion_matrix.png"]
     assert [p.rsplit("/", 1)[-1] for p in paths] == expected
     assert sorted(p.name for p in out.iterdir()) == sorted(expected)
 
