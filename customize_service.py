@@ -26,7 +26,7 @@ if HERE not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from serving import gallery, images  # noqa: E402
+from serving import gallery, images, packages  # noqa: E402
 from serving.errors import BadRequest, NotReady  # noqa: E402
 
 try:
@@ -201,9 +201,9 @@ def local_package(given, cache_root=""):
             folder = inference.local_copy(given, fetch.resolve_cache_root(cache_root))
         except (obs_utils.ObsError, OSError) as exc:
             return None, "--model_dir={}: {}".format(given, exc)
-    for candidate in (folder, os.path.join(folder, "model")):
-        if os.path.isfile(os.path.join(candidate, "saved_model.pb")):
-            return candidate, None
+    found = packages.package_in(folder)
+    if found:
+        return found, None
     return None, ("--model_dir={} holds no model package (saved_model.pb): give the model/ "
                   "folder train.py wrote, or its train_url".format(given))
 

@@ -15,6 +15,7 @@ from errors import UserError
 from inputs import label_map, pipeline
 from inputs import tta as tta_views
 from models import build, run_weights
+from serving import packages
 
 log = logging.getLogger("evaluation")
 
@@ -136,13 +137,12 @@ def load(url, cache_root, batch_size=64):
     if not os.path.isdir(local):
         raise ModelNotFound(f"--eval_model {url} does not exist: give a model/ folder, a "
                             "train_url, or a .weights.h5 file")
-    for folder in (local, os.path.join(local, "model")):
-        if os.path.isfile(os.path.join(folder, "saved_model.pb")):
-            class_names = label_map.load(os.path.join(folder, label_map.FILE_NAME))
-            log.info("evaluating the package %s through its serving signature", folder)
-            return Predictor(class_names, lambda samples, folder=folder: (
-                saved_model_probabilities(folder, [s.path for s in samples], batch_size)),
-                folder)
+    folder = packages.package_in(local)
+    if folder:
+        class_names = label_map.load(os.path.join(folder, label_map.FILE_NAME))
+        log.info("evaluating the package %s through its serving signature", folder)
+        return Predictor(class_names, lambda samples: saved_model_probabilities(
+            folder, [s.path for s in samples], batch_size), folder)
     weights = best_weights(os.path.join(local, "weights")) if os.path.isdir(
         os.path.join(local, "weights")) else None
     if weights:

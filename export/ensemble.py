@@ -19,6 +19,7 @@ from errors import UserError
 from inputs import label_map
 from inputs import tta as views_of
 from inputs.preprocess import bytes_to_input
+from serving import packages
 
 from .saved_model import NEWER_THAN_THE_RUNTIME, drop_ops
 
@@ -47,9 +48,9 @@ class Member:
 
 def package_folder(local, source):
     """The package inside `local` (a model/ folder, or a train_url's copy holding model/)."""
-    for folder in (local, os.path.join(local, "model")):
-        if os.path.isfile(os.path.join(folder, "saved_model.pb")):
-            return folder
+    folder = packages.package_in(local)
+    if folder:
+        return folder
     raise EnsembleError(f"--members: {source} holds no model package (saved_model.pb): give "
                         "a model/ folder or the train_url of a finished run")
 

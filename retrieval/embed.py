@@ -13,6 +13,7 @@ from tqdm import tqdm
 from errors import UserError
 from evaluation import inference
 from export import ensemble
+from serving import packages
 from serving.gallery import TTA_SIGNATURES
 
 log = logging.getLogger("retrieval")
@@ -25,10 +26,9 @@ class ModelError(UserError):
 def find_package(model_dir, cache_root):
     """The local model package folder of --model_dir (a package, or a train_url holding
     model/; obs:// and s3:// are copied to the cache)."""
-    local = inference.local_copy(model_dir, cache_root)
-    for folder in (local, os.path.join(local, "model")):
-        if os.path.isfile(os.path.join(folder, "saved_model.pb")):
-            return folder
+    folder = packages.package_in(inference.local_copy(model_dir, cache_root))
+    if folder:
+        return folder
     raise ModelError(f"--model_dir={model_dir} holds no model package (saved_model.pb): give "
                      "the model/ folder a training run wrote, or its train_url")
 
