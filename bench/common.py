@@ -3,9 +3,28 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_script(command, what):
+    """Run one of the bundle's scripts (["train.py", flags...], ["retrieve.py", ...]) from
+    the checkout: (its stdout, seconds it took), or SystemExit with the end of its log."""
+    started = time.time()
+    proc = subprocess.run([sys.executable, *command], cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{what} failed:\n{proc.stdout[-3000:]}{proc.stderr[-2000:]}")
+    return proc.stdout, time.time() - started
+
+
+def mean_sd(values):
+    """"mean +- sd" to three places (sd 0 for a single value)."""
+    return (f"{statistics.mean(values):.3f} +- "
+            f"{statistics.stdev(values) if len(values) > 1 else 0:.3f}")
 
 
 def median_seconds(fn, repeats):

@@ -13,42 +13,24 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import report  # noqa: E402
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from bench.common import mean_sd, report, run_script  # noqa: E402
 VIEWS = ("none", "flip", "crops")
-
-
-def run(args, what):
-    """train.py with `args`; its stdout, or SystemExit with the end of its log."""
-    proc = subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, capture_output=True,
-                          text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"{what} failed:\n{proc.stdout[-3000:]}{proc.stderr[-2000:]}")
-    return proc.stdout
 
 
 def held_out(members, tta, args, scratch, common):
     """Held-out top-1 of the package of `members` with `tta` views."""
     out = os.path.join(scratch, f"ens-{len(os.listdir(scratch))}")
-    run(["--mode=ensemble", f"--members={','.join(members)}", f"--tta={tta}",
-         f"--test_data_url={os.path.join(args.data, 'test')}", f"--train_url={out}",
-         *common], f"ensemble of {members} with {tta}")
+    run_script(["train.py", "--mode=ensemble", f"--members={','.join(members)}",
+                f"--tta={tta}", f"--test_data_url={os.path.join(args.data, 'test')}",
+                f"--train_url={out}", *common], f"ensemble of {members} with {tta}")
     with open(os.path.join(out, "evaluation", "metrics.json")) as f:
         return json.load(f)["top1_accuracy"]
-
-
-def mean_sd(scores):
-    return (f"{statistics.mean(scores):.3f} +- "
-            f"{statistics.stdev(scores) if len(scores) > 1 else 0:.3f}")
 
 
 def main():
@@ -69,12 +51,13 @@ def main():
         runs, times = [], []
         for seed in seeds:
             out = os.path.join(scratch, f"seed-{seed}")
-            started = time.time()
-            run([f"--data_url={os.path.join(args.data, 'train')}", f"--train_url={out}",
-                 f"--backbone={args.backbone}", f"--input_size={args.input_size}",
-                 f"--max_epochs={args.epochs}", f"--batch_size={args.batch_size}",
-                 f"--seed={seed}", *common, *args.extra.split()], f"seed {seed}")
-            times.append(time.time() - started)
+            _, seconds = run_script(
+                ["train.py", f"--data_url={os.path.join(args.data, 'train')}",
+                 f"--train_url={out}", f"--backbone={args.backbone}",
+                 f"--input_size={args.input_size}", f"--max_epochs={args.epochs}",
+                 f"--batch_size={args.batch_size}", f"--seed={seed}", *common,
+                 *args.extra.split()], f"seed {seed}")
+            times.append(seconds)
             runs.append(out)
             print(f"seed {seed} trained in {times[-1]:.0f} s", flush=True)
         scratch_ens = os.path.join(scratch, "ensembles")

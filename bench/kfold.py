@@ -16,27 +16,19 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import report  # noqa: E402
+from bench.common import mean_sd, report, run_script  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run(args, what):
-    """train.py with `args` (seconds it took), or SystemExit with the end of its log."""
-    started = time.time()
-    proc = subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, capture_output=True,
-                          text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"{what} failed:\n{proc.stdout[-3000:]}{proc.stderr[-2000:]}")
-    return time.time() - started
+    """train.py with `args`: the seconds it took (SystemExit with its log if it failed)."""
+    return run_script(["train.py", *args], what)[1]
 
 
 def held_out_of(out):
@@ -128,8 +120,7 @@ def main():
     rows = []
     for row, found in results.items():
         scores = [score for score, _ in found]
-        rows.append({"models": row, "held_out_top1": f"{statistics.mean(scores):.3f} +- "
-                     f"{statistics.stdev(scores) if len(scores) > 1 else 0:.3f}",
+        rows.append({"models": row, "held_out_top1": mean_sd(scores),
                      "scores": " ".join(f"{s:.3f}" for s in scores),
                      "train_s": f"{statistics.mean(s for _, s in found):.0f}"})
     report(args.name, rows, ["models", "held_out_top1", "scores", "train_s"],

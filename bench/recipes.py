@@ -14,17 +14,14 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import report  # noqa: E402
+from bench.common import mean_sd, report, run_script  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # name -> the flags it adds to the common ones. `default` is train.py as it stands.
 RECIPES = {
@@ -72,22 +69,16 @@ def run_recipe(name, flags, seed, args, scratch):
     seconds of training)."""
     out = os.path.join(scratch, f"{name}-{seed}")
     common = [f"--local_data_root={os.path.join(scratch, 'cache')}"]
-    train = [sys.executable, "train.py", f"--data_url={os.path.join(args.data, 'train')}",
+    train = ["train.py", f"--data_url={os.path.join(args.data, 'train')}",
              f"--train_url={out}", f"--backbone={args.backbone}",
              f"--input_size={args.input_size}", f"--max_epochs={args.epochs}",
              f"--batch_size={args.batch_size}", f"--seed={seed}", *common, *args.extra.split(),
              *flags]
-    started = time.time()
-    proc = subprocess.run(train, cwd=ROOT, capture_output=True, text=True)
-    seconds = time.time() - started
-    if proc.returncode != 0:
-        raise SystemExit(f"{name} seed {seed} failed:\n{proc.stdout[-3000:]}{proc.stderr[-2000:]}")
-    evaluate = [sys.executable, "train.py", "--mode=eval", f"--eval_model={out}/model",
+    _, seconds = run_script(train, f"{name} seed {seed}")
+    evaluate = ["train.py", "--mode=eval", f"--eval_model={out}/model",
                 f"--test_data_url={os.path.join(args.data, 'test')}",
                 f"--train_url={out}-test", *common]
-    proc = subprocess.run(evaluate, cwd=ROOT, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"{name} seed {seed} eval failed:\n{proc.stdout[-3000:]}")
+    run_script(evaluate, f"{name} seed {seed} eval")
     with open(os.path.join(f"{out}-test", "evaluation", "metrics.json")) as f:
         return json.load(f)["top1_accuracy"], seconds
 
@@ -118,8 +109,7 @@ def main():
                 print(f"{name} seed {seed}: held-out top-1 {top1:.3f} ({seconds:.0f} s)",
                       flush=True)
             rows.append({"recipe": name, "flags": " ".join(RECIPES[name]) or "(train.py's)",
-                         "held_out_top1": f"{statistics.mean(scores):.3f} +- "
-                                          f"{statistics.stdev(scores) if len(scores) > 1 else 0:.3f}",
+                         "held_out_top1": mean_sd(scores),
                          "scores": " ".join(f"{s:.3f}" for s in scores),
                          "train_s": f"{statistics.mean(times):.0f}"})
     report(args.name, rows, ["recipe", "held_out_top1", "scores", "train_s", "flags"],

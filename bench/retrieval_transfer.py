@@ -14,8 +14,6 @@ The unseen classes' images alternate between gallery and queries (sorted by name
 import argparse
 import json
 import os
-import statistics
-import subprocess
 import sys
 import tempfile
 
@@ -25,9 +23,8 @@ if __package__ in (None, ""):
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from bench.common import report  # noqa: E402
+from bench.common import mean_sd, report, run_script  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROWS = {
     "default": [],
     "gem": ["--pooling=gem"],
@@ -131,19 +128,12 @@ def run_row(name, flags, seed, args, scratch):
                f"--index_url={bases[tuple(SEARCHES[how][0])]}", f"--output_url={out}/found-{how}",
                cache, *SEARCHES[how][1]] for how in hows]
     for step in steps:
-        proc = subprocess.run([sys.executable, *step], cwd=ROOT, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise SystemExit(f"{name} seed {seed}: {' '.join(step[:2])} failed:\n"
-                             f"{proc.stdout[-3000:]}{proc.stderr[-2000:]}")
+        run_script(step, f"{name} seed {seed}: {' '.join(step[:2])}")
     found = {}
     for how in args.searches.split(","):
         with open(os.path.join(out, f"found-{how}", "metrics.json")) as f:
             found[how] = json.load(f)
     return found
-
-
-def mean_sd(values):
-    return f"{statistics.mean(values):.3f} +- {statistics.stdev(values) if len(values) > 1 else 0:.3f}"
 
 
 def main():
