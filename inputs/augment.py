@@ -251,28 +251,19 @@ def has_colour(settings):
 
 
 def policy(settings, seed):
-    """RandAugment or AugMix as a function of one float 0..255 image, or None when neither is
-    asked for (--randaugment_ops and --augmix_chains both 0).
-
-    RandAugment is Keras' layer: `randaugment_ops` of its 11 ops (shear, translation, rotation,
-    brightness, colour, contrast, sharpness, posterize, solarize, autocontrast, equalize) at
-    `randaugment_strength` (Keras' factor). AugMix is inputs/augmix.py, on the same Keras ops
-    (Keras' AugMix layer fixes its ops when traced). Each image its own draw: the function is
-    called on one image at a time. Both draw from seeded generators, a state: the same images
-    come out where the calls come in the same order (the pipeline's --deterministic). Keras'
-    ops rather than our own, unlike the jitter above: they are tested ops. They act on the
-    whole square, so letterbox bars move and may brighten with the picture. Their cost:
-    bench/input_pipeline.py --presets=standard,randaugment,augmix."""
+    """RandAugment or AugMix (inputs/policies.py: on Keras' 11 ops, each image its own draw)
+    as a function of one float 0..255 image, or None when neither is asked for
+    (--randaugment_ops and --augmix_chains both 0). Their draws come from seeded generators,
+    a state: the same images come out where the calls come in the same order (the pipeline's
+    --deterministic). Keras' ops rather than our own, unlike the jitter above: they are tested
+    ops. They act on the whole square, so letterbox bars move and may brighten with the
+    picture. Their cost: bench/input_pipeline.py --presets=standard,randaugment,augmix."""
     if not settings["randaugment_ops"] and not settings["augmix_chains"]:
         return None
+    from inputs import policies  # Keras: the training process has it; this module needs TF
+
     if settings["augmix_chains"]:
-        from inputs import augmix  # Keras: the training process has it; this module needs TF
-
-        return augmix.augmix(settings["augmix_chains"], settings["augmix_depth"],
-                             settings["augmix_strength"], seed)
-    import keras
-
-    layer = keras.layers.RandAugment(value_range=(0, 255), num_ops=settings["randaugment_ops"],
-                                     factor=settings["randaugment_strength"], seed=seed,
-                                     dtype="float32")  # float32 under mixed precision too
-    return lambda image: layer(image, training=True)
+        return policies.augmix(settings["augmix_chains"], settings["augmix_depth"],
+                               settings["augmix_strength"], seed)
+    return policies.randaugment(settings["randaugment_ops"], settings["randaugment_strength"],
+                                seed)
