@@ -112,10 +112,13 @@ class ExportConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """--mode=eval|predict: the model and the images it is run on."""
+    """--mode=eval|predict|clean: the model and the images it is run on, and how clean reads
+    its probabilities (evaluation/label_issues.py)."""
     eval_model: str
     test_data_url: str
     top_k: int
+    clean_rule: str
+    clean_keep_accuracy: float
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,8 @@ SCHEDULES = ("plateau", "cosine", "sgdr", "step")     # training/optim.SCHEDULES
 LOSSES = ("categorical_crossentropy", "focal")         # models/losses.ALLOWED
 MONITORS = ("val_accuracy", "val_macro_recall", "val_gap", "val_loss")  # models/run_weights.MONITORS
 TTA = ("none", "flip", "crops")                       # inputs/tta.CHOICES
-MODES = ("train", "eval", "predict", "ensemble", "oof")
+MODES = ("train", "eval", "predict", "ensemble", "oof", "clean")
+CLEAN_RULES = ("auto", "confidence", "cleanlab")          # evaluation/label_issues.RULES
 MAX_IMAGE_PIXELS = 64_000_000                         # inputs/screening.MAX_PIXELS
 MIN_IMAGE_SIDE = 8                                    # inputs/screening.MIN_SIDE
 WORKER_PORT = 2222                                    # training/distribute.DEFAULT_PORT
@@ -253,12 +254,22 @@ def build_parser():
                           "predict: top-k classes of the images in --test_data_url; "
                           "ensemble: one package of the --members models (evaluated on "
                           "--test_data_url when given); oof: gather the folds of the --kfold "
-                          "run in --train_url")
-    out.add_argument("--eval_model", default="", help="eval/predict: a model/ package, a "
-                     "train_url holding one, or a .weights.h5 file of a run")
+                          "run in --train_url; clean: label_issues.csv and a cleaned manifest "
+                          "of --data_url's labels, by --eval_model's probabilities")
+    out.add_argument("--eval_model", default="", help="eval/predict/clean: a model/ package, a "
+                     "train_url holding one, or a .weights.h5 file of a run (clean: also a "
+                     "--kfold run's train_url, for its out-of-fold probabilities)")
     out.add_argument("--test_data_url", default="", help="eval: labelled images (any layout); "
                                                          "predict: a folder of images")
     out.add_argument("--top_k", type=positive, default=5, help="predict: classes per image")
+    out.add_argument("--clean_rule", default="auto", choices=CLEAN_RULES,
+                     help="clean: confidence (the seed's per-class rule on --eval_model's "
+                          "predictions), cleanlab (find_label_issues on a --kfold run's "
+                          "out-of-fold probabilities); auto: cleanlab when --eval_model is a "
+                          "--kfold run with oof.csv, else confidence")
+    out.add_argument("--clean_keep_accuracy", type=float, default=0.92,
+                     help="clean, confidence rule: a class predicted at least this well keeps "
+                          "every image")
     out.add_argument("--tta", default="none", choices=TTA,
                      help="test-time views the package's serving averages: flip (the image "
                           "and its mirror), crops (those and the four corners of a 1.15x "

@@ -1,11 +1,16 @@
 """train.py's modes besides training: --mode=eval and predict (a finished model on other
-images), ensemble (one package of up to three models) and oof (a k-fold run's folds gathered).
-train.py parses the flags and hands each mode its typed config."""
+images), ensemble (one package of up to three models), oof (a k-fold run's folds gathered) and
+clean (the labels a model doubts). train.py parses the flags and hands each mode its typed
+config."""
 import json
+import logging
+import os
 
 import obs_utils
 from errors import UserError
 from training import distribute
+
+log = logging.getLogger("train")
 
 
 def gather_folds(run):
@@ -99,3 +104,61 @@ def make_ensemble(run, cache_root):
     package.finish(folder, class_names, metrics, wanted.runtime)
     url = package.publish_staged(folder, run.train_url, wanted.overwrite_model)
     return f"ensemble of {len(members)} model{'s' if len(members) > 1 else ''}: {url}{tested}"
+
+
+def clean_labels(run, cache_root):
+    """--mode=clean: the labels of --data_url that --eval_model's probabilities doubt
+    (evaluation/label_issues.py), as {train_url}/label_issues.csv and a cleaned manifest.
+    A --kfold run's train_url gives its out-of-fold probabilities (each image predicted by a
+    fold that never trained on it); else the model predicts every image. Returns the summary."""
+    wanted, data_cfg = run.eval, run.data
+    if not wanted.eval_model or not data_cfg.data_url:
+        raise UserError("--mode=clean needs --eval_model (a model/ folder, a train_url, a "
+                        ".weights.h5 file, or a --kfold run's train_url) and --data_url (the "
+                        "labelled images to check)")
+    from evaluation import inference, label_issues
+    from inputs import fetch, label_map, oof, prepare
+    from training import folds
+
+    data_dir = fetch.fetch_data(data_cfg.data_url, cache_root, threads=data_cfg.obs_threads)
+    report_url = obs_utils.join(run.train_url, "screening_report_clean.json")
+    oof_url = obs_utils.join(wanted.eval_model, folds.OOF_FILE)
+    from_folds = obs_utils.is_dir(wanted.eval_model) and obs_utils.exists(oof_url)
+    if from_folds:
+        class_names = label_map.load(obs_utils.join(wanted.eval_model, label_map.FILE_NAME))
+        files, _, found = oof.read(oof_url, class_names)
+    else:
+        predictor = inference.load(wanted.eval_model, cache_root, run.feed.batch_size)
+        class_names = predictor.class_names
+    samples = prepare.prepare_test(data_dir, class_names, report_url, cache_root,
+                                   data_cfg.data_format, data_cfg.manifest or None,
+                                   data_cfg.max_image_pixels, data_cfg.min_image_side)
+    if from_folds:
+        row = {name: i for i, name in enumerate(files)}
+        missing = [s.rel for s in samples if s.rel not in row]
+        if missing:
+            raise UserError(f"{len(missing)} images of --data_url are not in {oof_url} (e.g. "
+                            f"{', '.join(missing[:3])}): clean the data the --kfold run "
+                            "trained on")
+        probabilities = found[[row[s.rel] for s in samples]]
+    else:
+        probabilities = predictor.probabilities(samples)
+    rule = wanted.clean_rule if wanted.clean_rule != "auto" else (
+        "cleanlab" if from_folds else "confidence")
+    if rule == "cleanlab" and not from_folds:
+        log.warning("--clean_rule=cleanlab on a model's predictions of images it may have "
+                    "trained on finds fewer issues than on out-of-fold probabilities (give "
+                    "the train_url of a --kfold run)")
+    labels = [s.label for s in samples]
+    flagged = label_issues.find(labels, probabilities, rule, wanted.clean_keep_accuracy)
+    work_dir = distribute.work_dir(run.train_url, cache_root, None)
+    issues, manifest = label_issues.write(work_dir, [s.rel for s in samples], labels,
+                                          probabilities, flagged, class_names, rule)
+    if obs_utils.is_remote(run.train_url):
+        for path in (issues, manifest):
+            obs_utils.copy(path, obs_utils.join(run.train_url, os.path.basename(path)))
+    return (f"{int(flagged.sum())} of {len(samples)} labels doubted ({rule} rule, "
+            f"{'out-of-fold probabilities' if from_folds else 'the model'}): "
+            f"{obs_utils.join(run.train_url, label_issues.FILE_NAME)}; the others in "
+            f"{obs_utils.join(run.train_url, label_issues.MANIFEST)} (train on them with "
+            f"--data_url={data_cfg.data_url} --manifest=<that file>)")

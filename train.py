@@ -297,6 +297,8 @@ def main(argv=None):
             return modes.make_ensemble(run, cache_root)
         if run.mode == "oof":
             return modes.gather_folds(run)
+        if run.mode == "clean":
+            return modes.clean_labels(run, cache_root)
         return modes.evaluate_or_predict(run, cache_root)
 
     return run_job(job, (obs_utils.ObsError, UserError), log)

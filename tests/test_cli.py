@@ -100,6 +100,7 @@ def test_the_flag_tables_name_what_the_code_implements():
     """flags.py names the choices itself (so --help needs no TensorFlow): each list must be
     what the implementing module offers, or a flag would be refused or crash later."""
     import flags
+    from evaluation import label_issues
     from inputs import augment, balance, screening, tta
     from models import backbones, build, heads, losses, run_weights
     from training import distribute, optim
@@ -116,5 +117,6 @@ def test_the_flag_tables_name_what_the_code_implements():
     assert list(flags.LOSSES) == list(losses.ALLOWED)
     assert list(flags.MONITORS) == list(run_weights.MONITORS)
     assert list(flags.TTA) == list(tta.CHOICES)
+    assert list(flags.CLEAN_RULES) == ["auto", *label_issues.RULES]
     assert (flags.MAX_IMAGE_PIXELS, flags.MIN_IMAGE_SIDE, flags.WORKER_PORT) == \
         (screening.MAX_PIXELS, screening.MIN_SIDE, distribute.DEFAULT_PORT)
