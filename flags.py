@@ -229,7 +229,7 @@ def build_parser():
                      help="stop after this many epochs without a better --monitor; 0 = off")
     fit.add_argument("--clipnorm", type=float, default=0.0,
                      help="clip the gradient's global norm; 0 = off")
-    fit.add_argument("--grad_centralization", type=boolean, default=False,
+    fit.add_argument("--grad_centralization", type=boolean, default=True,
                      help="subtract from each kernel's gradient its mean (any optimizer)")
     fit.add_argument("--ema", type=float, default=0.0,
                      help="keep a moving average of the weights with this momentum (e.g. "

@@ -32,6 +32,7 @@ RECIPES = {
     "focal": ["--loss=focal"],
     "sgdr": ["--lr_schedule=sgdr", "--restart_epochs=5", "--restart_mult=2"],
     "gc": ["--grad_centralization=true"],
+    "no_gc": ["--grad_centralization=false"],
     "gc_lr3e-3": ["--grad_centralization=true", "--learning_rate=3e-3"],
     "ema": ["--ema=0.99"],
     "ema0.95": ["--ema=0.95"],
