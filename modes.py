@@ -98,7 +98,8 @@ def make_ensemble(run, cache_root):
     if run.eval.test_data_url:
         metrics, count = _test_metrics(
             run, class_names, lambda samples: inference.saved_model_probabilities(
-                folder, [s.path for s in samples], run.feed.batch_size), cache_root, work_dir)
+                folder, [s.path for s in samples], run.feed.batch_size,
+                [s.label for s in samples]), cache_root, work_dir)
         tested = (f"; on {count} test images: top-1 {metrics['top1_accuracy']:.4f} (reports "
                   f"in {obs_utils.join(run.train_url, stage.FOLDER)})")
     package.finish(folder, class_names, metrics, wanted.runtime)

@@ -181,10 +181,16 @@ def train_folds(run, data, runs, plans, job, started):
     """--kfold: each fold of fold_numbers a run of its own in {train_url}/folds/<i>/ (a fold
     finished before is kept; one cut short resumes), its held-out probabilities written
     beside it; once every fold is done, gathered (training.folds.gather)."""
+    from evaluation import scores
     from inputs import label_map, split
     from training import folds
 
     k = run.data.kfold
+    largest = max(list(data.folds).count(i) for i in range(k))
+    if not scores.keeps_dense(largest, len(data.class_names)):
+        raise UserError(f"--kfold={k}: out-of-fold probabilities of {largest} images x "
+                        f"{len(data.class_names)} classes per fold are too many to keep: use "
+                        "fewer classes (--min_images_per_class) or train without --kfold")
     for fold, fold_run, plan in zip(fold_numbers(run), runs, plans):
         if folds.fold_done(run.train_url, fold, run.fit.max_epochs):
             log.info("fold %d of %d: done before, kept (%s)", fold, k, fold_run.train_url)

@@ -1,7 +1,8 @@
 """Class probabilities for a list of images, from a model of any of the forms a run leaves: the
 Keras model in memory (through the evaluation pipeline), an exported package (its serving
 signature on the files' bytes: exactly what the deployed service computes), or a weights file
-with the run_config.json and labels.json of its run."""
+with the run_config.json and labels.json of its run. Too many images x classes to hold come
+back as each image's best classes (evaluation/scores.py)."""
 import json
 import logging
 import os
@@ -17,6 +18,8 @@ from inputs import tta as tta_views
 from models import build, run_weights
 from serving import packages
 
+from . import scores
+
 log = logging.getLogger("evaluation")
 
 
@@ -25,29 +28,36 @@ class ModelNotFound(UserError):
 
 
 def keras_probabilities(model, samples, input_size, resize_mode, batch_size=64, tta="none"):
-    """Probabilities [N, classes] of a Keras model on `samples`, in order: the mean over the
-    `tta` views (inputs/tta.py), as the package exported with that --tta serves them."""
-    ds = pipeline.eval_dataset(samples, model.output_shape[-1], batch_size, input_size,
-                               resize_mode)
+    """Probabilities [N, classes] of a Keras model on `samples`, in order (or their
+    scores.TopScores when too many to hold): the mean over the `tta` views (inputs/tta.py), as
+    the package exported with that --tta serves them."""
+    classes = model.output_shape[-1]
+    ds = pipeline.eval_dataset(samples, classes, batch_size, input_size, resize_mode)
 
     def predict(pixels):
         views = tta_views.views(pixels, input_size, tta)
         outputs = model(tf.concat(views, axis=0), training=False)
         return tta_views.mean_over_views(outputs, tf.shape(pixels)[0], len(views)).numpy()
 
-    batches = [predict(x) for x, _ in tqdm(
-        ds, total=-(-len(samples) // batch_size), unit="batch", desc="evaluating")]
-    return np.concatenate(batches).astype(np.float32)
+    kept = scores.Collector(len(samples), classes)
+    for x, y in tqdm(ds, total=-(-len(samples) // batch_size), unit="batch", desc="evaluating"):
+        kept.add(predict(x), np.argmax(y.numpy(), axis=1))
+    return kept.result()
 
 
-def saved_model_probabilities(model_dir, paths, batch_size=64):
-    """Probabilities of an exported package's serving_default on the files' encoded bytes."""
+def saved_model_probabilities(model_dir, paths, batch_size=64, labels=None):
+    """Probabilities of an exported package's serving_default on the files' encoded bytes
+    (scores.TopScores when too many to hold; `labels`, one per path, give their label_scores)."""
     serve = tf.saved_model.load(model_dir).signatures["serving_default"]
+    classes = int(serve.structured_outputs["probabilities"].shape[-1])
     files = (tf.data.Dataset.from_tensor_slices(list(paths)).map(tf.io.read_file)
              .batch(batch_size).prefetch(tf.data.AUTOTUNE))
-    batches = [serve(images=b)["probabilities"].numpy() for b in tqdm(
-        files, total=-(-len(paths) // batch_size), unit="batch", desc="evaluating")]
-    return np.concatenate(batches).astype(np.float32)
+    kept, done = scores.Collector(len(paths), classes), 0
+    for b in tqdm(files, total=-(-len(paths) // batch_size), unit="batch", desc="evaluating"):
+        batch = serve(images=b)["probabilities"].numpy()
+        kept.add(batch, None if labels is None else labels[done:done + len(batch)])
+        done += len(batch)
+    return kept.result()
 
 
 class Predictor:
@@ -142,7 +152,7 @@ def load(url, cache_root, batch_size=64):
         class_names = label_map.load(os.path.join(folder, label_map.FILE_NAME))
         log.info("evaluating the package %s through its serving signature", folder)
         return Predictor(class_names, lambda samples: saved_model_probabilities(
-            folder, [s.path for s in samples], batch_size), folder)
+            folder, [s.path for s in samples], batch_size, [s.label for s in samples]), folder)
     weights = best_weights(os.path.join(local, "weights")) if os.path.isdir(
         os.path.join(local, "weights")) else None
     if weights:

@@ -14,15 +14,19 @@ import os
 
 import numpy as np
 
+from . import scores
+
 RULES = ("confidence", "cleanlab")
 FILE_NAME = "label_issues.csv"
 MANIFEST = "cleaned_manifest.csv"
 
 
 def confidence_rule(labels, probabilities, keep_accuracy=0.92):
-    """Boolean [N]: the images the seed's rule takes out (see the module's docstring)."""
+    """Boolean [N]: the images the seed's rule takes out (see the module's docstring);
+    `probabilities` a matrix or scores.TopScores."""
     labels = np.asarray(labels)
-    predicted = probabilities.argmax(axis=1)
+    predicted = scores.top_k(probabilities, 1)[0][:, 0]
+    given_p = scores.label_scores(probabilities, labels)
     flagged = np.zeros(len(labels), bool)
     for c in np.unique(labels):
         members = np.flatnonzero(labels == c)
@@ -30,13 +34,20 @@ def confidence_rule(labels, probabilities, keep_accuracy=0.92):
         if len(wrong) <= len(members) * (1 - keep_accuracy):
             continue  # accuracy >= keep_accuracy
         if len(wrong) == len(members):  # never empty a class: its most probable image stays
-            wrong = np.delete(wrong, np.argmax(probabilities[wrong, c]))
+            wrong = np.delete(wrong, np.argmax(given_p[wrong]))
         flagged[wrong] = True
     return flagged
 
 
 def cleanlab_rule(labels, probabilities):
-    """Boolean [N]: cleanlab's find_label_issues (prune_by_noise_rate, its default)."""
+    """Boolean [N]: cleanlab's find_label_issues (prune_by_noise_rate, its default); it needs
+    the whole probability matrix."""
+    if not scores.is_dense(probabilities):
+        from errors import UserError
+
+        raise UserError(f"--clean_rule=cleanlab needs every class's probability, and "
+                        f"{probabilities.shape[0]} images x {probabilities.shape[1]} classes "
+                        "are too many to hold: use --clean_rule=confidence")
     try:
         from cleanlab.filter import find_label_issues
     except ImportError:
@@ -61,8 +72,8 @@ def write(directory, files, labels, probabilities, flagged, class_names, rule):
     cleaned_manifest.csv (path,label of the others) in `directory`; returns their paths."""
     os.makedirs(directory, exist_ok=True)
     labels = np.asarray(labels)
-    suggested = probabilities.argmax(axis=1)
-    given_p = probabilities[np.arange(len(labels)), labels]
+    suggested, suggested_p = (a[:, 0] for a in scores.top_k(probabilities, 1))
+    given_p = scores.label_scores(probabilities, labels)
     order = sorted(np.flatnonzero(flagged), key=lambda i: (given_p[i], files[i]))
     issues = os.path.join(directory, FILE_NAME)
     with open(issues, "w", encoding="utf-8", newline="") as f:
@@ -71,7 +82,7 @@ def write(directory, files, labels, probabilities, flagged, class_names, rule):
                       "given_probability", "rule"])
         for i in order:
             out.writerow([files[i], class_names[labels[i]], class_names[suggested[i]],
-                          f"{probabilities[i, suggested[i]]:.6f}", f"{given_p[i]:.6f}", rule])
+                          f"{suggested_p[i]:.6f}", f"{given_p[i]:.6f}", rule])
     manifest = os.path.join(directory, MANIFEST)
     with open(manifest, "w", encoding="utf-8", newline="") as f:
         out = csv.writer(f)

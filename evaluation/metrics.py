@@ -5,24 +5,28 @@ from sklearn.metrics import average_precision_score, precision_recall_fscore_sup
 
 from models import gap
 
+from . import scores
+
 # Up to this many classes metrics.json holds the whole confusion matrix; above it (a
 # 50,000-class matrix would be 2.5 billion counts) the most confused pairs only, and the
-# plot shows the most confused classes. Above SORT_CLASSES, top-k partitions before sorting.
+# plot shows the most confused classes.
 MATRIX_CLASSES = 100
 PAIRS_KEPT = 100
-SORT_CLASSES = 1000
 
 
 def _check(y_true, probabilities, class_names):
-    """(y_true, probabilities) as numpy arrays, or ValueError saying what does not fit."""
+    """(y_true, probabilities) as numpy arrays (or the TopScores given), or ValueError saying
+    what does not fit."""
     y_true = np.asarray(y_true)
-    probabilities = np.asarray(probabilities)
-    if probabilities.dtype not in (np.float32, np.float64):  # float32 stays: 50,000 columns
-        probabilities = probabilities.astype(np.float64)
+    dense = scores.is_dense(probabilities)
+    if dense:
+        probabilities = np.asarray(probabilities)
+        if probabilities.dtype not in (np.float32, np.float64):  # float32 stays: 50,000 columns
+            probabilities = probabilities.astype(np.float64)
     n_classes = len(class_names)
     if y_true.ndim != 1:
         raise ValueError(f"y_true must be a 1-D array of class ids, got shape {y_true.shape}")
-    if probabilities.ndim != 2:
+    if len(probabilities.shape) != 2:
         raise ValueError(f"probabilities must be a 2-D array [images, classes], got shape "
                          f"{probabilities.shape}")
     if len(y_true) != probabilities.shape[0]:
@@ -42,22 +46,9 @@ def _check(y_true, probabilities, class_names):
     if y_true.min() < 0 or y_true.max() >= n_classes:
         raise ValueError(f"y_true has class ids outside 0..{n_classes - 1} "
                          f"(found {int(y_true.min())}..{int(y_true.max())})")
-    if not np.all(np.isfinite(probabilities)):
+    if not np.all(np.isfinite(probabilities if dense else probabilities.scores)):
         raise ValueError("probabilities contain NaN or infinity")
     return y_true, probabilities
-
-
-def top_k_indices(probabilities, k):
-    """[N, k] class ids, best first; ties keep the lower id first, as argmax does. Above
-    SORT_CLASSES classes the k best are partitioned out first (a tie at the k-th place may
-    then keep a higher id)."""
-    probabilities = np.asarray(probabilities)
-    if probabilities.shape[1] <= SORT_CLASSES or k >= probabilities.shape[1]:
-        return np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
-    candidates = np.sort(np.argpartition(-probabilities, k - 1, axis=1)[:, :k], axis=1)
-    scores = np.take_along_axis(probabilities, candidates, axis=1)
-    order = np.argsort(-scores, axis=1, kind="stable")
-    return np.take_along_axis(candidates, order, axis=1)
 
 
 def confused_pairs(y_true, y_pred):
@@ -86,16 +77,19 @@ def confusion_matrix(y_true, y_pred, ids):
 def global_average_precision(y_true, probabilities):
     """GAP (models/gap.py: the Kaggle landmark definition) of each image's top class, its
     probability the confidence."""
-    probabilities = np.asarray(probabilities)
-    predicted = top_k_indices(probabilities, 1)[:, 0]
-    confidence = probabilities[np.arange(len(predicted)), predicted]
-    return gap.global_average_precision(confidence, predicted == np.asarray(y_true))
+    ids, confidence = scores.top_k(probabilities, 1)
+    return gap.global_average_precision(confidence[:, 0], ids[:, 0] == np.asarray(y_true))
 
 
 def class_mean_average_precision(y_true, probabilities):
     """MAP over classes: for each class with images, the average precision of ranking every
     image by that class's probability (scikit-learn's average_precision_score, one class
-    against the rest), then the mean over those classes."""
+    against the rest), then the mean over those classes. From TopScores, the lower bound of
+    scores.class_mean_average_precision_top over the classes each image kept."""
+    if not scores.is_dense(probabilities):
+        return scores.class_mean_average_precision_top(
+            y_true, scores.top_k(probabilities, probabilities.ids.shape[1]),
+            probabilities.classes)
     y_true, probabilities = np.asarray(y_true), np.asarray(probabilities)
     present = np.unique(y_true)
     return float(np.mean([average_precision_score(y_true == c, probabilities[:, c])
@@ -109,13 +103,16 @@ def classification_metrics(y_true, probabilities, class_names, top_k=5):
     The top-k figure is stored as "top5_accuracy" whatever k is (k = min(top_k, classes); the
     k used is in "top_k"). "gap" and "map" are global_average_precision and
     class_mean_average_precision. "confused_pairs": the PAIRS_KEPT most frequent wrong
-    [true, predicted, images]; the whole matrix only up to MATRIX_CLASSES classes. Macro averages are over classes with images in y_true: a class the
-    data has none of cannot be measured, and scoring it 0 would only hide the others."""
+    [true, predicted, images]; the whole matrix only up to MATRIX_CLASSES classes. Macro
+    averages are over classes with images in y_true: a class the data has none of cannot be
+    measured, and scoring it 0 would only hide the others. `probabilities` may be TopScores
+    (evaluation/scores.py): every figure is the same but "map", then over the kept classes
+    (their number in "map_kept_classes")."""
     y_true, probabilities = _check(y_true, probabilities, class_names)
     n_images, n_classes = probabilities.shape
     k = max(1, min(int(top_k), n_classes))
     labels = list(range(n_classes))
-    best = top_k_indices(probabilities, k)
+    best, _ = scores.top_k(probabilities, k)
     y_pred = best[:, 0]
     top1 = float(np.mean(y_pred == y_true))
     topk = float(np.mean(np.any(best == y_true[:, None], axis=1)))
@@ -152,6 +149,8 @@ def classification_metrics(y_true, probabilities, class_names, top_k=5):
         "confused_pairs": [[str(class_names[t]), str(class_names[p]), n]
                            for t, p, n in pairs[:PAIRS_KEPT]],
     }
+    if not scores.is_dense(probabilities):
+        result["map_kept_classes"] = int(probabilities.ids.shape[1])
     if n_classes <= MATRIX_CLASSES:
         result["confusion_matrix"] = confusion_matrix(y_true, y_pred, labels).tolist()
     return result

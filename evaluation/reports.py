@@ -9,8 +9,8 @@ import os
 
 import numpy as np
 
-from . import plots
-from .metrics import confused_pairs, confusion_matrix, summary_line, top_k_indices
+from . import plots, scores
+from .metrics import confused_pairs, confusion_matrix, summary_line
 
 PER_CLASS_COLUMNS = ("id", "name", "support", "precision", "recall", "f1", "most_confused_with")
 PER_CLASS_IN_JSON = 1000   # above this many classes the per-class table is per_class.csv alone
@@ -31,8 +31,12 @@ def _write_csv(path, header, rows):
 
 
 def _check_rows(files, probabilities, class_names):
-    probabilities = np.asarray(probabilities, dtype=np.float64)
-    if probabilities.ndim != 2 or probabilities.shape[1] != len(class_names):
+    """The probabilities (a matrix, float32 kept, or TopScores) if they fit the files."""
+    if scores.is_dense(probabilities):
+        probabilities = np.asarray(probabilities)
+        if probabilities.dtype not in (np.float32, np.float64):
+            probabilities = probabilities.astype(np.float64)
+    if len(probabilities.shape) != 2 or probabilities.shape[1] != len(class_names):
         raise ValueError(f"probabilities must be [images, {len(class_names)} classes], got "
                          f"shape {probabilities.shape}")
     if len(files) != probabilities.shape[0]:
@@ -103,12 +107,12 @@ def write_predictions(directory, files, y_true, probabilities, class_names,
     if y_true.shape != (len(files),):
         raise ValueError(f"{y_true.size} labels for {len(files)} files: they must be one per "
                          f"image")
-    predicted = top_k_indices(probabilities, 1)[:, 0]
+    predicted, score = scores.top_k(probabilities, 1)
     rows = []
-    for name, truth, pred, probs in zip(files, y_true, predicted, probabilities):
+    for name, truth, pred, p in zip(files, y_true, predicted[:, 0], score[:, 0]):
         truth, pred = int(truth), int(pred)
         rows.append([str(name), truth, class_names[truth], pred, class_names[pred],
-                     f"{probs[pred]:.6f}", int(truth == pred)])
+                     f"{p:.6f}", int(truth == pred)])
     header = ("file", "true_id", "true_label", "predicted_id", "predicted_label", "score",
               "correct")
     return _write_csv(_path(directory, file_name), header, rows)
@@ -118,15 +122,15 @@ def write_top_k(directory, files, probabilities, class_names, k=5, file_name="pr
     """For unlabelled images: the k best labels and their scores per file, best first."""
     probabilities = _check_rows(files, probabilities, class_names)
     k = max(1, min(int(k), len(class_names)))
-    best = top_k_indices(probabilities, k)
+    best, best_scores = scores.top_k(probabilities, k)
     header = ["file"]
     for i in range(1, k + 1):
         header += [f"label_{i}", f"score_{i}"]
     rows = []
-    for name, ids, probs in zip(files, best, probabilities):
+    for name, ids, probs in zip(files, best, best_scores):
         row = [str(name)]
-        for i in ids:
-            row += [class_names[int(i)], f"{probs[i]:.6f}"]
+        for i, p in zip(ids, probs):
+            row += [class_names[int(i)], f"{p:.6f}"]
         rows.append(row)
     return _write_csv(_path(directory, file_name), header, rows)
 
@@ -162,7 +166,7 @@ def write_all(directory, metrics, files, y_true, probabilities, class_names):
     paths += write_per_class(directory, metrics)
     paths.append(write_predictions(directory, files, y_true, probabilities, class_names))
     y_true = np.asarray(y_true)
-    y_pred = top_k_indices(probabilities, 1)[:, 0]
+    y_pred = scores.top_k(probabilities, 1)[0][:, 0]
     pairs = confused_pairs(y_true, y_pred)
     paths.append(write_confused_pairs(directory, pairs, class_names))
     png = _path(directory, "confusion_matrix.png")

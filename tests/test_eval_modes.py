@@ -10,6 +10,15 @@ import pytest
 from tests.images import broken_files, digit_image, encode, write
 
 
+def rounded(value):
+    """`value` (JSON) with every float to 6 places."""
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v) for v in value]
+    return round(value, 6) if isinstance(value, float) else value
+
+
 @pytest.fixture(scope="module")
 def class_names(demo_run):
     labels = json.load(open(demo_run.out / "labels.json", encoding="utf-8"))
@@ -17,9 +26,11 @@ def class_names(demo_run):
 
 
 def test_eval_of_the_package_and_of_its_weights_agree(demo_run, class_names, tmp_path,
-                                                      clean_storage_env):
+                                                      clean_storage_env, monkeypatch):
+    """... and agree again when inference keeps each image's best classes instead of the
+    matrix (as it does for 50,000 classes): the same metrics, MAP too (10 classes: all kept)."""
     import train
-    from evaluation import inference
+    from evaluation import inference, scores
 
     # Folder layout with the demo's class names (Chinese, with a '/', so one folder level
     # each for category and item would be wrong: use a manifest), classes in another order.
@@ -33,18 +44,28 @@ def test_eval_of_the_package_and_of_its_weights_agree(demo_run, class_names, tmp
     with open(tmp_path / "test" / "test.csv", "w", newline="", encoding="utf-8") as f:
         csv.writer(f).writerows([("path", "label"), *rows])
 
-    results = {}
+    results, metrics = {}, {}
     best = inference.best_weights(str(demo_run.out / "weights"))  # what the package holds
-    for kind, model in (("package", demo_run.out / "model"), ("weights", best)):
+    for kind, model, dense_values in (("package", demo_run.out / "model", scores.DENSE_VALUES),
+                                      ("weights", best, scores.DENSE_VALUES),
+                                      ("package_top", demo_run.out / "model", 0),
+                                      ("weights_top", best, 0)):
+        monkeypatch.setattr(scores, "DENSE_VALUES", dense_values)
         out = tmp_path / kind
         assert train.main(["--mode=eval", f"--eval_model={model}",
                            f"--test_data_url={tmp_path / 'test'}", f"--train_url={out}",
                            f"--local_data_root={tmp_path / 'cache'}"]) == 0
         results[kind] = {r["file"]: r for r in csv.DictReader(
             open(out / "evaluation" / "predictions.csv", encoding="utf-8"))}
-        metrics = json.load(open(out / "evaluation" / "metrics.json", encoding="utf-8"))
-        assert metrics["images"] == 40
+        metrics[kind] = json.load(open(out / "evaluation" / "metrics.json", encoding="utf-8"))
+        assert metrics[kind]["images"] == 40
         assert (out / "evaluation" / "confusion_matrix.png").stat().st_size > 0
+    for kind in ("package", "weights"):
+        top = metrics[kind + "_top"]
+        assert top.pop("map_kept_classes") == len(class_names) and "map_kept_classes" not in \
+            metrics[kind]
+        assert rounded(top) == rounded(metrics[kind])
+        assert results[kind + "_top"] == results[kind]
     assert results["package"].keys() == {name for name, _ in rows}
     for name, label in rows:  # labels mapped by name onto the model's ids
         package, weights = results["package"][name], results["weights"][name]

@@ -183,6 +183,72 @@ def test_five_thousand_classes_evaluate_with_sane_reports(tmp_path):
     assert str(tmp_path / "confusion_matrix.png") in paths
 
 
+def kept_top(probs, labels, k, batch=64):
+    """TopScores of `probs` gathered batch by batch, as inference keeps them past
+    scores.DENSE_VALUES."""
+    from evaluation import scores
+
+    collector = scores.Collector(len(probs), probs.shape[1], k)
+    collector.dense = False  # too many values to hold, as for 50,000 classes
+    for start in range(0, len(probs), batch):
+        collector.add(probs[start:start + batch], labels[start:start + batch])
+    return collector.result()
+
+
+def test_kept_best_classes_give_the_matrix_metrics_and_reports(tmp_path):
+    """300 images, 40 classes, probabilities rounded to 2 places (ties). From each image's 10
+    best classes every metric and report is the matrix's, except MAP: over the kept classes it
+    is a lower bound, below the matrix's here, and equal to it when all 40 are kept (ties
+    share a threshold as in scikit-learn). The seed's cleaning rule flags the same images."""
+    from evaluation import label_issues, scores
+
+    rng = np.random.default_rng(1)
+    n, c = 300, 40
+    names = [f"c{i}" for i in range(c)]
+    y = rng.integers(0, c, n)
+    probs = rng.random((n, c)) ** 3
+    probs[np.arange(n), y] += np.where(rng.random(n) < 0.5, 2.0, 0.0)
+    probs = np.round(probs / probs.sum(axis=1, keepdims=True), 2).astype(np.float32)
+    dense = classification_metrics(y, probs, names)
+    top = kept_top(probs, y, 10)
+    assert isinstance(top, scores.TopScores) and top.ids.shape == (n, 10)
+    np.testing.assert_array_equal(top.label_scores, probs[np.arange(n), y])
+    kept = classification_metrics(y, top, names)
+    assert kept.pop("map_kept_classes") == 10
+    map_dense, map_kept = dense.pop("map"), kept.pop("map")
+    assert kept == dense
+    assert map_kept < map_dense - 0.01
+    every = kept_top(probs, y, c)
+    assert classification_metrics(y, every, names)["map"] == pytest.approx(map_dense, abs=1e-12)
+
+    files = [f"{i}.jpg" for i in range(n)]
+    for form in ("dense", "kept"):
+        reports.write_all(tmp_path / form, dense, files, y, probs if form == "dense" else top,
+                          names)
+        reports.write_top_k(tmp_path / form, files, probs if form == "dense" else top, names,
+                            file_name="top.csv")
+    for name in ("predictions.csv", "top.csv", "confused_pairs.csv"):
+        assert (tmp_path / "kept" / name).read_text() == (tmp_path / "dense" / name).read_text()
+    flagged = label_issues.confidence_rule(y, probs)
+    np.testing.assert_array_equal(label_issues.confidence_rule(y, top), flagged)
+    assert 0 < flagged.sum() < n
+    for form, p in (("dense", probs), ("kept", top)):
+        label_issues.write(tmp_path / form, files, y, p, flagged, names, "confidence")
+    assert ((tmp_path / "kept" / label_issues.FILE_NAME).read_text()
+            == (tmp_path / "dense" / label_issues.FILE_NAME).read_text())
+    with pytest.raises(Exception, match="too many to hold: use --clean_rule=confidence"):
+        label_issues.find(y, top, "cleanlab")
+
+
+def test_inference_keeps_the_matrix_up_to_its_limit():
+    from evaluation import scores
+
+    assert scores.keeps_dense(1000, 5000) and not scores.keeps_dense(50_000, 50_000)
+    collector = scores.Collector(3, 4)
+    collector.add(np.eye(4, dtype=np.float32)[:3], [0, 1, 2])
+    np.testing.assert_array_equal(collector.result(), np.eye(4)[:3])
+
+
 def test_write_all_writes_every_report(tmp_path):
     names, y, probs, files, m = labelled_case()
     out = tmp_path / "eval" / "nested"

@@ -105,9 +105,10 @@ def test_a_fold_run_alone_completes_the_set_and_mode_oof_gathers_it_again(kfold_
 
 
 def test_kfold_and_distillation_settings_that_cannot_work_are_one_line(kfold_run, tmp_path,
-                                                                        caplog,
+                                                                        caplog, monkeypatch,
                                                                         clean_storage_env):
     import train
+    from evaluation import scores
 
     root, flags = kfold_run
     data = f"--data_url={root / 'data'}"
@@ -143,6 +144,13 @@ def test_kfold_and_distillation_settings_that_cannot_work_are_one_line(kfold_run
                        f"--train_url={tmp_path / 'other_out'}",
                        f"--distill_from={root / 'out'}"]) == 2
     assert "training images have no out-of-fold probabilities" in caplog.text
+
+    # Out-of-fold probabilities too many to keep (as 50,000 classes would be), before training.
+    monkeypatch.setattr(scores, "DENSE_VALUES", 50)  # 30 held-out images x 3 classes: 90
+    caplog.clear()
+    assert train.main([*common, "--kfold=2"]) == 2
+    assert "per fold are too many to keep" in caplog.text
+    assert not (tmp_path / "out" / "folds").exists()
 
 
 def test_a_distilled_round_trains_on_the_mix_of_one_hot_and_out_of_fold(kfold_run, caplog):
