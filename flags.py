@@ -243,6 +243,10 @@ def build_parser():
     fit.add_argument("--steps_per_execution", type=positive, default=1,
                      help="training steps per compiled call: more cuts the host's per-step "
                           "overhead for small models (Keras' steps_per_execution)")
+    fit.add_argument("--save_steps", type=not_negative, default=0,
+                     help="also checkpoint every N steps within an epoch, and resume there at "
+                          "the same place in the data stream (large sets: hours per epoch); "
+                          "0 = at the end of each epoch only")
     fit.add_argument("--keep_weights_file_num", type=int, default=3,
                      help="best weight files kept, by --monitor")
     fit.add_argument("--worker_port", type=int, default=WORKER_PORT,

@@ -47,11 +47,14 @@ def decode_to_memory(samples, input_size, resize_mode):
 def train_dataset(samples, num_classes, batch_size, input_size, resize_mode="letterbox",
                   balance_policy="oversample", augment_settings=None, seed=0,
                   cache_images=False, deterministic=False, sampler="random", pk_images=4,
-                  targets=None):
+                  targets=None, skip_batches=0):
     """Endless dataset of (images float32 [B, S, S, 3], labels float32 one-hot/soft [B, C]);
     sampler "pk" makes each batch P classes x `pk_images` images (inputs/balance.py);
     `targets` ([N, C], a distilled round's: inputs/oof.targets) replace the one-hot labels
-    (balancing still goes by the true class)."""
+    (balancing still goes by the true class). `skip_batches`: start where that many batches
+    of the same stream have been drawn (a resume within an epoch); the indices, their
+    augmentation and the mixers' seeds are skipped before any image is read. RandAugment's
+    and AugMix's generators draw anew."""
     labels = np.array([s.label for s in samples], dtype=np.int64)
     label_table = tf.constant(labels if targets is None else np.asarray(targets, np.float32))
     settings = augment_settings or augment.resolve("none")
@@ -80,7 +83,8 @@ def train_dataset(samples, num_classes, batch_size, input_size, resize_mode="let
     indices = (balance.pk_stream(labels, batch_size, pk_images, seed) if sampler == "pk"
                else balance.index_stream(labels, balance_policy, seed))
     params = augment.param_stream(settings, seed + 1)
-    ds = tf.data.Dataset.zip(indices, params).map(load, num_parallel_calls=AUTOTUNE)
+    ds = (tf.data.Dataset.zip(indices, params).skip(skip_batches * batch_size)
+          .map(load, num_parallel_calls=AUTOTUNE))
     policy = augment.policy(settings, seed + 3)
     if policy is not None:  # a stateful generator: its draws in order only when sequential
         ds = ds.map(lambda image, label: (policy(image), label),
@@ -94,7 +98,7 @@ def train_dataset(samples, num_classes, batch_size, input_size, resize_mode="let
         ds = ds.map(lambda x, y: (x, tf.one_hot(y, num_classes, dtype=tf.float32)))
     mixer = mixing.batch_mixer(settings)
     if mixer is not None:  # each batch its own stateless seed: the same --seed, the same mix
-        ds = (tf.data.Dataset.zip(ds, mixing.batch_seeds(seed + 2))
+        ds = (tf.data.Dataset.zip(ds, mixing.batch_seeds(seed + 2).skip(skip_batches))
               .map(lambda batch, batch_seed: mixer(*batch, batch_seed),
                    num_parallel_calls=AUTOTUNE))
     return ds.prefetch(AUTOTUNE).with_options(_options(deterministic))

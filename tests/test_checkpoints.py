@@ -157,3 +157,33 @@ def test_a_checkpoint_file_damaged_on_obs_is_sent_again(bucket, tmp_path):
     resumed = checkpoints.ResumeState(other, other_opt, str(tmp_path / "fresh"), train_url, True)
     assert resumed.restore() == 2
     np.testing.assert_array_equal(other.get_weights()[0], model.get_weights()[0])
+
+
+def test_a_step_checkpoint_resumes_only_its_epoch_and_recounts_on_another_batch(bucket,
+                                                                                 tmp_path):
+    """--save_steps through OBS: the step checkpoint of epoch 2 restores the model and gives
+    its position to a job resuming epoch 2; for one resuming epoch 3 (its epoch checkpoint is
+    newer) it is ignored. On another global batch the steps are recounted from the images done
+    (3 steps of 8 = 1 step of 16) and the stream starts afresh."""
+    train_url = f"obs://{bucket}/steps"
+    model, optimizer = tiny(2)
+    state = checkpoints.StepState(model, optimizer, str(tmp_path / "a"), train_url, True)
+    state.save(checkpoints.Position(1, 2, [4.0, 3.0, 2.0, 16.0], 0, 5, 8))
+    state.save(checkpoints.Position(1, 3, [6.0, 5.0, 4.0, 24.0], 0, 6, 8))
+    names = obs_utils.listdir(f"{train_url}/{checkpoints.STEPS_FOLDER}")
+    assert [n for n in names if n.startswith("position-")] == ["position-1000003.json"]
+
+    def resumed(epochs_done, global_batch):
+        other, other_opt = tiny(2)
+        found = checkpoints.StepState(other, other_opt, str(tmp_path / f"r{global_batch}"),
+                                      train_url, True).restore(epochs_done, global_batch, 6)
+        return found, other
+    position, other = resumed(1, 8)
+    assert (position.steps_done, position.stream_epoch, position.stream_steps) == (3, 0, 6)
+    assert position.totals == [6.0, 5.0, 4.0, 24.0]
+    for a, b in zip(model.get_weights(), other.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert resumed(2, 8)[0] is None
+    position, _ = resumed(1, 16)
+    assert (position.steps_done, position.stream_epoch, position.stream_steps,
+            position.global_batch) == (1, 1, 0, 16)

@@ -3,6 +3,7 @@ S3 server, a weights file on OBS, a restart after SIGTERM, and the demo's learni
 import collections
 import csv
 import json
+import logging
 import os
 import re
 import signal
@@ -145,6 +146,67 @@ def test_a_job_killed_mid_epoch_resumes_at_the_next_epoch(tmp_path, clean_storag
     assert [r["epoch"] for r in rows] == ["0", "1", "2"]
     rates = [float(r["learning_rate"]) for r in rows]
     assert np.allclose(rates, [1e-3, 5e-4, 0.0], rtol=1e-5, atol=1e-9), rates
+
+
+def test_save_steps_resumes_within_an_epoch_where_the_data_stream_left_off(
+        tmp_path, clean_storage_env, monkeypatch, caplog):
+    """--save_steps=3 with CutMix on: a job stopped right after its checkpoint at step 3 of
+    epoch 2 (of 6 steps) resumes there, on the batches the uninterrupted job drew next, with
+    its optimizer: both end with the same epoch sums in training_log.csv and the same
+    weights. A stream drawn anew, or skipped by the wrong count, would not."""
+    import train
+    from training import checkpoints
+
+    digits_folder(tmp_path / "data", count=60, broken=False)
+    flags = [f"--data_url={tmp_path / 'data'}", f"--local_data_root={tmp_path / 'cache'}",
+             *SMALL, "--max_epochs=2", "--freeze_epochs=0", "--early_stop_patience=0",
+             "--export_model=false", "--save_steps=3", "--deterministic=true",
+             "--cutmix_prob=0.5", "--val_ratio=0.2"]
+    assert train.main([*flags, f"--train_url={tmp_path / 'whole'}"]) == 0
+
+    saved, save = [], checkpoints.StepState.save
+
+    def save_then_stop(self, position):  # the job is stopped right after this save
+        save(self, position)
+        saved.append((position.epochs_done, position.steps_done, position.stream_steps))
+        if len(saved) == 2:
+            raise RuntimeError("stopped")
+
+    monkeypatch.setattr(checkpoints.StepState, "save", save_then_stop)
+    out = tmp_path / "cut"
+    assert train.main([*flags, f"--train_url={out}"]) == 1
+    assert saved == [(0, 3, 3), (1, 3, 9)]
+    assert (out / "step_checkpoints" / "position-1000003.json").is_file()
+    monkeypatch.setattr(checkpoints.StepState, "save", save)
+    caplog.clear()
+    caplog.set_level(logging.INFO)
+    assert train.main([*flags, f"--train_url={out}"]) == 0
+    assert "1 epoch already done" in caplog.text
+    assert "resuming within epoch 2" in caplog.text and "3 of 6 steps already done" in caplog.text
+
+    def log_rows(run):
+        return [{k: float(v) for k, v in row.items() if k in ("loss", "accuracy",
+                                                             "val_loss", "learning_rate")}
+                for row in csv.DictReader(open(tmp_path / run / "training_log.csv"))]
+    whole, cut = log_rows("whole"), log_rows("cut")
+    assert len(whole) == len(cut) == 2
+    for a, b in zip(whole, cut):
+        assert all(abs(a[k] - b[k]) < 1e-5 for k in a), (a, b)
+
+    def weights(run):
+        """{file: its arrays} of the run's best weights files."""
+        found = {}
+        for name in sorted(os.listdir(tmp_path / run / "weights")):
+            with h5py.File(tmp_path / run / "weights" / name) as f:
+                found[name] = []
+                f.visititems(lambda _, item: found[name].append(item[()])
+                             if isinstance(item, h5py.Dataset) else None)
+        return found
+    whole, cut = weights("whole"), weights("cut")
+    assert whole.keys() == cut.keys() and whole
+    for name in whole:
+        for a, b in zip(whole[name], cut[name]):
+            np.testing.assert_allclose(a, b, atol=1e-5, err_msg=name)
 
 
 def test_demo_recipe_learns_the_digits_and_leaves_a_valid_package(demo_run):

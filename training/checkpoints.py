@@ -1,4 +1,5 @@
-"""Resume state and best weights, kept locally and mirrored to train_url after every epoch.
+"""Resume state and best weights, kept locally and mirrored to train_url after every epoch
+(and with --save_steps every N steps).
 
 A restarted job (ModelArts' auto restart, or the same command run again) finds the last
 checkpoint under {train_url}/checkpoints/ and continues from the next epoch with the model,
@@ -11,6 +12,7 @@ import json
 import logging
 import os
 import re
+from dataclasses import asdict, dataclass
 
 import keras
 import tensorflow as tf
@@ -133,6 +135,83 @@ class ResumeState:
             return {}
         with open(path) as f:
             return json.load(f)
+
+
+STEPS_FOLDER = "step_checkpoints"
+
+
+@dataclass
+class Position:
+    """Where within epoch `epochs_done` a --save_steps checkpoint was made."""
+    epochs_done: int
+    steps_done: int      # steps of that epoch already trained
+    totals: list         # the epoch's running sums so far: [loss, top-1, top-5, images]
+    stream_epoch: int    # the epoch whose seed drew the data stream (the process's first)
+    stream_steps: int    # batches drawn from that stream so far
+    global_batch: int
+
+
+class StepState:
+    """--save_steps: (model, optimizer) every N steps within an epoch, the Position beside it
+    (position-<n>.json), in {train_url}/step_checkpoints/ (one kept), mirrored as the epoch
+    checkpoints are. A resume prefers it to the epoch checkpoint it started from."""
+
+    def __init__(self, model, optimizer, work_dir, train_url, chief):
+        # Dropout's seed generators too: tf.train.Checkpoint(model=...) leaves out their
+        # states, so a resumed job would draw its masks again from the first.
+        seeds = [v for v in model.non_trainable_variables if v.name == "seed_generator_state"]
+        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, seeds=seeds)
+        self.local_dir = os.path.join(work_dir, STEPS_FOLDER)
+        self.shared_dir = obs_utils.join(train_url, STEPS_FOLDER)
+        self.push = chief and obs_utils.is_remote(train_url)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, self.local_dir, max_to_keep=1)
+
+    def restore(self, epochs_done, global_batch, steps_per_epoch):
+        """The Position of the newest step checkpoint within epoch `epochs_done` (the one the
+        epoch checkpoints resume), its model and optimizer restored; None when there is none.
+        Saved under another global batch (another number of devices), the steps are counted
+        anew from the images done, and the stream is drawn afresh."""
+        same = os.path.abspath(self.local_dir) == os.path.abspath(
+            obs_utils.parse(self.shared_dir).path) and not obs_utils.is_remote(self.shared_dir)
+        if not same and obs_utils.is_dir(self.shared_dir):
+            obs_utils.copy_tree(self.shared_dir, self.local_dir, progress=False, delete=True)
+            self.manager = tf.train.CheckpointManager(self.checkpoint, self.local_dir,
+                                                      max_to_keep=1)
+        latest = self.manager.latest_checkpoint
+        path = latest and os.path.join(self.local_dir, f"position-{latest.rsplit('-', 1)[1]}.json")
+        if not latest or not os.path.isfile(path):
+            return None
+        with open(path) as f:
+            position = Position(**json.load(f))
+        if position.epochs_done != epochs_done or position.steps_done <= 0:
+            return None  # made before the epoch checkpoint: that one is newer
+        self.checkpoint.restore(latest).assert_existing_objects_matched()
+        if position.global_batch != global_batch:
+            images = position.steps_done * position.global_batch
+            log.warning("resuming within epoch %d on another global batch (%d, was %d): from "
+                        "step %d of %d (the images done), the data drawn afresh",
+                        epochs_done + 1, global_batch, position.global_batch,
+                        images // global_batch, steps_per_epoch)
+            steps = min(images // global_batch, steps_per_epoch - 1)
+            position = Position(epochs_done, steps, position.totals if steps else [0.0] * 4,
+                                epochs_done, 0, global_batch)
+        log.info("resuming within epoch %d from %s: %d of %d steps already done",
+                 epochs_done + 1, latest, position.steps_done, steps_per_epoch)
+        return position
+
+    def save(self, position):
+        """Checkpoint at `position` and mirror it to train_url."""
+        number = position.epochs_done * 1_000_000 + position.steps_done  # increasing
+        os.makedirs(self.local_dir, exist_ok=True)
+        with open(os.path.join(self.local_dir, f"position-{number}.json"), "w") as f:
+            json.dump(asdict(position), f)
+        self.manager.save(checkpoint_number=number)
+        kept = {os.path.basename(c) for c in self.manager.checkpoints}
+        for name in os.listdir(self.local_dir):
+            if name.startswith("position-") and f"ckpt-{name[9:-5]}" not in kept:
+                os.remove(os.path.join(self.local_dir, name))
+        if self.push:
+            _mirror(self.local_dir, self.shared_dir)
 
 
 STATEFUL = {"ReduceLROnPlateau": ("wait", "best", "cooldown_counter"),

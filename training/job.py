@@ -27,9 +27,9 @@ def _auto(flag, gpu):
     return gpu if flag == "auto" else flag == "true"
 
 
-def _datasets(strategy, data, feed, seed):
+def _datasets(strategy, data, feed, seed, skip_batches=0):
     """Per-replica datasets (feed: config.FeedConfig): each input pipeline draws its own
-    stream (seed + pipeline id)."""
+    stream (seed + pipeline id), from its `skip_batches`-th batch."""
     num_classes = len(data.class_names)
     targets = (oof.targets(data.train, data.soft, feed.distill_weight, num_classes)
                if data.soft is not None else None)
@@ -38,7 +38,8 @@ def _datasets(strategy, data, feed, seed):
         return pipeline.train_dataset(
             data.train, num_classes, feed.batch_size, feed.input_size, feed.resize_mode,
             feed.balance, feed.augmentation, seed + 7919 * context.input_pipeline_id,
-            feed.cache_images, feed.deterministic, feed.sampler, feed.pk_images, targets)
+            feed.cache_images, feed.deterministic, feed.sampler, feed.pk_images, targets,
+            skip_batches)
 
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
@@ -69,12 +70,15 @@ def train(run, data, work_dir, strategy, chief=True, pretrained=None):
              "%d steps per epoch, mixed precision %s, XLA %s", run.model.backbone, num_classes,
              len(data.train), len(data.val), feed.batch_size, replicas, steps,
              "on" if mixed else "off", "on" if xla else "off")
+    keras.utils.set_random_seed(fit.seed)  # --seed: the same first weights, as the same data
     with strategy.scope():
         parts = _build(run.model, fit, num_classes, steps, mixed, pretrained)
     model, optimizer = parts.model, parts.optimizer
 
     state = checkpoints.ResumeState(model, optimizer, work_dir, train_url, chief)
     start_epoch = state.restore()
+    step_state = checkpoints.StepState(model, optimizer, work_dir, train_url, chief)
+    within = step_state.restore(start_epoch, global_batch, steps)
     sync = RemoteSync(train_url, work_dir, chief)
     sync.pull_earlier(resumed=start_epoch > 0)
     best = checkpoints.BestWeights(os.path.join(work_dir, "weights"), sync.weights_url,
@@ -91,14 +95,27 @@ def train(run, data, work_dir, strategy, chief=True, pretrained=None):
                         fit.steps_per_execution, fit.grad_centralization)
     loop = Loop(strategy, build.training_outputs(model, run.model.head), optimizer,
                 parts.loss_fn, config)
-    train_iter, val_dist = _datasets(strategy, data, feed, fit.seed + 1000 * start_epoch)
+    # The data stream of the first epoch this process trains (a resume within an epoch:
+    # the stream it was drawn from, past the batches already trained on).
+    stream_epoch, skipped = (within.stream_epoch, within.stream_steps) if within else (
+        start_epoch, 0)
+    train_iter, val_dist = _datasets(strategy, data, feed, fit.seed + 1000 * stream_epoch,
+                                     skipped)
     callback_list = _callbacks(fit, best, sync, start_epoch)
     callbacks = keras.callbacks.CallbackList(callback_list, model=model,
                                              epochs=fit.max_epochs, steps=steps)
 
     def phase_for_epoch(epoch):
         return phases.begin_epoch(epoch, start_epoch, parts.phases, parts.stages, parts.backbone,
-                                  model, optimizer, parts.schedule)
+                                  model, optimizer, parts.schedule,
+                                  within.steps_done if within else 0)
+
+    first_step = within.steps_done if within else 0
+
+    def after_steps(epoch, steps_done, totals):  # --save_steps
+        drawn = skipped + (epoch - start_epoch) * steps + steps_done - first_step
+        step_state.save(checkpoints.Position(epoch, steps_done, [float(t) for t in totals],
+                                             stream_epoch, drawn, global_batch))
 
     def after_epoch(epoch, _logs):
         state.save(epoch + 1, callback_list,
@@ -110,7 +127,9 @@ def train(run, data, work_dir, strategy, chief=True, pretrained=None):
     averaged = optim.AveragedWeights(optimizer, model, statistics_batches)
     history = run_epochs(loop, train_iter, val_dist, steps, start_epoch, fit.max_epochs,
                          callbacks, after_epoch, phase_for_epoch,
-                         lambda: state.restore_callbacks(callback_list, start_epoch), averaged)
+                         lambda: state.restore_callbacks(callback_list, start_epoch), averaged,
+                         within and (within.steps_done, within.totals), fit.save_steps,
+                         after_steps)
     averaged.swap_in()  # --ema: the averages (their BatchNorm statistics too) are the result
     final_weights = _host_weights(model)
     log.info("weights fingerprint %s (equal on every worker of a multi-node job)",

@@ -279,13 +279,17 @@ def duration(seconds):
 
 
 def run_epochs(loop, train_iter, val_dist, steps_per_epoch, start_epoch, epochs, callbacks,
-               on_epoch_saved=None, phase_for_epoch=None, on_train_begin=None, averaged=None):
+               on_epoch_saved=None, phase_for_epoch=None, on_train_begin=None, averaged=None,
+               within=None, save_steps=0, on_steps_saved=None):
     """Train epochs start_epoch..epochs-1; callbacks see Keras-named logs (val_accuracy...).
 
     `phase_for_epoch(epoch)` may change what trains (returns True when it did, so the steps are
     compiled again); `on_epoch_saved(epoch, logs)` runs after the callbacks, for checkpoints;
     `on_train_begin()` after the callbacks' own (which reset their state), to restore it;
-    `averaged` (optim.AveragedWeights, --ema) is swapped in for validation and the callbacks."""
+    `averaged` (optim.AveragedWeights, --ema) is swapped in for validation and the callbacks.
+    `within` ((steps done, their sums): a resume within start_epoch) starts that epoch there;
+    every `save_steps` steps of an epoch but its last, `on_steps_saved(epoch, steps done,
+    sums so far)`."""
     history, began = [], time.time()
     averaged = averaged or AveragedWeights(loop.optimizer)
     callbacks.on_train_begin()
@@ -296,12 +300,24 @@ def run_epochs(loop, train_iter, val_dist, steps_per_epoch, start_epoch, epochs,
             loop.retrace()
         callbacks.on_epoch_begin(epoch)
         started = time.time()
+        done, totals = (within[0], np.asarray(within[1], float)) if (
+            within and epoch == start_epoch) else (0, np.zeros(4))
         with progress_bar(steps_per_epoch, epoch, epochs) as bar:
-            def show(steps, totals):
-                bar.update(steps)
-                bar.set_postfix(loss=f"{totals[0] / totals[3]:.4f}",
-                                acc=f"{totals[1] / totals[3]:.3f}", refresh=False)
-            totals = run_steps(loop, train_iter, steps_per_epoch, show)
+            bar.update(done)
+            while done < steps_per_epoch:
+                chunk = steps_per_epoch - done
+                if save_steps:
+                    chunk = min(chunk, save_steps - done % save_steps)
+
+                def show(steps, sums, before=totals):
+                    bar.update(steps)
+                    sums = before + sums
+                    bar.set_postfix(loss=f"{sums[0] / sums[3]:.4f}",
+                                    acc=f"{sums[1] / sums[3]:.3f}", refresh=False)
+                totals = totals + run_steps(loop, train_iter, chunk, show)
+                done += chunk
+                if save_steps and done < steps_per_epoch and on_steps_saved is not None:
+                    on_steps_saved(epoch, done, totals)
         loop.sync_statistics()
         averaged.swap_in()  # --ema: validation and the best weights see the averages
         val = loop.evaluate(val_dist)

@@ -76,24 +76,29 @@ def phase_of(phases, epoch):
     return next(phase for phase in phases if phase.first <= epoch < phase.end)
 
 
-def begin_epoch(epoch, start_epoch, phases, stages, backbone, model, optimizer, schedule):
+def begin_epoch(epoch, start_epoch, phases, stages, backbone, model, optimizer, schedule,
+                steps_done=0):
     """Set up epoch `epoch` (0-based) of a run that started at `start_epoch`: what trains
     (`stages`: build.backbone_stages), the fresh optimizer at a phase's start, the schedule's
-    epoch. True when what trains changed (the training step must be traced again)."""
+    epoch. True when what trains changed (the training step must be traced again).
+    `steps_done`: a run resumed within its first epoch (--save_steps) keeps the optimizer it
+    restored, and the schedule counts the epoch from its true first step."""
+    within = epoch == start_epoch and steps_done > 0
     phase = phase_of(phases, epoch)
     changed = epoch == start_epoch or epoch == phase.first
     if changed:
         build.set_trainable_stages(backbone, stages, phase.top)
         log.info("phase: %s, %d weights train", describe(phase, stages),
                  build.count_weights(model.trainable_weights))
-    if epoch == phase.first and epoch > 0:  # also when a job resumes right here
+    if epoch == phase.first and epoch > 0 and not within:  # also a job resumed right here
         optim.reset_state(optimizer)
         log.info("%s: the optimizer starts afresh (zero moments, step 0)%s",
                  "unfreeze" if phase.top is None else f"stage {len(stages) - phase.top + 1} "
                  f"of {len(stages)} unfreezes", "; the learning rate warms up again"
                  if isinstance(schedule, optim.PhasedSchedule) else "")
     if isinstance(schedule, optim.PhasedSchedule):
-        schedule.start_epoch(epoch, int(optimizer.iterations.numpy()))
+        schedule.start_epoch(epoch, int(optimizer.iterations.numpy()) -
+                             (steps_done if within else 0))
     return changed
 
 
