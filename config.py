@@ -19,6 +19,7 @@ class DataConfig:
     min_images_per_class: int
     max_images_per_class: int
     max_train_per_class: int
+    label_levels_sep: str
     kfold: int
     fold: int
     distill_from: str

@@ -96,6 +96,10 @@ def build_parser():
     data.add_argument("--max_train_per_class", type=not_negative, default=0,
                       help="at most this many training images of a class, drawn with --seed "
                            "and saved with the split (0: all)")
+    data.add_argument("--label_levels_sep", default="",
+                      help="class names hold coarser levels before this separator ('/': "
+                           "'可回收物/易拉罐' is the item under its category); evaluation then "
+                           "reports each level too (empty: one level)")
     data.add_argument("--kfold", type=int, default=0,
                       help="K >= 2: K models, one per stratified fold of the data, each "
                            "validated on its own fold, in {train_url}/folds/<i>/; then the "

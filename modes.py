@@ -35,8 +35,9 @@ def _test_metrics(run, class_names, probabilities_of, cache_root, work_dir):
     """Fetch and screen the labelled --test_data_url, run `probabilities_of(samples)` on it
     and write the reports; returns (metrics, number of images)."""
     from evaluation import stage
-    from inputs import fetch, prepare
+    from inputs import fetch, label_map, prepare
 
+    levels = label_map.levels(class_names, run.data.label_levels_sep)  # before the fetch
     data_cfg = run.data
     data_dir = fetch.fetch_data(run.eval.test_data_url, cache_root, threads=data_cfg.obs_threads)
     samples = prepare.prepare_test(data_dir, class_names,
@@ -44,7 +45,7 @@ def _test_metrics(run, class_names, probabilities_of, cache_root, work_dir):
                                    cache_root, data_cfg.data_format, data_cfg.manifest or None,
                                    data_cfg.max_image_pixels, data_cfg.min_image_side)
     metrics = stage.evaluate(samples, probabilities_of(samples), class_names, run.train_url,
-                             work_dir)
+                             work_dir, levels=levels)
     return metrics, len(samples)
 
 

@@ -229,10 +229,11 @@ def train_one(run, data, plan, job):
     feed, spec = run.feed, run.model
     from evaluation import inference, stage
     from export import package
-    from inputs import balance, screening
+    from inputs import balance, label_map, screening
     from training import job as training
 
     keep_package, overwrite = plan
+    levels = label_map.levels(data.class_names, run.data.label_levels_sep)  # checked first
     counts = screening.class_counts(data.train, len(data.class_names))
     balance.log_plan(counts, feed.balance, data.class_names, len(data.train))
     balance.log_sampler(feed.sampler, feed.balance, feed.batch_size, feed.pk_images, counts)
@@ -253,7 +254,7 @@ def train_one(run, data, plan, job):
                                                   feed.resize_mode, feed.batch_size,
                                                   run.export.tta)
     metrics = stage.evaluate(data.val, probabilities, data.class_names, run.train_url,
-                             work_dir, result.log_csv)
+                             work_dir, result.log_csv, levels)
     where = "no model package (--export_model=false)"
     if keep_package:
         where = f"the package this job wrote before, kept: {package.model_url(run.train_url)}"

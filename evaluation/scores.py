@@ -118,3 +118,26 @@ def class_mean_average_precision_top(y_true, top, classes):
     counts = np.bincount(y_true, minlength=classes)
     present = counts > 0
     return float(np.mean(summed[present] / counts[present]))
+
+
+def coarser(probabilities, of_class, classes):
+    """Probabilities [N, `classes`] of a coarser level (inputs/label_map.levels): each
+    class's probability summed into its group's (`of_class`: the group of each class id). From
+    TopScores, the sums of the kept classes (the others are below the 10th best); None when
+    that matrix would not fit either."""
+    of_class = np.asarray(of_class)
+    if is_dense(probabilities):
+        probabilities = np.asarray(probabilities, dtype=np.float32)
+        order = np.argsort(of_class, kind="stable")
+        starts = np.flatnonzero(np.r_[True, np.diff(of_class[order]) != 0])
+        summed = np.add.reduceat(probabilities[:, order], starts, axis=1)
+        out = np.zeros((len(probabilities), classes), np.float32)
+        out[:, of_class[order][starts]] = summed
+        return out
+    if not keeps_dense(len(probabilities), classes):
+        return None
+    out = np.zeros((len(probabilities), classes), np.float32)
+    rows = np.repeat(np.arange(len(probabilities)), probabilities.ids.shape[1])
+    np.add.at(out, (rows, of_class[probabilities.ids.reshape(-1)]),
+              probabilities.scores.reshape(-1))
+    return out

@@ -1,6 +1,7 @@
 """The label map (class id -> name): decided once from the data, saved as labels.json beside the
 outputs, and read back by evaluation, export and serving, so ids never shift between them."""
 import json
+from dataclasses import dataclass
 
 import obs_utils
 from errors import UserError
@@ -29,3 +30,34 @@ def save(url, class_names):
 
 def load(url):
     return from_json(obs_utils.read_text(url), url)
+
+
+@dataclass
+class Level:
+    """A coarser level of the labels: its names and, for each class id, its id there."""
+    depth: int          # 1: the coarsest
+    names: list
+    of_class: list
+
+
+def levels(class_names, sep):
+    """The coarser levels of `class_names` split at `sep` (--label_levels_sep): "可回收物/易拉罐"
+    has the category "可回收物" above it; with three parts "a/b/c" the levels are "a" and
+    "a/b". [] when `sep` is empty. Every name must have as many parts (else UserError)."""
+    if not sep:
+        return []
+    parts = [name.split(sep) for name in class_names]
+    depths = {len(p) for p in parts}
+    if len(depths) > 1 or min(depths) < 2 or any("" in p for p in parts):
+        odd = next(name for name, p in zip(class_names, parts)
+                   if len(p) != len(parts[0]) or len(p) < 2 or "" in p)
+        raise UserError(f"--label_levels_sep={sep!r}: class {odd!r} does not split into the "
+                        f"{max(len(parts[0]), 2)} non-empty levels of {class_names[0]!r}; every "
+                        "class name needs as many levels (or leave --label_levels_sep empty)")
+    found = []
+    for depth in range(1, len(parts[0])):
+        prefixes = [sep.join(p[:depth]) for p in parts]
+        names = sorted(set(prefixes))
+        index = {name: i for i, name in enumerate(names)}
+        found.append(Level(depth, names, [index[p] for p in prefixes]))
+    return found

@@ -28,7 +28,8 @@ def class_names(demo_run):
 def test_eval_of_the_package_and_of_its_weights_agree(demo_run, class_names, tmp_path,
                                                       clean_storage_env, monkeypatch):
     """... and agree again when inference keeps each image's best classes instead of the
-    matrix (as it does for 50,000 classes): the same metrics, MAP too (10 classes: all kept)."""
+    matrix (as it does for 50,000 classes; here past 80 values, so 40 images x 10 classes do
+    but their 2 odd/even classes do not): the same metrics, MAP too (10 classes: all kept)."""
     import train
     from evaluation import inference, scores
 
@@ -48,13 +49,14 @@ def test_eval_of_the_package_and_of_its_weights_agree(demo_run, class_names, tmp
     best = inference.best_weights(str(demo_run.out / "weights"))  # what the package holds
     for kind, model, dense_values in (("package", demo_run.out / "model", scores.DENSE_VALUES),
                                       ("weights", best, scores.DENSE_VALUES),
-                                      ("package_top", demo_run.out / "model", 0),
-                                      ("weights_top", best, 0)):
+                                      ("package_top", demo_run.out / "model", 80),
+                                      ("weights_top", best, 80)):
         monkeypatch.setattr(scores, "DENSE_VALUES", dense_values)
         out = tmp_path / kind
+        levels = ["--label_levels_sep=/"] if kind.startswith("package") else []
         assert train.main(["--mode=eval", f"--eval_model={model}",
                            f"--test_data_url={tmp_path / 'test'}", f"--train_url={out}",
-                           f"--local_data_root={tmp_path / 'cache'}"]) == 0
+                           f"--local_data_root={tmp_path / 'cache'}", *levels]) == 0
         results[kind] = {r["file"]: r for r in csv.DictReader(
             open(out / "evaluation" / "predictions.csv", encoding="utf-8"))}
         metrics[kind] = json.load(open(out / "evaluation" / "metrics.json", encoding="utf-8"))
@@ -66,6 +68,17 @@ def test_eval_of_the_package_and_of_its_weights_agree(demo_run, class_names, tmp
             metrics[kind]
         assert rounded(top) == rounded(metrics[kind])
         assert results[kind + "_top"] == results[kind]
+    # The demo's names are "偶数/零" ... "奇数/九": with --label_levels_sep=/ the odd and even
+    # digits are a level of their own, with its reports.
+    [level] = metrics["package"]["levels"]
+    assert level["classes"] == 2 and level["top1_accuracy"] >= 0.75
+    coarse = json.load(open(tmp_path / "package" / "evaluation" / "level_1" / "metrics.json",
+                            encoding="utf-8"))
+    assert [c["name"] for c in coarse["per_class"]] == ["偶数", "奇数"]
+    assert "levels" not in metrics["weights"]
+    assert train.main(["--mode=eval", f"--eval_model={demo_run.out / 'model'}",
+                       f"--test_data_url={tmp_path / 'test'}", f"--train_url={tmp_path / 'bad'}",
+                       f"--local_data_root={tmp_path / 'cache'}", "--label_levels_sep=-"]) == 2
     assert results["package"].keys() == {name for name, _ in rows}
     for name, label in rows:  # labels mapped by name onto the model's ids
         package, weights = results["package"][name], results["weights"][name]

@@ -240,6 +240,35 @@ def test_kept_best_classes_give_the_matrix_metrics_and_reports(tmp_path):
         label_issues.find(y, top, "cleanlab")
 
 
+def test_a_coarser_level_sums_its_classes_probabilities_and_gets_its_own_reports(tmp_path):
+    """Garbage names, two categories: an image whose best item is wrong can still be right
+    in its category (0.4 + 0.35 of category 其他垃圾 beat 0.25), and the kept best classes sum
+    to the same category probabilities as the matrix when every class is kept."""
+    from evaluation import scores, stage
+    from inputs import label_map
+    from inputs.layouts import Sample
+
+    names = ["其他垃圾/烟蒂", "可回收物/易拉罐", "其他垃圾/快餐盒", "可回收物/充电宝"]
+    [level] = label_map.levels(names, "/")
+    probs = np.array([[0.4, 0.25, 0.35, 0.0], [0.1, 0.6, 0.1, 0.2], [0.45, 0.1, 0.2, 0.25]],
+                     np.float32)
+    coarse = scores.coarser(probs, level.of_class, 2)
+    np.testing.assert_allclose(coarse, [[0.75, 0.25], [0.2, 0.8], [0.65, 0.35]], atol=1e-6)
+    np.testing.assert_allclose(scores.coarser(kept_top(probs, [2, 1, 3], 4), level.of_class,
+                                              2), coarse, atol=1e-6)
+    samples = [Sample(f"{i}.jpg", f"/x/{i}.jpg", label) for i, label in enumerate([2, 1, 3])]
+    metrics = stage.evaluate(samples, probs, names, str(tmp_path / "out"), str(tmp_path),
+                             levels=[level])
+    assert metrics["top1_accuracy"] == pytest.approx(1 / 3)  # only the second image
+    [summary] = metrics["levels"]
+    assert summary["classes"] == 2 and summary["top1_accuracy"] == pytest.approx(2 / 3)
+    saved = json.loads((tmp_path / "evaluation" / "level_1" / "metrics.json").read_text("utf-8"))
+    assert [c["name"] for c in saved["per_class"]] == ["其他垃圾", "可回收物"]
+    assert (tmp_path / "evaluation" / "level_1" / "predictions.csv").is_file()
+    assert json.loads((tmp_path / "evaluation" / "metrics.json").read_text("utf-8"))[
+        "levels"] == metrics["levels"]
+
+
 def test_inference_keeps_the_matrix_up_to_its_limit():
     from evaluation import scores
 

@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from errors import UserError
 from inputs import label_map, layouts, screening, split
 from tests.images import broken_files, digit_image, encode, write, write_garbage_layout
 
@@ -120,6 +121,20 @@ def test_screening_names_every_broken_file_and_keeps_the_rest(tmp_path):
     screening.check_enough(usable, index.class_names, "report.json")
     with pytest.raises(screening.DataError, match="too little usable data"):
         screening.check_enough(usable[:3], index.class_names, "report.json")
+
+
+def test_label_levels_split_class_names_and_refuse_uneven_ones():
+    names = ["其他垃圾/烟蒂", "可回收物/易拉罐", "其他垃圾/快餐盒", "可回收物/充电宝"]
+    [level] = label_map.levels(names, "/")
+    assert (level.depth, level.names, level.of_class) == (1, ["其他垃圾", "可回收物"],
+                                                          [0, 1, 0, 1])
+    three = label_map.levels(["a/x/1", "a/y/2", "b/x/3"], "/")
+    assert [(lv.names, lv.of_class) for lv in three] == [(["a", "b"], [0, 0, 1]),
+                                                         (["a/x", "a/y", "b/x"], [0, 1, 2])]
+    assert label_map.levels(names, "") == []
+    for bad in (["a/x", "b"], ["a/x", "b/y/z"], ["a/x", "/y"]):
+        with pytest.raises(UserError, match="does not split into the 2 non-empty levels"):
+            label_map.levels(bad, "/")
 
 
 def test_label_map_round_trip(tmp_path):
