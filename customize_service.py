@@ -26,7 +26,7 @@ if HERE not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from serving import gallery, images, packages  # noqa: E402
+from serving import gallery, images, levels, packages  # noqa: E402
 from serving.errors import BadRequest, NotReady  # noqa: E402
 
 try:
@@ -72,6 +72,7 @@ class ImageClassifierService(TfServingBaseService):
 
             self.model = tf.saved_model.load(self.model_path)
             self.class_names = load_labels(self.model_path)
+            self.levels = levels.load(self.model_path, self.class_names)
             retrieval = gallery.settings(self.model_path)
             if retrieval:  # embeddings out, then the gallery's nearest images
                 self.gallery = gallery.open_gallery(self.model_path, retrieval)
@@ -147,15 +148,20 @@ class ImageClassifierService(TfServingBaseService):
 
     def reply(self, probabilities):
         """One file's answer: the top class (`result` is what the 2019 contest scored) and the
-        top-5 [name, probability] pairs; from a retrieval package, the nearest gallery image
-        and the top-k [gallery image, cosine similarity] pairs."""
+        top-5 [name, probability] pairs, and with levels.json each coarser level's most
+        probable name ("levels"); from a retrieval package, the nearest gallery image and the
+        top-k [gallery image, cosine similarity] pairs."""
         if self.gallery is not None:
             neighbors = self.gallery.nearest(probabilities[np.newaxis], self.top_k)[0]
             return {"result": neighbors[0][0], "neighbors": neighbors}
         order = np.argsort(-probabilities, kind="stable")[:TOP_K]
         best = self.class_names[order[0]]
-        return {"result": best, "predicted_label": best,
-                "scores": [[self.class_names[i], float(probabilities[i])] for i in order]}
+        answer = {"result": best, "predicted_label": best,
+                  "scores": [[self.class_names[i], float(probabilities[i])] for i in order]}
+        for names, of_class in self.levels:  # coarsest first: its classes' probabilities summed
+            summed = np.bincount(of_class, weights=probabilities, minlength=len(names))
+            answer.setdefault("levels", []).append(names[int(np.argmax(summed))])
+        return answer
 
     def _postprocess(self, data):
         """One file: its answer. Several: {"results": [its answer with "file", ...]}, in

@@ -88,6 +88,7 @@ def make_ensemble(run, cache_root):
                         "or train_urls of 1-3 finished runs on the same classes")
     from evaluation import inference, stage
     from export import ensemble, package
+    from inputs import label_map
 
     package.check_destination(run.train_url, wanted.overwrite_model)  # before any work
     members = ensemble.load_members(wanted.members, wanted.member_weights,
@@ -95,6 +96,7 @@ def make_ensemble(run, cache_root):
     work_dir = distribute.work_dir(run.train_url, cache_root, None)
     folder = package.fresh_folder(package.staging_folder(work_dir))
     class_names = ensemble.save(members, folder, wanted.tta)
+    label_map.levels(class_names, run.data.label_levels_sep)  # names that split, or refused
     metrics, tested = None, ""
     if run.eval.test_data_url:
         metrics, count = _test_metrics(
@@ -103,7 +105,7 @@ def make_ensemble(run, cache_root):
                 [s.label for s in samples]), cache_root, work_dir)
         tested = (f"; on {count} test images: top-1 {metrics['top1_accuracy']:.4f} (reports "
                   f"in {obs_utils.join(run.train_url, stage.FOLDER)})")
-    package.finish(folder, class_names, metrics, wanted.runtime)
+    package.finish(folder, class_names, metrics, wanted.runtime, run.data.label_levels_sep)
     url = package.publish_staged(folder, run.train_url, wanted.overwrite_model)
     return f"ensemble of {len(members)} model{'s' if len(members) > 1 else ''}: {url}{tested}"
 

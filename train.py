@@ -261,7 +261,7 @@ def train_one(run, data, plan, job):
     elif run.export.export_model:
         url = package.export(model, data.class_names, feed.input_size, feed.resize_mode,
                              metrics, run.train_url, work_dir, run.export.runtime, overwrite,
-                             run.export.tta)
+                             run.export.tta, run.data.label_levels_sep)
         where = f"model package {url}"
     if not run.data.data_url and run.export.export_model and run.data.kfold <= 1:  # the demo
         log.info("once served, ask it: curl -F images=@%s http://127.0.0.1:8080/",

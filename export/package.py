@@ -12,6 +12,7 @@ import obs_utils
 from errors import UserError
 from inputs import label_map
 from serving import check
+from serving import levels as label_levels
 
 from . import saved_model
 
@@ -97,12 +98,13 @@ def copy_service(folder):
             shutil.copy2(source, folder)
 
 
-def build(model, class_names, input_size, resize_mode, metrics, runtime, folder, tta="none"):
+def build(model, class_names, input_size, resize_mode, metrics, runtime, folder, tta="none",
+          levels_sep=""):
     """Write the whole package into local `folder` (made anew) and check it; serving_default
     averages the `tta` test-time views."""
     fresh_folder(folder)
     saved_model.save(model, folder, input_size, resize_mode, tta)
-    return finish(folder, class_names, metrics, runtime)
+    return finish(folder, class_names, metrics, runtime, levels_sep)
 
 
 def fresh_folder(folder):
@@ -113,11 +115,15 @@ def fresh_folder(folder):
     return folder
 
 
-def finish(folder, class_names, metrics, runtime):
+def finish(folder, class_names, metrics, runtime, levels_sep=""):
     """Around the SavedModel in `folder`: labels.json, config.json (the `metrics` and
-    `runtime`), the service; then the package check and a check of its replies."""
+    `runtime`), levels.json (--label_levels_sep: the reply names the levels too), the
+    service; then the package check and a check of its replies."""
     with open(os.path.join(folder, label_map.FILE_NAME), "w", encoding="utf-8") as f:
         f.write(label_map.to_json(class_names))
+    if levels_sep:
+        label_levels.split(class_names, levels_sep)  # ValueError: train.py refused them before
+        label_levels.save(folder, levels_sep)
     config = fill_config(runtime, metrics)
     _warn_runtime(config["runtime"])
     with open(os.path.join(folder, check.CONFIG), "w", encoding="utf-8") as f:
@@ -180,10 +186,10 @@ def staging_folder(work_dir):
 
 
 def export(model, class_names, input_size, resize_mode, metrics, train_url, work_dir,
-           runtime="", overwrite=False, tta="none"):
+           runtime="", overwrite=False, tta="none", levels_sep=""):
     """Build, check and publish the package; returns its URL."""
     folder = build(model, class_names, input_size, resize_mode, metrics, runtime,
-                   staging_folder(work_dir), tta)
+                   staging_folder(work_dir), tta, levels_sep)
     return publish_staged(folder, train_url, overwrite)
 
 

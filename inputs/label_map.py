@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import obs_utils
 from errors import UserError
+from serving import levels as label_levels
 
 FILE_NAME = "labels.json"
 
@@ -46,18 +47,9 @@ def levels(class_names, sep):
     "a/b". [] when `sep` is empty. Every name must have as many parts (else UserError)."""
     if not sep:
         return []
-    parts = [name.split(sep) for name in class_names]
-    depths = {len(p) for p in parts}
-    if len(depths) > 1 or min(depths) < 2 or any("" in p for p in parts):
-        odd = next(name for name, p in zip(class_names, parts)
-                   if len(p) != len(parts[0]) or len(p) < 2 or "" in p)
-        raise UserError(f"--label_levels_sep={sep!r}: class {odd!r} does not split into the "
-                        f"{max(len(parts[0]), 2)} non-empty levels of {class_names[0]!r}; every "
-                        "class name needs as many levels (or leave --label_levels_sep empty)")
-    found = []
-    for depth in range(1, len(parts[0])):
-        prefixes = [sep.join(p[:depth]) for p in parts]
-        names = sorted(set(prefixes))
-        index = {name: i for i, name in enumerate(names)}
-        found.append(Level(depth, names, [index[p] for p in prefixes]))
-    return found
+    try:
+        found = label_levels.split(class_names, sep)
+    except ValueError as exc:
+        raise UserError(f"--label_levels_sep={sep!r}: {exc}; every class name needs as many "
+                        "levels (or leave --label_levels_sep empty)") from None
+    return [Level(depth, names, of_class) for depth, (names, of_class) in enumerate(found, 1)]

@@ -178,6 +178,32 @@ def test_the_check_holds_real_replies_to_the_declared_schema(package, tmp_path):
 
 # --- the service as ModelArts drives it -------------------------------------------------------
 
+def test_a_package_with_levels_names_them_in_every_reply(package, images, expected, tmp_path):
+    """Exported with --label_levels_sep=/ (package.finish writes levels.json, then checks the
+    replies against the schema), the demo's replies add the digit's parity: the level whose
+    classes' probabilities sum highest, which is not always the best class's own."""
+    import customize_service
+    from export import package as packaging
+
+    folder = tmp_path / "model"
+    shutil.copytree(package, folder)
+    names = customize_service.load_labels(str(folder))
+    packaging.finish(str(folder), names, None, "", levels_sep="/")
+    service = customize_service.ImageClassifierService("model", str(folder), background=False)
+    files = {p.name: io.BytesIO(p.read_bytes()) for p in images}
+    replies = service.inference({"images": files})["results"]
+    class_names, probabilities = expected
+    even = [n.startswith("偶数/") for n in class_names]
+    for reply, p in zip(replies, probabilities):
+        parity = "偶数" if p[even].sum() > p[[not e for e in even]].sum() else "奇数"
+        assert reply["levels"] == [parity], (reply, p)
+    plain = customize_service.ImageClassifierService("model", str(package), background=False)
+    assert "levels" not in plain.inference({"images": {images[0].name: io.BytesIO(
+        images[0].read_bytes())}})
+    with pytest.raises(ValueError, match="does not split"):
+        packaging.finish(str(folder), names, None, "", levels_sep="-")
+
+
 def test_the_service_under_a_modelarts_like_base_class(package, images, expected, monkeypatch):
     """model_service exists only in ModelArts' images: a stand-in module records what the
     platform would see; the request data has the platform's shape."""
