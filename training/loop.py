@@ -302,6 +302,7 @@ def run_epochs(loop, train_iter, val_dist, steps_per_epoch, start_epoch, epochs,
         started = time.time()
         done, totals = (within[0], np.asarray(within[1], float)) if (
             within and epoch == start_epoch) else (0, np.zeros(4))
+        images_before = totals[3]  # trained before a resume within this epoch
         with progress_bar(steps_per_epoch, epoch, epochs) as bar:
             bar.update(done)
             while done < steps_per_epoch:
@@ -335,7 +336,8 @@ def run_epochs(loop, train_iter, val_dist, steps_per_epoch, start_epoch, epochs,
                  epoch + 1, epochs, logs["loss"], logs["accuracy"], logs["val_loss"],
                  logs["val_accuracy"], logs["val_top5_accuracy"], logs["val_macro_recall"],
                  logs["val_gap"],
-                 logs["learning_rate"], logs["seconds"], totals[3] / max(logs["seconds"], 1e-9),
+                 logs["learning_rate"], logs["seconds"],
+                 (totals[3] - images_before) / max(logs["seconds"], 1e-9),
                  duration(elapsed), f"about {duration(left)} left" if left else "done")
         callbacks.on_epoch_end(epoch, logs)
         averaged.swap_out()  # training, and the checkpoint, hold the trained weights
