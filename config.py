@@ -95,6 +95,7 @@ class FitConfig:
     mixed_precision: str
     xla: str
     steps_per_execution: int
+    level_weights: tuple
     save_steps: int
     keep_weights_file_num: int
     seed: int

@@ -247,6 +247,10 @@ def build_parser():
     fit.add_argument("--steps_per_execution", type=positive, default=1,
                      help="training steps per compiled call: more cuts the host's per-step "
                           "overhead for small models (Keras' steps_per_execution)")
+    fit.add_argument("--level_weights", type=weight_list, default=(), metavar="W[,W...]",
+                     help="with --label_levels_sep: train an auxiliary head per coarser level "
+                          "(coarsest first), its crossentropy weighted by W beside the "
+                          "classes' own; empty = no auxiliary heads")
     fit.add_argument("--save_steps", type=not_negative, default=0,
                      help="also checkpoint every N steps within an epoch, and resume there at "
                           "the same place in the data stream (large sets: hours per epoch); "

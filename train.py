@@ -234,6 +234,10 @@ def train_one(run, data, plan, job):
 
     keep_package, overwrite = plan
     levels = label_map.levels(data.class_names, run.data.label_levels_sep)  # checked first
+    if run.fit.level_weights and len(run.fit.level_weights) != len(levels):
+        raise UserError(f"--level_weights: {len(run.fit.level_weights)} weight(s) for "
+                        f"{len(levels)} coarser level(s) of the class names (--label_levels_sep"
+                        f"={run.data.label_levels_sep!r}): give one per level, coarsest first")
     counts = screening.class_counts(data.train, len(data.class_names))
     balance.log_plan(counts, feed.balance, data.class_names, len(data.train))
     balance.log_sampler(feed.sampler, feed.balance, feed.batch_size, feed.pk_images, counts)

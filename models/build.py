@@ -77,6 +77,16 @@ def training_outputs(model, head):
     return keras.Model(model.inputs, model.get_layer("cosines").output)
 
 
+def with_level_heads(model, outputs, sizes):
+    """The training model of `outputs` (training_outputs) plus one auxiliary softmax head per
+    coarser level (`sizes`: its classes), on the classifier's pooled features; the heads are
+    trained alone, never exported. Returns (model, the heads' layers)."""
+    pooled = model.get_layer("pool").output
+    heads = [keras.layers.Dense(size, activation="softmax", dtype="float32",
+                                name=f"level_{depth}") for depth, size in enumerate(sizes, 1)]
+    return keras.Model(model.inputs, [outputs.output, *[head(pooled) for head in heads]]), heads
+
+
 _STRIDED = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D,
             keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)
 

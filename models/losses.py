@@ -41,3 +41,24 @@ def make_loss(name="categorical_crossentropy", label_smoothing=0.0, reduction="s
             alpha=1.0, gamma=focal_gamma, label_smoothing=label_smoothing, reduction=reduction)
     return keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing,
                                                 reduction=reduction)
+
+
+def level_loss(levels, weights):
+    """Per-example loss of the auxiliary heads of coarser levels (--level_weights): for each
+    level (inputs/label_map.Level) its weight x the crossentropy of its head's probabilities
+    against the labels summed into its groups, so CutMix's and distillation's soft labels
+    carry over. Called as fn(labels [B, classes], [head outputs, one per level])."""
+    import tensorflow as tf
+
+    groups = [(tf.constant(level.of_class, tf.int32), len(level.names)) for level in levels]
+
+    def fn(labels, outputs):
+        total = 0.0
+        for (of_class, count), weight, probabilities in zip(groups, weights, outputs):
+            coarse = tf.transpose(tf.math.unsorted_segment_sum(
+                tf.transpose(tf.cast(labels, tf.float32)), of_class, count))
+            total += weight * keras.losses.categorical_crossentropy(
+                coarse, tf.cast(probabilities, tf.float32))
+        return total
+
+    return fn

@@ -349,3 +349,17 @@ def test_init_from_takes_the_classifier_by_class_name_and_the_neck_always(tmp_pa
     arrays, note = init_from.head_arrays(earlier, ["a", "b", "d", "e"])
     assert "probabilities" not in arrays and "embedding" in arrays
     assert note == "a new classifier: this job has 4 classes, the earlier run 3 (2 shared)"
+
+
+def test_the_level_loss_sums_soft_labels_into_their_groups():
+    """Items 0, 1 under category 0 and 2, 3 under 1: a label half item 0 and half item 1 is
+    category 0 whole, so the loss is 0.5 x -log(0.8); half item 1 and half item 2 is half of
+    each category."""
+    from inputs.label_map import Level
+
+    fn = losses.level_loss([Level(1, ["a", "b"], [0, 0, 1, 1])], [0.5])
+    labels = np.array([[0.5, 0.5, 0, 0], [0, 0.5, 0.5, 0]], np.float32)
+    heads = [np.array([[0.8, 0.2], [0.8, 0.2]], np.float32)]
+    np.testing.assert_allclose(fn(labels, heads).numpy(),
+                               [-0.5 * np.log(0.8), -0.5 * (0.5 * np.log(0.8) + 0.5 * np.log(0.2))],
+                               rtol=1e-5)

@@ -2,6 +2,7 @@
 S3 server, a weights file on OBS, a restart after SIGTERM, and the demo's learning."""
 import collections
 import csv
+import io
 import json
 import logging
 import os
@@ -207,6 +208,48 @@ def test_save_steps_resumes_within_an_epoch_where_the_data_stream_left_off(
     for name in whole:
         for a, b in zip(whole[name], cut[name]):
             np.testing.assert_allclose(a, b, atol=1e-5, err_msg=name)
+
+
+def test_level_heads_train_beside_the_classes_and_stay_out_of_the_package(tmp_path,
+                                                                          clean_storage_env,
+                                                                          caplog):
+    """--label_levels_sep=/ --level_weights=0.5 on digits named "category/item" (two of the
+    three items under one category): an auxiliary head of the 2 categories trains (its weights
+    move, and are in the checkpoint), the package serves the 3 items alone with the category
+    in each reply, and evaluation reports both levels. A weight count that does not match
+    the levels is one line before training."""
+    import tensorflow as tf
+
+    import customize_service
+    import train
+
+    digits_folder(tmp_path / "data", count=60, broken=False)
+    rule = tmp_path / "data" / "garbage_classify_rule.json"
+    rule.write_text(json.dumps({"0": "可回收物/易拉罐", "1": "可回收物/纸箱", "2": "厨余垃圾/菜叶"},
+                               ensure_ascii=False), encoding="utf-8")
+    flags = [f"--data_url={tmp_path / 'data'}", f"--local_data_root={tmp_path / 'cache'}",
+             *SMALL, "--max_epochs=2", "--freeze_epochs=0", "--label_levels_sep=/"]
+    caplog.set_level(logging.INFO)
+    assert train.main([*flags, "--level_weights=0.5,0.5", f"--train_url={tmp_path / 'x'}"]) == 2
+    assert "2 weight(s) for 1 coarser level(s)" in caplog.text
+    out = tmp_path / "out"
+    assert train.main([*flags, "--level_weights=0.5", f"--train_url={out}"]) == 0
+    assert "auxiliary heads of 2 classes on the coarser levels, weighted 0.5" in caplog.text
+    checkpoint = tf.train.latest_checkpoint(str(out / "checkpoints"))
+    kernels = [name for name, _ in tf.train.list_variables(checkpoint)
+               if name.startswith("levels/0/") and "kernel" in name and "OPTIMIZER" not in name]
+    assert kernels, tf.train.list_variables(checkpoint)[:20]
+    after = [tf.train.load_checkpoint(str(out / "checkpoints" / f"ckpt-{epoch}")).get_tensor(
+        kernels[0]) for epoch in (1, 2)]
+    assert after[0].shape[-1] == 2 and np.abs(after[1] - after[0]).max() > 1e-4  # it trains
+    metrics = json.load(open(out / "evaluation" / "metrics.json", encoding="utf-8"))
+    assert metrics["classes"] == 3 and metrics["levels"][0]["classes"] == 2
+    service = customize_service.ImageClassifierService("model", str(out / "model"),
+                                                       background=False)
+    assert service.signature.structured_outputs["probabilities"].shape[-1] == 3
+    image = next((tmp_path / "data").glob("*.jpg"))
+    reply = service.inference({"images": {"a.jpg": io.BytesIO(image.read_bytes())}})
+    assert reply["levels"][0] in ("可回收物", "厨余垃圾")
 
 
 def test_demo_recipe_learns_the_digits_and_leaves_a_valid_package(demo_run):

@@ -67,12 +67,14 @@ def finished(epochs_done, max_epochs, saved_state):
 class ResumeState:
     """tf.train.Checkpoint of (model, optimizer, epochs done) with its CheckpointManager."""
 
-    def __init__(self, model, optimizer, work_dir, train_url, chief, keep=2):
+    def __init__(self, model, optimizer, work_dir, train_url, chief, keep=2, extra=()):
         """`work_dir`: the chief's output folder (train_url itself when local), or a worker's
-        own scratch folder."""
+        own scratch folder; `extra`: layers trained beside the model (--level_weights'
+        heads)."""
         self.epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_done")
+        more = {"levels": list(extra)} if extra else {}
         self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer,
-                                              epochs_done=self.epochs_done)
+                                              epochs_done=self.epochs_done, **more)
         self.chief, self.keep = chief, keep
         self.local_dir = os.path.join(work_dir, "checkpoints")
         self.shared_dir = obs_utils.join(train_url, "checkpoints")
@@ -156,11 +158,13 @@ class StepState:
     (position-<n>.json), in {train_url}/step_checkpoints/ (one kept), mirrored as the epoch
     checkpoints are. A resume prefers it to the epoch checkpoint it started from."""
 
-    def __init__(self, model, optimizer, work_dir, train_url, chief):
+    def __init__(self, model, optimizer, work_dir, train_url, chief, extra=()):
         # Dropout's seed generators too: tf.train.Checkpoint(model=...) leaves out their
         # states, so a resumed job would draw its masks again from the first.
         seeds = [v for v in model.non_trainable_variables if v.name == "seed_generator_state"]
-        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, seeds=seeds)
+        more = {"levels": list(extra)} if extra else {}
+        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, seeds=seeds,
+                                              **more)
         self.local_dir = os.path.join(work_dir, STEPS_FOLDER)
         self.shared_dir = obs_utils.join(train_url, STEPS_FOLDER)
         self.push = chief and obs_utils.is_remote(train_url)

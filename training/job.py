@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 import obs_utils
-from inputs import balance, oof, pipeline, screening
+from inputs import balance, label_map, oof, pipeline, screening
 from models import build, init_from, losses, run_weights, weights
 
 from . import checkpoints, optim, phases
@@ -71,13 +71,18 @@ def train(run, data, work_dir, strategy, chief=True, pretrained=None):
              len(data.train), len(data.val), feed.batch_size, replicas, steps,
              "on" if mixed else "off", "on" if xla else "off")
     keras.utils.set_random_seed(fit.seed)  # --seed: the same first weights, as the same data
+    levels = label_map.levels(data.class_names, run.data.label_levels_sep) if (
+        fit.level_weights) else []
     with strategy.scope():
-        parts = _build(run.model, fit, num_classes, steps, mixed, pretrained)
+        parts = _build(run.model, fit, num_classes, steps, mixed, pretrained,
+                       [len(level.names) for level in levels])
     model, optimizer = parts.model, parts.optimizer
 
-    state = checkpoints.ResumeState(model, optimizer, work_dir, train_url, chief)
+    state = checkpoints.ResumeState(model, optimizer, work_dir, train_url, chief,
+                                    extra=parts.level_heads)
     start_epoch = state.restore()
-    step_state = checkpoints.StepState(model, optimizer, work_dir, train_url, chief)
+    step_state = checkpoints.StepState(model, optimizer, work_dir, train_url, chief,
+                                       extra=parts.level_heads)
     within = step_state.restore(start_epoch, global_batch, steps)
     sync = RemoteSync(train_url, work_dir, chief)
     sync.pull_earlier(resumed=start_epoch > 0)
@@ -92,9 +97,9 @@ def train(run, data, work_dir, strategy, chief=True, pretrained=None):
     counts = screening.class_counts(data.train, num_classes)
     config = StepConfig(global_batch, fit.clipnorm,
                         balance.loss_weights(counts, feed.balance), xla,
-                        fit.steps_per_execution, fit.grad_centralization)
-    loop = Loop(strategy, build.training_outputs(model, run.model.head), optimizer,
-                parts.loss_fn, config)
+                        fit.steps_per_execution, fit.grad_centralization,
+                        losses.level_loss(levels, fit.level_weights) if levels else None)
+    loop = Loop(strategy, parts.training_model, optimizer, parts.loss_fn, config)
     # The data stream of the first epoch this process trains (a resume within an epoch:
     # the stream it was drawn from, past the batches already trained on).
     stream_epoch, skipped = (within.stream_epoch, within.stream_steps) if within else (
@@ -157,13 +162,23 @@ class Parts:
     schedule: object
     phases: list      # [phases.Phase]
     stages: list      # build.backbone_stages
+    training_model: object  # what the loop runs: build.training_outputs, and the level heads
+    level_heads: list       # --level_weights: the auxiliary heads' layers
 
 
-def _build(spec, fit, num_classes, steps, mixed, pretrained):
+def _build(spec, fit, num_classes, steps, mixed, pretrained, level_sizes=()):
     """The classifier of `spec` (config.ModelConfig: pretrained backbone, or random weights
     said loudly), its BatchNorm momentum for short runs, and from `fit` (config.FitConfig)
-    the phased schedule, the optimizer and the loss."""
+    the phased schedule, the optimizer and the loss; `level_sizes`: an auxiliary head per
+    coarser level, of that many classes, in the training model only."""
     model, backbone = _classifier(spec, num_classes)
+    training_model, level_heads = build.training_outputs(model, spec.head), []
+    if level_sizes:
+        training_model, level_heads = build.with_level_heads(model, training_model, level_sizes)
+        log.info("auxiliary heads of %s classes on the coarser levels, weighted %s "
+                 "(--level_weights; trained, not exported)",
+                 " and ".join(str(n) for n in level_sizes),
+                 ", ".join(f"{w:g}" for w in fit.level_weights))
     if pretrained is not None:
         weights.apply(backbone, pretrained)
         if pretrained.head:
@@ -199,7 +214,7 @@ def _build(spec, fit, num_classes, steps, mixed, pretrained):
              f"(--ema={fit.ema}; BatchNorm statistics as trained)" if fit.ema else "")
     if mixed:
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    optimizer.build(model.trainable_variables)  # every layer, before any freezing
+    optimizer.build(training_model.trainable_variables)  # every layer, before any freezing
     optim.scale_learning_rates(optimizer, backbone.trainable_variables, fit.backbone_lr_mult)
     if fit.backbone_lr_mult != 1.0:
         log.info("the backbone trains at %g x the learning rate (--backbone_lr_mult), the "
@@ -210,7 +225,8 @@ def _build(spec, fit, num_classes, steps, mixed, pretrained):
                                head=spec.head, head_scale=spec.head_scale,
                                head_margin=spec.head_margin, focal_gamma=spec.focal_gamma)
     model.optimizer = optimizer  # what ReduceLROnPlateau adjusts
-    return Parts(model, backbone, optimizer, loss_fn, schedule, plan, stages)
+    return Parts(model, backbone, optimizer, loss_fn, schedule, plan, stages, training_model,
+                 level_heads)
 
 
 class RemoteSync:

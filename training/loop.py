@@ -36,6 +36,14 @@ class StepConfig:
     jit_compile: bool = False
     steps_per_execution: int = 1    # training steps per compiled call (fewer host round trips)
     grad_centralization: bool = False  # centralize kernels' gradients (--grad_centralization)
+    level_loss: object = None       # the auxiliary level heads' loss (models.losses.level_loss)
+
+
+def _split(outputs):
+    """(the classes' output, [the level heads' outputs]) of the training model's outputs."""
+    if isinstance(outputs, (list, tuple)):
+        return outputs[0], list(outputs[1:])
+    return outputs, []
 
 
 def centralize(gradient):
@@ -102,8 +110,10 @@ class Loop:
         compile IteratorGetNext, and the collectives belong to the strategy."""
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
-            probabilities = self.model(images, training=True)
+            probabilities, levels = _split(self.model(images, training=True))
             per_example = self.loss_fn(labels, probabilities)
+            if levels:  # --level_weights: the auxiliary heads' crossentropies beside it
+                per_example += self.config.level_loss(labels, levels)
             if self.config.class_weights is not None:
                 weights = tf.constant(self.config.class_weights, tf.float32)
                 per_example *= tf.reduce_sum(labels * weights, axis=-1)
@@ -132,7 +142,7 @@ class Loop:
     def _replica_eval_step(self, images, labels):
         """The sums, and each image's top-class confidence and whether it is right (GAP
         ranks every image of the set, so these are gathered, not summed)."""
-        probabilities = self.model(images, training=False)
+        probabilities, _ = _split(self.model(images, training=False))
         confidence = tf.reduce_max(tf.cast(probabilities, tf.float32), axis=-1)
         right = tf.cast(tf.equal(tf.argmax(probabilities, -1), tf.argmax(labels, -1)),
                         tf.float32)
