@@ -43,6 +43,17 @@ def _mirror(local_dir, remote_dir):
         obs_utils.remove(obs_utils.join(remote_dir, name))
 
 
+def _pull(local_dir, shared_dir):
+    """Mirror train_url's `shared_dir` into `local_dir` (every worker reads the chief's) unless
+    they are the same folder; True when it copied."""
+    same = os.path.abspath(local_dir) == os.path.abspath(
+        obs_utils.parse(shared_dir).path) and not obs_utils.is_remote(shared_dir)
+    if same or not obs_utils.is_dir(shared_dir):
+        return False
+    obs_utils.copy_tree(shared_dir, local_dir, progress=False, delete=True)
+    return True
+
+
 def job_finished(train_url, max_epochs):
     """Whether the job of train_url has finished training (all of max_epochs, or stopped
     early), from the checkpoint index and the state beside it alone: no model is built."""
@@ -85,10 +96,7 @@ class ResumeState:
     def restore(self):
         """Epochs already done (0 for a new job), after restoring the latest checkpoint of
         train_url (every worker reads the chief's)."""
-        same = os.path.abspath(self.local_dir) == os.path.abspath(
-            obs_utils.parse(self.shared_dir).path) and not obs_utils.is_remote(self.shared_dir)
-        if not same and obs_utils.is_dir(self.shared_dir):
-            obs_utils.copy_tree(self.shared_dir, self.local_dir, progress=False, delete=True)
+        if _pull(self.local_dir, self.shared_dir):
             self.manager = tf.train.CheckpointManager(self.checkpoint, self.local_dir,
                                                       max_to_keep=self.keep)
         latest = self.manager.latest_checkpoint
@@ -175,10 +183,7 @@ class StepState:
         epoch checkpoints resume), its model and optimizer restored; None when there is none.
         Saved under another global batch (another number of devices), the steps are counted
         anew from the images done, and the stream is drawn afresh."""
-        same = os.path.abspath(self.local_dir) == os.path.abspath(
-            obs_utils.parse(self.shared_dir).path) and not obs_utils.is_remote(self.shared_dir)
-        if not same and obs_utils.is_dir(self.shared_dir):
-            obs_utils.copy_tree(self.shared_dir, self.local_dir, progress=False, delete=True)
+        if _pull(self.local_dir, self.shared_dir):
             self.manager = tf.train.CheckpointManager(self.checkpoint, self.local_dir,
                                                       max_to_keep=1)
         latest = self.manager.latest_checkpoint
